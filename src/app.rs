@@ -1,0 +1,219 @@
+//! The application: its shared state, the listener, and the ordered shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::delivery::Delivery;
+use crate::hub::{ConnId, Hub};
+use crate::message::MessageIds;
+use crate::outbox::SlowConsumerPolicy;
+use crate::telemetry::{MessageTracer, Metrics, Telemetry};
+
+/// State shared by every request and connection. Cloning is an `Arc` bump.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+struct Shared {
+    node_id: String,
+    limits: Limits,
+    hub: Arc<Hub>,
+    broker: Broker,
+    metrics: Metrics,
+    tracer: MessageTracer,
+    /// Rendered by `/metrics`.
+    registry: prometheus::Registry,
+    ids: MessageIds,
+    next_conn: AtomicU64,
+    /// One permit per open WebSocket connection (`--max-connections`). A permit
+    /// is taken before the 101 answer and moves into the session task.
+    permits: Arc<Semaphore>,
+    /// Every session task: axum's graceful shutdown does not wait for upgraded
+    /// connections, so shutdown waits on this.
+    sessions: TaskTracker,
+    /// Cancelled when shutdown begins.
+    shutdown: CancellationToken,
+}
+
+/// Per-connection limits, copied from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub send_queue: usize,
+    pub slow_consumer: SlowConsumerPolicy,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+}
+
+impl AppState {
+    pub fn node_id(&self) -> &str {
+        &self.0.node_id
+    }
+    pub fn limits(&self) -> &Limits {
+        &self.0.limits
+    }
+    pub fn max_message_bytes(&self) -> usize {
+        self.0.limits.max_message_bytes
+    }
+    pub fn hub(&self) -> &Hub {
+        &self.0.hub
+    }
+    pub fn broker(&self) -> &Broker {
+        &self.0.broker
+    }
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+    pub fn tracer(&self) -> &MessageTracer {
+        &self.0.tracer
+    }
+    pub fn registry(&self) -> &prometheus::Registry {
+        &self.0.registry
+    }
+    pub fn sessions(&self) -> &TaskTracker {
+        &self.0.sessions
+    }
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.0.shutdown
+    }
+    pub fn next_message_id(&self) -> String {
+        self.0.ids.next_id()
+    }
+    pub fn next_conn_id(&self) -> ConnId {
+        self.0.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+    /// A connection slot, if one is free.
+    pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.permits.clone().try_acquire_owned().ok()
+    }
+    /// Whether this node should receive traffic: not shutting down, broker up.
+    pub fn is_ready(&self) -> bool {
+        !self.0.shutdown.is_cancelled() && self.0.broker.is_ready()
+    }
+}
+
+/// A bound, not yet serving, gateway. Tests build it on port 0 and read the port.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    /// Binds the listener and assembles the state.
+    pub async fn build(config: &Config, telemetry: &Telemetry) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let node_id = config.node_id();
+        let hub = Arc::new(Hub::new());
+        let tracer = MessageTracer::new(telemetry.tracer.clone(), &node_id);
+        let metrics = telemetry.metrics.clone();
+        let system = crate::telemetry::MessagingSystem::Wsgate;
+        let delivery = Arc::new(Delivery::new(
+            hub.clone(),
+            metrics.clone(),
+            tracer.clone(),
+            system,
+        ));
+        let broker = Broker::memory(delivery);
+        let limits = Limits {
+            max_message_bytes: config.max_message_bytes as usize,
+            send_queue: config.send_queue as usize,
+            slow_consumer: config.slow_consumer,
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_timeout: config.heartbeat_timeout,
+        };
+        let shared = Shared {
+            node_id,
+            limits,
+            hub,
+            broker,
+            metrics,
+            tracer,
+            registry: telemetry.registry.clone(),
+            ids: MessageIds::new(),
+            next_conn: AtomicU64::new(1),
+            permits: Arc::new(Semaphore::new(config.max_connections as usize)),
+            sessions: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        };
+        Ok(Self {
+            listener,
+            state: AppState(Arc::new(shared)),
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound TCP listener always has a local address.
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until `signal` resolves, then shuts down in order:
+    /// 1. stop accepting, `/readyz` turns 503, every session is asked to close
+    ///    with 1001;
+    /// 2. wait up to the grace period for sessions to finish;
+    /// 3. wait for in-flight HTTP requests.
+    ///
+    /// Telemetry is flushed by the caller afterwards, so the shutdown itself is
+    /// still observed.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            state,
+            shutdown_grace,
+        } = self;
+        let router = crate::http::router(state.clone());
+        let token = state.shutdown().clone();
+        let server = axum::serve(listener, router)
+            .with_graceful_shutdown(token.clone().cancelled_owned())
+            .into_future();
+        let mut server = tokio::spawn(server);
+        tokio::select! {
+            () = signal => {}
+            result = &mut server => {
+                // The server only returns early if accepting failed outright.
+                token.cancel();
+                result.context("server task")?.context("serving")?;
+                return Ok(());
+            }
+        }
+        let open = state.hub().room_count();
+        tracing::info!(rooms = open, "shutting down: closing sessions with 1001");
+        token.cancel();
+        state.sessions().close();
+        if tokio::time::timeout(shutdown_grace, state.sessions().wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = state.sessions().len(),
+                grace = ?shutdown_grace,
+                "sessions still open after the shutdown grace period; leaving them"
+            );
+        }
+        match tokio::time::timeout(shutdown_grace, server).await {
+            Ok(result) => result.context("server task")?.context("serving")?,
+            Err(_) => tracing::warn!("HTTP requests still in flight after the grace period"),
+        }
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}

@@ -1,0 +1,81 @@
+//! The broker boundary: how a published message reaches every node that has
+//! subscribers for its room.
+//!
+//! A closed choice rather than a trait: wsgate runs on exactly one of a small set
+//! of brokers, and an enum keeps every signature free of type parameters. The
+//! hub never sees which variant runs; it only receives deliveries.
+
+mod memory;
+
+use std::sync::Arc;
+
+pub use memory::MemoryBroker;
+
+use crate::delivery::Delivery;
+use crate::message::Envelope;
+use crate::room::RoomName;
+use crate::telemetry::MessagingSystem;
+
+/// Why the broker could not take a message or a subscription.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("the message broker is unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub enum Broker {
+    /// One node alone: publishing is delivering, in the publisher's own task.
+    Memory(MemoryBroker),
+}
+
+impl Broker {
+    pub fn memory(delivery: Arc<Delivery>) -> Self {
+        Self::Memory(MemoryBroker::new(delivery))
+    }
+
+    /// The `messaging.system` this broker reports on spans.
+    pub fn system(&self) -> MessagingSystem {
+        match self {
+            Self::Memory(_) => MessagingSystem::Wsgate,
+        }
+    }
+
+    /// Hands a message to the broker. When this returns `Ok` the message is on
+    /// its way to every node; an error means it went nowhere.
+    pub async fn publish(&self, envelope: Envelope) -> Result<(), BrokerError> {
+        match self {
+            Self::Memory(broker) => {
+                broker.publish(envelope);
+                Ok(())
+            }
+        }
+    }
+
+    /// Declares that this node has a subscriber for `room`. Returns once messages
+    /// published anywhere to `room` are sure to reach this node.
+    pub async fn acquire(&self, room: &RoomName) -> Result<(), BrokerError> {
+        match self {
+            Self::Memory(_) => {
+                let _ = room;
+                Ok(())
+            }
+        }
+    }
+
+    /// Withdraws one [`acquire`](Self::acquire). Synchronous so that it can run
+    /// from a connection's drop path.
+    pub fn release(&self, room: &RoomName) {
+        match self {
+            Self::Memory(_) => {
+                let _ = room;
+            }
+        }
+    }
+
+    /// Whether the broker can currently carry messages (for `/readyz`).
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Self::Memory(_) => true,
+        }
+    }
+}

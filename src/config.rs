@@ -1,0 +1,221 @@
+//! Configuration: one struct, from flags and `WSGATE_*` environment variables.
+//!
+//! Telemetry is configured separately, by the OpenTelemetry SDK's own `OTEL_*`
+//! variables (see `telemetry`), so existing deployments carry over unchanged.
+//! The README's configuration table mirrors this file.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, ValueEnum};
+
+use crate::outbox::SlowConsumerPolicy;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "wsgate",
+    version,
+    about = "An OpenTelemetry-first WebSocket gateway"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+/// How the gateway runs.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on for WebSocket and HTTP.
+    #[arg(long, env = "WSGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// This node's name: the `service.instance.id` of its telemetry.
+    /// Defaults to `<hostname>-<pid>`.
+    #[arg(long, env = "WSGATE_NODE_ID", value_parser = non_empty)]
+    pub node_id: Option<String>,
+
+    /// Most WebSocket connections served at once; further upgrades get 503.
+    #[arg(long, env = "WSGATE_MAX_CONNECTIONS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Largest client frame or message, in bytes; larger ones close the
+    /// connection with 1009.
+    #[arg(long, env = "WSGATE_MAX_MESSAGE_BYTES", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u32).range(256..=(64 << 20)))]
+    pub max_message_bytes: u32,
+
+    /// Frames queued for one connection before the slow-consumer policy acts.
+    #[arg(long, env = "WSGATE_SEND_QUEUE", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub send_queue: u32,
+
+    /// What to do with a connection whose send queue is full.
+    #[arg(long, env = "WSGATE_SLOW_CONSUMER", value_enum, default_value_t = SlowConsumerPolicy::Disconnect)]
+    pub slow_consumer: SlowConsumerPolicy,
+
+    /// Interval between the server's WebSocket pings.
+    #[arg(long, env = "WSGATE_HEARTBEAT_INTERVAL", default_value = "25s", value_parser = duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Close a connection that sent nothing (not even a pong) for this long.
+    #[arg(long, env = "WSGATE_HEARTBEAT_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub heartbeat_timeout: Duration,
+
+    /// On SIGTERM/SIGINT, how long connections may take to close before the
+    /// process stops waiting for them.
+    #[arg(long, env = "WSGATE_SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log line format.
+    #[arg(long, env = "WSGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configuration that parsed but does not make sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "--heartbeat-timeout ({timeout:?}) must be longer than --heartbeat-interval ({interval:?})"
+    )]
+    HeartbeatTimeout {
+        timeout: Duration,
+        interval: Duration,
+    },
+    #[error("--{flag} must be greater than zero")]
+    Zero { flag: &'static str },
+}
+
+impl Config {
+    /// Checks the rules that span several flags.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (flag, value) in [
+            ("heartbeat-interval", self.heartbeat_interval),
+            ("heartbeat-timeout", self.heartbeat_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero { flag });
+            }
+        }
+        if self.heartbeat_timeout <= self.heartbeat_interval {
+            return Err(ConfigError::HeartbeatTimeout {
+                timeout: self.heartbeat_timeout,
+                interval: self.heartbeat_interval,
+            });
+        }
+        Ok(())
+    }
+
+    /// The node id, defaulted to `<hostname>-<pid>`.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let host = gethostname::gethostname();
+            let host = host.to_string_lossy();
+            let host = if host.is_empty() { "wsgate" } else { &host };
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    /// A configuration for tests and embedding: every default, on an ephemeral port.
+    pub fn for_tests() -> Self {
+        let cli = Cli::parse_from(["wsgate", "--listen", "127.0.0.1:0"]);
+        cli.serve
+    }
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 25s, 500ms, 2m)"))
+}
+
+fn non_empty(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(s.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["wsgate"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        cli.serve.validate().map_err(|e| e.to_string())?;
+        Ok(cli.serve)
+    }
+
+    #[test]
+    fn defaults_match_the_documented_table() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.max_connections, 100_000);
+        assert_eq!(c.max_message_bytes, 65_536);
+        assert_eq!(c.send_queue, 1024);
+        assert_eq!(c.slow_consumer, SlowConsumerPolicy::Disconnect);
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(25));
+        assert_eq!(c.heartbeat_timeout, Duration::from_secs(60));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn flags_parse() {
+        let c = parse(&[
+            "--listen=0.0.0.0:9000",
+            "--node-id=n1",
+            "--max-connections=5",
+            "--slow-consumer=drop",
+            "--heartbeat-interval=500ms",
+            "--heartbeat-timeout=2s",
+            "--log-format=json",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.node_id(), "n1");
+        assert_eq!(c.max_connections, 5);
+        assert_eq!(c.slow_consumer, SlowConsumerPolicy::Drop);
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn nonsense_is_refused_with_a_reason() {
+        for (args, needle) in [
+            (&["--listen=nowhere"][..], "invalid socket address"),
+            (&["--max-connections=0"], "--max-connections"),
+            (&["--max-message-bytes=10"], "--max-message-bytes"),
+            (&["--heartbeat-interval=soon"], "examples: 25s"),
+            (
+                &["--heartbeat-interval=30s", "--heartbeat-timeout=30s"],
+                "must be longer",
+            ),
+            (&["--heartbeat-interval=0s"], "greater than zero"),
+            (
+                &["--slow-consumer=ignore"],
+                "possible values: drop, disconnect",
+            ),
+            (&["--node-id= "], "must not be empty"),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn default_node_id_is_host_and_pid() {
+        let c = parse(&[]).unwrap();
+        assert!(c.node_id().ends_with(&format!("-{}", std::process::id())));
+    }
+}

@@ -1,0 +1,62 @@
+//! The consumer side of the broker: what a node does with a message for a room.
+//!
+//! Each message is encoded into its `message` frame exactly once per node, and
+//! the frame's bytes are shared by every local recipient.
+
+use std::sync::Arc;
+
+use crate::hub::{Fanout, Hub};
+use crate::message::Envelope;
+use crate::outbox::Outbound;
+use crate::protocol::{self, ServerFrameType};
+use crate::telemetry::propagation::{span_context, traceparent};
+use crate::telemetry::{MessageTracer, MessagingSystem, Metrics, spans};
+
+pub struct Delivery {
+    hub: Arc<Hub>,
+    metrics: Metrics,
+    tracer: MessageTracer,
+    system: MessagingSystem,
+}
+
+impl Delivery {
+    pub fn new(
+        hub: Arc<Hub>,
+        metrics: Metrics,
+        tracer: MessageTracer,
+        system: MessagingSystem,
+    ) -> Self {
+        Self {
+            hub,
+            metrics,
+            tracer,
+            system,
+        }
+    }
+
+    /// Fans `envelope` out to this node's subscribers of its room, under a
+    /// `process` span whose context the delivered frames carry.
+    pub fn deliver(&self, envelope: &Envelope) -> Fanout {
+        let cx = self
+            .tracer
+            .process(&envelope.trace, self.system, &envelope.room, &envelope.id);
+        let traceparent = traceparent(&span_context(&cx));
+        let frame = protocol::message_frame(
+            &envelope.room,
+            &envelope.id,
+            &envelope.data,
+            traceparent.as_deref(),
+        );
+        let item = Outbound {
+            frame,
+            frame_type: ServerFrameType::Message,
+            published_at: Some(envelope.published_at),
+        };
+        let fanout = self.hub.fanout(&envelope.room, &item);
+        self.metrics
+            .undelivered(fanout.dropped, fanout.kicked, fanout.closed);
+        spans::record_fanout(&cx, &fanout);
+        spans::end(&cx);
+        fanout
+    }
+}

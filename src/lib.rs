@@ -1,0 +1,19 @@
+//! wsgate: a WebSocket gateway with rooms, fan-out, and exact OpenTelemetry
+//! metrics and traces. See ARCHITECTURE.md for the map.
+
+pub mod app;
+pub mod broker;
+pub mod config;
+pub mod delivery;
+pub mod http;
+pub mod hub;
+pub mod message;
+pub mod outbox;
+pub mod protocol;
+pub mod publish;
+pub mod room;
+pub mod telemetry;
+pub mod ws;
+
+pub use app::{AppState, Application};
+pub use config::Config;

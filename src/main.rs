@@ -1,0 +1,60 @@
+//! The `wsgate` binary: configuration, telemetry, serve until a signal, flush.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use wsgate::config::Cli;
+use wsgate::telemetry::Telemetry;
+use wsgate::{Application, Config};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    cli.serve.validate()?;
+    // At least two workers even when pinned to one CPU: the gRPC trace exporter
+    // deadlocks on a runtime with a single worker.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(serve(cli.serve))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let node_id = config.node_id();
+    let telemetry = Telemetry::from_env(&node_id).context("configuring telemetry")?;
+    telemetry.init_logs(config.log_format)?;
+    let app = Application::build(&config, &telemetry).await?;
+    tracing::info!(addr = %app.local_addr(), node_id, "wsgate listening");
+    let result = app.run_until(shutdown_signal()).await;
+    telemetry.shutdown().await;
+    result
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,115 @@
+//! A published message in flight between the publisher and the node(s) that
+//! deliver it, and the ids and clocks it carries.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use opentelemetry::trace::SpanContext;
+use serde_json::value::RawValue;
+
+use crate::room::RoomName;
+
+/// One published message, as the broker carries it.
+#[derive(Debug)]
+pub struct Envelope {
+    /// Server-assigned, unique across nodes and restarts (see [`MessageIds`]).
+    pub id: String,
+    pub room: RoomName,
+    /// The payload exactly as published; valid JSON by construction.
+    pub data: Box<RawValue>,
+    /// The context of the `send` span: the parent of every node's `process` span.
+    /// Invalid when tracing is off and the publisher sent no trace context.
+    pub trace: SpanContext,
+    pub published_at: PublishedAt,
+}
+
+/// When a message was accepted, for the delivery-latency histogram.
+#[derive(Debug, Clone, Copy)]
+pub enum PublishedAt {
+    /// Accepted on this node: a monotonic clock, immune to wall-clock steps.
+    Local(Instant),
+    /// Accepted on another node: only a wall clock is comparable across machines,
+    /// so latency includes any skew between the two clocks.
+    Remote(SystemTime),
+}
+
+impl PublishedAt {
+    pub fn now() -> Self {
+        Self::Local(Instant::now())
+    }
+
+    /// Time since acceptance; zero when a skewed remote clock would make it negative.
+    pub fn elapsed(&self) -> Duration {
+        match self {
+            Self::Local(at) => at.elapsed(),
+            Self::Remote(at) => SystemTime::now().duration_since(*at).unwrap_or_default(),
+        }
+    }
+
+    /// Like [`elapsed`](Self::elapsed), against clocks read once for a batch.
+    pub fn elapsed_at(&self, now: Instant, wall: SystemTime) -> Duration {
+        match self {
+            Self::Local(at) => now.saturating_duration_since(*at),
+            Self::Remote(at) => wall.duration_since(*at).unwrap_or_default(),
+        }
+    }
+
+    /// The wall-clock time of acceptance, for carrying to other nodes.
+    pub fn wall_clock(&self) -> SystemTime {
+        match self {
+            Self::Local(at) => SystemTime::now() - at.elapsed(),
+            Self::Remote(at) => *at,
+        }
+    }
+}
+
+/// Generates message ids: a random per-process prefix and a counter.
+///
+/// The 48-bit random prefix makes ids unique across nodes and restarts without
+/// coordination; the counter makes them cheap and ordered within a process.
+#[derive(Debug)]
+pub struct MessageIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl MessageIds {
+    pub fn new() -> Self {
+        let prefix = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+        Self {
+            prefix,
+            next: AtomicU64::new(1),
+        }
+    }
+
+    pub fn next_id(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.prefix)
+    }
+}
+
+impl Default for MessageIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_within_and_across_generators() {
+        let a = MessageIds::new();
+        let b = MessageIds::new();
+        let ids: std::collections::HashSet<String> =
+            (0..1000).flat_map(|_| [a.next_id(), b.next_id()]).collect();
+        assert_eq!(ids.len(), 2000);
+    }
+
+    #[test]
+    fn remote_clock_in_the_future_gives_zero_not_a_panic() {
+        let future = PublishedAt::Remote(SystemTime::now() + Duration::from_secs(60));
+        assert_eq!(future.elapsed(), Duration::ZERO);
+    }
+}

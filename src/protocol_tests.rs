@@ -1,0 +1,251 @@
+//! Decoding and encoding of wire protocol v1, table-driven.
+
+use super::*;
+
+/// What a decoded frame looks like, flattened for comparison.
+#[derive(Debug, PartialEq)]
+enum Decoded {
+    Subscribe(&'static str),
+    Unsubscribe(&'static str),
+    Publish {
+        room: &'static str,
+        data: &'static str,
+        id: Option<&'static str>,
+        traceparent: Option<&'static str>,
+    },
+    Ping(Option<&'static str>),
+    Error(ErrorCode, ClientFrameType, Option<&'static str>),
+}
+
+#[track_caller]
+fn check(input: &str, expected: Decoded) {
+    let got = match decode(input) {
+        Ok(ClientFrame::Subscribe { room }) => {
+            format!("{:?}", Decoded::Subscribe(leak(room.as_str())))
+        }
+        Ok(ClientFrame::Unsubscribe { room }) => {
+            format!("{:?}", Decoded::Unsubscribe(leak(room.as_str())))
+        }
+        Ok(ClientFrame::Publish(p)) => format!(
+            "{:?}",
+            Decoded::Publish {
+                room: leak(p.room.as_str()),
+                data: leak(p.data.get()),
+                id: p.id.as_deref().map(leak),
+                traceparent: p.traceparent.as_deref().map(leak),
+            }
+        ),
+        Ok(ClientFrame::Ping { id }) => format!("{:?}", Decoded::Ping(id.as_deref().map(leak))),
+        Err(e) => format!(
+            "{:?}",
+            Decoded::Error(e.code, e.frame_type, e.id.as_deref().map(leak))
+        ),
+    };
+    assert_eq!(got, format!("{expected:?}"), "input: {input}");
+}
+
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
+}
+
+#[test]
+fn decodes_valid_frames() {
+    use Decoded::*;
+    check(r#"{"type":"subscribe","room":"lobby"}"#, Subscribe("lobby"));
+    check(
+        r#"{"type":"unsubscribe","room":"a.b:c-d_e"}"#,
+        Unsubscribe("a.b:c-d_e"),
+    );
+    check(
+        r#"{"type":"publish","room":"lobby","data":{"text":"hi"},"id":"c-17"}"#,
+        Publish {
+            room: "lobby",
+            data: r#"{"text":"hi"}"#,
+            id: Some("c-17"),
+            traceparent: None,
+        },
+    );
+    // `data` is relayed byte for byte, whitespace included, and may be any JSON value.
+    check(
+        r#"{"type":"publish","room":"r","data":[1, 2,  3]}"#,
+        Publish {
+            room: "r",
+            data: "[1, 2,  3]",
+            id: None,
+            traceparent: None,
+        },
+    );
+    check(
+        r#"{"type":"publish","room":"r","data":null}"#,
+        Publish {
+            room: "r",
+            data: "null",
+            id: None,
+            traceparent: None,
+        },
+    );
+    check(
+        r#"{"type":"publish","room":"r","data":"x","traceparent":"00-abc"}"#,
+        Publish {
+            room: "r",
+            data: r#""x""#,
+            id: None,
+            traceparent: Some("00-abc"),
+        },
+    );
+    check(r#"{"type":"ping","id":"p1"}"#, Ping(Some("p1")));
+    check(r#"{"type":"ping"}"#, Ping(None));
+    // Unknown fields are ignored; escaped strings are unescaped.
+    check(
+        r#"{"type":"subscribe","room":"lobby","extra":{"deep":[1]}}"#,
+        Subscribe("lobby"),
+    );
+    check(
+        r#"{"type":"sub\u0073cribe","room":"lob\u0062y"}"#,
+        Subscribe("lobby"),
+    );
+}
+
+#[test]
+fn trace_context_of_the_wrong_type_is_ignored_not_refused() {
+    check(
+        r#"{"type":"publish","room":"r","data":1,"traceparent":42,"tracestate":{"a":1}}"#,
+        Decoded::Publish {
+            room: "r",
+            data: "1",
+            id: None,
+            traceparent: None,
+        },
+    );
+}
+
+#[test]
+fn refuses_invalid_frames_with_stable_codes() {
+    use ClientFrameType as T;
+    use Decoded::Error;
+    use ErrorCode::*;
+    check("not json", Error(InvalidMessage, T::Invalid, None));
+    check("", Error(InvalidMessage, T::Invalid, None));
+    check("[1,2]", Error(InvalidMessage, T::Invalid, None));
+    check("\"subscribe\"", Error(InvalidMessage, T::Invalid, None));
+    check(
+        r#"{"room":"lobby"}"#,
+        Error(InvalidMessage, T::Invalid, None),
+    );
+    check(r#"{"type":7}"#, Error(InvalidMessage, T::Invalid, None));
+    check(
+        r#"{"type":"subscribe","room":5}"#,
+        Error(InvalidMessage, T::Invalid, None),
+    );
+    check(
+        r#"{"type":"dance","id":"x"}"#,
+        Error(UnknownType, T::Invalid, Some("x")),
+    );
+    check(
+        r#"{"type":"subscribe"}"#,
+        Error(InvalidMessage, T::Subscribe, None),
+    );
+    check(
+        r#"{"type":"unsubscribe","room":""}"#,
+        Error(InvalidRoom, T::Unsubscribe, None),
+    );
+    check(
+        r#"{"type":"publish","room":"bad room","data":1,"id":"c1"}"#,
+        Error(InvalidRoom, T::Publish, Some("c1")),
+    );
+    check(
+        r#"{"type":"publish","room":"lobby","id":"c2"}"#,
+        Error(InvalidMessage, T::Publish, Some("c2")),
+    );
+    check(
+        r#"{"type":"subscribe","room":"lobby"} trailing"#,
+        Error(InvalidMessage, T::Invalid, None),
+    );
+    check(
+        r#"{"type":"subscribe","type":"publish"}"#,
+        Error(InvalidMessage, T::Invalid, None),
+    );
+}
+
+#[test]
+fn error_messages_do_not_echo_unbounded_input() {
+    let long = "y".repeat(10_000);
+    let err = decode(&format!(r#"{{"type":"{long}"}}"#)).unwrap_err();
+    assert_eq!(err.code, ErrorCode::UnknownType);
+    assert!(
+        err.message.len() < 200,
+        "message was {} bytes",
+        err.message.len()
+    );
+}
+
+#[test]
+fn encodes_replies() {
+    let cases: [(Reply<'_>, &str); 6] = [
+        (
+            Reply::Subscribed { room: "lobby" },
+            r#"{"type":"subscribed","room":"lobby"}"#,
+        ),
+        (
+            Reply::Unsubscribed { room: "lobby" },
+            r#"{"type":"unsubscribed","room":"lobby"}"#,
+        ),
+        (
+            Reply::Ack {
+                id: "c-17",
+                room: "lobby",
+            },
+            r#"{"type":"ack","id":"c-17","room":"lobby"}"#,
+        ),
+        (Reply::Pong { id: Some("p") }, r#"{"type":"pong","id":"p"}"#),
+        (Reply::Pong { id: None }, r#"{"type":"pong"}"#),
+        (
+            Reply::Error {
+                code: ErrorCode::NotSubscribed,
+                message: "no \"x\"",
+                id: Some("u1"),
+            },
+            r#"{"type":"error","code":"not_subscribed","message":"no \"x\"","id":"u1"}"#,
+        ),
+    ];
+    for (reply, expected) in cases {
+        assert_eq!(reply.encode().as_str(), expected);
+    }
+}
+
+#[test]
+fn error_code_strings_match_serde() {
+    for code in [
+        ErrorCode::InvalidMessage,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidRoom,
+        ErrorCode::NotSubscribed,
+        ErrorCode::UnsupportedBinary,
+        ErrorCode::Internal,
+    ] {
+        assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+    }
+}
+
+#[test]
+fn message_frame_is_valid_json_with_data_verbatim() {
+    let room = RoomName::parse("lobby").unwrap();
+    let data: &RawValue = serde_json::from_str(r#"{"t": "a\"b", "n": [1,2]}"#).unwrap();
+    let frame = message_frame(
+        &room,
+        "m-1",
+        data,
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    );
+    assert_eq!(
+        frame.as_str(),
+        r#"{"type":"message","room":"lobby","id":"m-1","data":{"t": "a\"b", "n": [1,2]},"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}"#
+    );
+    let parsed: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+    assert_eq!(parsed["data"]["t"], "a\"b");
+
+    let untraced = message_frame(&room, "id with \"quote\"", data, None);
+    let parsed: serde_json::Value = serde_json::from_str(untraced.as_str()).unwrap();
+    assert_eq!(parsed["id"], "id with \"quote\"");
+    assert!(parsed.get("traceparent").is_none());
+}

@@ -1,0 +1,44 @@
+//! The producer side: accepting a message for a room and handing it to the
+//! broker. WebSocket `publish` frames and the HTTP API both come through here,
+//! so both get the same ids, spans and delivery.
+
+use opentelemetry::Context;
+use serde_json::value::RawValue;
+
+use crate::app::AppState;
+use crate::broker::BrokerError;
+use crate::message::{Envelope, PublishedAt};
+use crate::room::RoomName;
+use crate::telemetry::propagation::span_context;
+use crate::telemetry::spans;
+
+impl AppState {
+    /// Publishes `data` to `room` under a `send` span, child of `parent`.
+    /// Returns the server-assigned message id.
+    pub async fn publish(
+        &self,
+        parent: &Context,
+        room: &RoomName,
+        data: &RawValue,
+    ) -> Result<String, BrokerError> {
+        let id = self.next_message_id();
+        let system = self.broker().system();
+        let cx = self
+            .tracer()
+            .send(parent, system, room, &id, data.get().len());
+        let envelope = Envelope {
+            id,
+            room: room.clone(),
+            data: data.to_owned(),
+            trace: span_context(&cx),
+            published_at: PublishedAt::now(),
+        };
+        let id = envelope.id.clone();
+        let result = self.broker().publish(envelope).await;
+        if let Err(e) = &result {
+            spans::record_error(&cx, "broker_unavailable", &e.to_string());
+        }
+        spans::end(&cx);
+        result.map(|()| id)
+    }
+}

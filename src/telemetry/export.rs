@@ -1,0 +1,170 @@
+//! Trace export: the OTLP exporter chosen from `OTEL_*`, wrapped so failures are
+//! counted and logged at most once a minute instead of once per batch.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Counter;
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+
+/// How often an ongoing export failure is logged.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Which trace exporter `OTEL_TRACES_EXPORTER` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TracesExporter {
+    Otlp,
+    None,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportConfigError {
+    #[error("OTEL_TRACES_EXPORTER={0:?} is not supported (use `otlp` or `none`)")]
+    Exporter(String),
+    #[error("{var}={value:?} is not supported (use `grpc` or `http/protobuf`)")]
+    Protocol { var: &'static str, value: String },
+    #[error("building the OTLP exporter: {0}")]
+    Build(#[from] opentelemetry_otlp::ExporterBuildError),
+}
+
+/// Reads `OTEL_TRACES_EXPORTER` (default `otlp`), which the SDK itself ignores.
+pub fn traces_exporter() -> Result<TracesExporter, ExportConfigError> {
+    match env("OTEL_TRACES_EXPORTER").as_deref() {
+        None | Some("otlp") => Ok(TracesExporter::Otlp),
+        Some("none") => Ok(TracesExporter::None),
+        Some(other) => Err(ExportConfigError::Exporter(other.to_owned())),
+    }
+}
+
+/// The OTLP protocol, from `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, then
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`, defaulting to `http/protobuf` as the OTel
+/// specification says. wsgate chooses it itself: with both transports compiled
+/// in, the exporter's own default depends on which features the build enabled.
+pub fn protocol() -> Result<Protocol, ExportConfigError> {
+    for var in [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ] {
+        if let Some(value) = env(var) {
+            return match value.to_ascii_lowercase().as_str() {
+                "grpc" => Ok(Protocol::Grpc),
+                "http/protobuf" => Ok(Protocol::HttpBinary),
+                _ => Err(ExportConfigError::Protocol { var, value }),
+            };
+        }
+    }
+    Ok(Protocol::HttpBinary)
+}
+
+/// Builds the OTLP span exporter. Endpoint, headers and timeout come from the
+/// standard variables, read by the exporter itself. Must run inside the tokio
+/// runtime: the gRPC channel spawns its worker there.
+pub fn otlp_exporter(
+    protocol: Protocol,
+) -> Result<opentelemetry_otlp::SpanExporter, ExportConfigError> {
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    let exporter = match protocol {
+        Protocol::Grpc => builder.with_tonic().build()?,
+        _ => builder.with_http().with_protocol(protocol).build()?,
+    };
+    Ok(exporter)
+}
+
+fn env(var: &str) -> Option<String> {
+    std::env::var(var)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// A span exporter that counts what it exported and what it failed to, and
+/// rate-limits the failure log: a collector that is down must not flood logs.
+#[derive(Debug)]
+pub struct CountingExporter<E> {
+    inner: E,
+    spans: Counter<u64>,
+    last_log: Mutex<Option<Instant>>,
+}
+
+impl<E> CountingExporter<E> {
+    pub fn new(inner: E, spans: Counter<u64>) -> Self {
+        Self {
+            inner,
+            spans,
+            last_log: Mutex::new(None),
+        }
+    }
+}
+
+/// The `error.type` of spans that could not be exported.
+pub const EXPORT_FAILED: &str = "export_failed";
+
+impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len() as u64;
+        let result = self.inner.export(batch).await;
+        match &result {
+            Ok(()) => self.spans.add(n, &[]),
+            Err(e) => {
+                self.spans
+                    .add(n, &[KeyValue::new("error.type", EXPORT_FAILED)]);
+                let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
+                if last.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
+                    *last = Some(Instant::now());
+                    tracing::warn!(
+                        error = %e,
+                        spans = n,
+                        "trace export failed; spans are dropped (logged at most once a minute, \
+                         counted in otel_sdk_exporter_span_exported_total)"
+                    );
+                }
+            }
+        }
+        // Reported as success: the failure is counted and logged above, and the
+        // SDK would otherwise log every failed batch again.
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        // The provider hands the resource down through here; without it the
+        // exported spans would carry no service.name.
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The resource: the SDK's detectors (`OTEL_SERVICE_NAME`,
+/// `OTEL_RESOURCE_ATTRIBUTES`), with `service.name` defaulting to `wsgate` and
+/// `service.instance.id` to the node id when the user set neither.
+pub fn resource(node_id: &str) -> Resource {
+    use opentelemetry::Key;
+    use opentelemetry_sdk::resource::{EnvResourceDetector, ResourceDetector as _};
+
+    let from_env = EnvResourceDetector::new().detect();
+    let name_set = env("OTEL_SERVICE_NAME").is_some()
+        || from_env
+            .get(&Key::from_static_str("service.name"))
+            .is_some();
+    let mut builder = Resource::builder();
+    if !name_set {
+        builder = builder.with_service_name("wsgate");
+    }
+    if from_env
+        .get(&Key::from_static_str("service.instance.id"))
+        .is_none()
+    {
+        builder = builder.with_attribute(KeyValue::new("service.instance.id", node_id.to_owned()));
+    }
+    builder.build()
+}

@@ -1,0 +1,83 @@
+//! Log lines: `tracing` events to stderr, as text or JSON, each carrying the
+//! `trace_id` and `span_id` of the OpenTelemetry context it was logged in.
+//!
+//! The ids come from `opentelemetry::Context::current()`, which covers both kinds
+//! of span wsgate has: `tracing` spans (tracing-opentelemetry makes their context
+//! current on entry) and message-path spans (attached around their work).
+
+use std::fmt::Write as _;
+
+use opentelemetry::trace::TraceContextExt as _;
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::config::LogFormat;
+
+/// The default filter when `RUST_LOG` is unset. The OTel SDK's own per-batch
+/// export errors are silenced: wsgate counts and rate-limits those itself.
+pub const DEFAULT_FILTER: &str =
+    "info,opentelemetry_sdk=warn,opentelemetry-otlp=error,opentelemetry-http=warn";
+
+/// Wraps a formatter and adds the current trace and span ids to each line.
+pub struct WithTraceIds<F> {
+    inner: F,
+    format: LogFormat,
+}
+
+impl<F> WithTraceIds<F> {
+    pub fn new(inner: F, format: LogFormat) -> Self {
+        Self { inner, format }
+    }
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let cx = opentelemetry::Context::current();
+        let span = cx.span();
+        let sc = span.span_context();
+        if !sc.is_valid() {
+            return self.inner.format_event(ctx, writer, event);
+        }
+        let mut line = String::new();
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        let body = line.trim_end_matches('\n');
+        match self.format {
+            LogFormat::Text => {
+                writeln!(
+                    writer,
+                    "{body} trace_id={} span_id={}",
+                    sc.trace_id(),
+                    sc.span_id()
+                )
+            }
+            LogFormat::Json => {
+                // The JSON formatter writes one object per line; reopen it.
+                let Some(open) = body.strip_suffix('}') else {
+                    return writeln!(writer, "{body}");
+                };
+                let mut out = String::with_capacity(open.len() + 80);
+                out.push_str(open);
+                let _ = write!(
+                    out,
+                    r#","trace_id":"{}","span_id":"{}"}}"#,
+                    sc.trace_id(),
+                    sc.span_id()
+                );
+                writeln!(writer, "{out}")
+            }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Telemetry: providers, their configuration from `OTEL_*`, and their shutdown.
+//!
+//! | variable | effect |
+//! |---|---|
+//! | `OTEL_SDK_DISABLED=true` | no-op meter and tracer: no OTel series on `/metrics`, no spans |
+//! | `OTEL_TRACES_EXPORTER` | `otlp` (default) or `none` (spans are still created and propagated) |
+//! | `OTEL_EXPORTER_OTLP_PROTOCOL` | `http/protobuf` (default) or `grpc` |
+//! | `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`, `_HEADERS`, `_TIMEOUT` | read by the exporter |
+//! | `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_BSP_*` | read by the SDK |
+//! | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | resource; defaults `wsgate` and the node id |
+//!
+//! The SDK reads most of these itself, so wsgate never calls `with_sampler`,
+//! `with_endpoint` or the like, which would silently override them.
+
+mod export;
+mod logs;
+mod metrics;
+pub mod propagation;
+pub mod spans;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::metrics::{Meter, MeterProvider as _, NoopMeterProvider};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::noop::NoopTracer;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use prometheus::Registry;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+pub use export::EXPORT_FAILED;
+pub use metrics::{CloseReason, DropReason, ErrorType, Metrics, close_code_label};
+pub use spans::{MessageTracer, MessagingSystem, Origin};
+
+use crate::config::LogFormat;
+
+/// The instrumentation scope of everything wsgate records.
+const SCOPE: &str = "wsgate";
+
+/// The providers and the handles the application records through. Shut it down
+/// explicitly ([`Telemetry::shutdown`]) so buffered spans are exported.
+pub struct Telemetry {
+    pub metrics: Metrics,
+    pub tracer: Arc<BoxedTracer>,
+    /// The registry `/metrics` renders: OTel instruments and process metrics.
+    pub registry: Registry,
+    tracer_provider: Option<SdkTracerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
+}
+
+impl Telemetry {
+    /// Builds telemetry from the `OTEL_*` environment. Must run inside the tokio
+    /// runtime (the gRPC exporter spawns its channel worker there).
+    pub fn from_env(node_id: &str) -> anyhow::Result<Self> {
+        let registry = new_registry();
+        if sdk_disabled() {
+            return Ok(Self::disabled(registry));
+        }
+        let resource = export::resource(node_id);
+        let meter_provider = prometheus_meter_provider(&registry, resource.clone())?;
+        let meter = meter_provider.meter(SCOPE);
+        let mut builder = SdkTracerProvider::builder().with_resource(resource);
+        if export::traces_exporter()? == export::TracesExporter::Otlp {
+            let exporter = export::otlp_exporter(export::protocol()?)?;
+            let counted = export::CountingExporter::new(exporter, span_export_counter(&meter));
+            builder = builder.with_batch_exporter(counted);
+        }
+        let tracer_provider = builder.build();
+        Ok(Self {
+            metrics: Metrics::new(&meter),
+            tracer: Arc::new(BoxedTracer::new(Box::new(tracer_provider.tracer(SCOPE)))),
+            registry,
+            tracer_provider: Some(tracer_provider),
+            meter_provider: Some(meter_provider),
+        })
+    }
+
+    /// Metrics into a fresh registry, no tracing: for tests and embedding, where
+    /// several gateways share one process and nothing global may be touched.
+    pub fn metrics_only() -> anyhow::Result<Self> {
+        let registry = new_registry();
+        let meter_provider = prometheus_meter_provider(&registry, export::resource("test"))?;
+        Ok(Self {
+            metrics: Metrics::new(&meter_provider.meter(SCOPE)),
+            tracer: Arc::new(BoxedTracer::new(Box::new(NoopTracer::new()))),
+            registry,
+            tracer_provider: None,
+            meter_provider: Some(meter_provider),
+        })
+    }
+
+    fn disabled(registry: Registry) -> Self {
+        Self {
+            metrics: Metrics::new(&NoopMeterProvider::new().meter(SCOPE)),
+            tracer: Arc::new(BoxedTracer::new(Box::new(NoopTracer::new()))),
+            registry,
+            tracer_provider: None,
+            meter_provider: None,
+        }
+    }
+
+    /// Installs the global `tracing` subscriber: logs with trace ids, and
+    /// `tracing` spans (HTTP requests) exported through the same tracer provider.
+    pub fn init_logs(&self, format: LogFormat) -> anyhow::Result<()> {
+        let filter = EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(logs::DEFAULT_FILTER))
+            .context("parsing RUST_LOG")?;
+        let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        let fmt = match format {
+            LogFormat::Text => fmt
+                .event_format(logs::WithTraceIds::new(
+                    tracing_subscriber::fmt::format(),
+                    format,
+                ))
+                .boxed(),
+            LogFormat::Json => fmt
+                .json()
+                .event_format(logs::WithTraceIds::new(
+                    tracing_subscriber::fmt::format().json(),
+                    format,
+                ))
+                .boxed(),
+        };
+        // RUST_LOG filters log lines only; which spans are exported is decided
+        // by the OTel layer's own filter and the sampler.
+        let fmt = fmt.with_filter(filter);
+        // Library internals (hyper, h2, tonic, the exporter's own HTTP client)
+        // stay out of traces; wsgate's own spans are what users want to see.
+        let otel = self.tracer_provider.as_ref().map(|provider| {
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer(SCOPE))
+                .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                    meta.target().starts_with("wsgate")
+                }))
+        });
+        tracing_subscriber::registry()
+            .with(fmt)
+            .with(otel)
+            .try_init()
+            .context("installing the log subscriber")?;
+        Ok(())
+    }
+
+    /// Flushes and stops the providers: the tracer first (its last batch may still
+    /// count into metrics), the meter last. The SDK's shutdown blocks, and with the
+    /// gRPC exporter it needs the runtime's other workers free, so it runs on a
+    /// blocking thread.
+    pub async fn shutdown(self) {
+        let (tracer, meter) = (self.tracer_provider, self.meter_provider);
+        let done = tokio::task::spawn_blocking(move || {
+            if let Some(provider) = tracer
+                && let Err(e) = provider.shutdown()
+            {
+                tracing::warn!(error = %e, "tracer provider shutdown");
+            }
+            if let Some(provider) = meter
+                && let Err(e) = provider.shutdown()
+            {
+                tracing::warn!(error = %e, "meter provider shutdown");
+            }
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "telemetry shutdown task failed");
+        }
+    }
+}
+
+/// `OTEL_SDK_DISABLED`, which the Rust SDK does not read itself.
+fn sdk_disabled() -> bool {
+    std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+fn new_registry() -> Registry {
+    let registry = Registry::new();
+    #[cfg(target_os = "linux")]
+    {
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        // Registering into a fresh registry only fails on a duplicate, which
+        // cannot happen here; the process metrics are a nicety, not a contract.
+        let _ = registry.register(Box::new(process));
+    }
+    registry
+}
+
+fn prometheus_meter_provider(
+    registry: &Registry,
+    resource: opentelemetry_sdk::Resource,
+) -> anyhow::Result<SdkMeterProvider> {
+    let exporter = opentelemetry_prometheus::exporter()
+        .with_registry(registry.clone())
+        // One scope; `otel_scope_*` labels on every series would only add noise.
+        .scope_info_enabled(false)
+        .build()
+        .context("building the Prometheus exporter")?;
+    Ok(SdkMeterProvider::builder()
+        .with_reader(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+fn span_export_counter(meter: &Meter) -> opentelemetry::metrics::Counter<u64> {
+    let counter = meter
+        .u64_counter("otel.sdk.exporter.span.exported")
+        .with_description(
+            "Spans handed to the OTLP exporter; error.type is set on those that failed to export.",
+        )
+        .with_unit("{span}")
+        .build();
+    counter.add(0, &[]);
+    counter.add(
+        0,
+        &[opentelemetry::KeyValue::new("error.type", EXPORT_FAILED)],
+    );
+    counter
+}
