@@ -213,11 +213,6 @@ impl Outbox {
         self.wait_close(CloseRequest::abandons_backlog).await;
     }
 
-    /// Resolves once any close has been requested.
-    pub async fn closed(&self) {
-        self.wait_close(|_| true).await;
-    }
-
     async fn wait_close(&self, matches: impl Fn(&CloseRequest) -> bool) {
         loop {
             let notified = self.closed.notified();

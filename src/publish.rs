@@ -35,8 +35,9 @@ impl AppState {
         };
         let id = envelope.id.clone();
         let result = self.broker().publish(envelope).await;
-        if let Err(e) = &result {
-            spans::record_error(&cx, "broker_unavailable", &e.to_string());
+        match &result {
+            Ok(()) => tracing::debug!(room = %room, message_id = %id, "message published"),
+            Err(e) => spans::record_error(&cx, "broker_unavailable", &e.to_string()),
         }
         spans::end(&cx);
         result.map(|()| id)

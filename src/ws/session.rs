@@ -16,12 +16,13 @@ use futures_util::stream::SplitStream;
 use opentelemetry::context::FutureExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::Ws;
-use super::writer::{WriteEnd, Writer};
+use super::writer::{WriteEnd, Writer, WsSink};
 use crate::app::AppState;
 use crate::hub::{ConnId, Subscriber};
 use crate::outbox::{CloseRequest, Outbound, Outbox, Pushed};
@@ -53,7 +54,7 @@ pub async fn run(state: AppState, ws: Ws, permit: OwnedSemaphorePermit) {
     let limits = *state.limits();
     let outbox = Arc::new(Outbox::new(limits.send_queue, limits.slow_consumer));
     let (sink, mut stream) = ws.split();
-    let writer = tokio::spawn(
+    let mut writer = tokio::spawn(
         Writer {
             sink,
             outbox: outbox.clone(),
@@ -64,8 +65,12 @@ pub async fn run(state: AppState, ws: Ws, permit: OwnedSemaphorePermit) {
         .run(),
     );
     let mut session = Session::open(state, conn, outbox, permit);
-    let read_end = session.read_loop(&mut stream).await;
-    let Ok((sink, write_end)) = writer.await else {
+    let (read_end, written) = session.read_loop(&mut stream, &mut writer).await;
+    let written = match written {
+        Some(written) => written,
+        None => writer.await,
+    };
+    let Ok((sink, write_end)) = written else {
         tracing::error!(conn, "connection writer panicked");
         session
             .outbox
@@ -79,6 +84,9 @@ pub async fn run(state: AppState, ws: Ws, permit: OwnedSemaphorePermit) {
         linger(ws).await;
     }
 }
+
+/// What the write loop task returned.
+type Written = Result<(WsSink, WriteEnd), tokio::task::JoinError>;
 
 /// Half-closes the socket and reads until the client closes its side, so the
 /// close frame is not destroyed by a reset caused by unread input.
@@ -127,7 +135,13 @@ impl Session {
         }
     }
 
-    async fn read_loop(&mut self, stream: &mut SplitStream<Ws>) -> ReadEnd {
+    /// Reads until the connection is done. Returns the write loop's outcome too
+    /// if it finished first (the caller awaits it otherwise).
+    async fn read_loop(
+        &mut self,
+        stream: &mut SplitStream<Ws>,
+        writer: &mut JoinHandle<(WsSink, WriteEnd)>,
+    ) -> (ReadEnd, Option<Written>) {
         let heartbeat_timeout = self.state.limits().heartbeat_timeout;
         let shutdown = self.state.shutdown().clone();
         let mut last_seen = Instant::now();
@@ -135,7 +149,8 @@ impl Session {
         // than resetting a deadline on every frame.
         let timer = sleep_until(last_seen + heartbeat_timeout);
         tokio::pin!(timer);
-        let mut closing_since: Option<Instant> = None;
+        let mut closing = false;
+        let mut written: Option<Written> = None;
         loop {
             tokio::select! {
                 frame = stream.next() => {
@@ -143,28 +158,34 @@ impl Session {
                     match frame {
                         Some(Ok(message)) => {
                             if let Some(end) = self.on_message(message).await {
-                                return end;
+                                return (end, written);
                             }
                         }
-                        Some(Err(e)) => return self.on_read_error(e),
+                        Some(Err(e)) => return (self.on_read_error(e), written),
                         None => {
                             self.outbox.close(CloseRequest::peer(1006, CloseReason::ClientClose));
-                            return ReadEnd::Done;
+                            return (ReadEnd::Done, written);
                         }
                     }
                 }
-                () = shutdown.cancelled(), if closing_since.is_none() => {
+                () = shutdown.cancelled(), if !closing => {
                     self.outbox.close(CloseRequest::server(1001, "server shutting down", CloseReason::ServerShutdown));
+                    closing = true;
                 }
-                // Closing was decided elsewhere (shutdown, a slow-consumer kick, a
-                // failed write): keep reading for the peer's close frame a while.
-                () = self.outbox.closed(), if closing_since.is_none() => {
-                    closing_since = Some(Instant::now());
+                result = &mut *writer, if written.is_none() => {
+                    let sent_close = matches!(result, Ok((_, WriteEnd::CloseSent)));
+                    written = Some(result);
+                    if !sent_close {
+                        // Nothing more can be written, so nothing more is worth reading.
+                        return (ReadEnd::Done, written);
+                    }
+                    // Our close frame is out: read on briefly for the peer's reply.
+                    closing = true;
                     timer.as_mut().reset(Instant::now() + CLOSE_WAIT);
                 }
                 () = &mut timer => {
-                    if closing_since.is_some() {
-                        return ReadEnd::Done;
+                    if written.is_some() {
+                        return (ReadEnd::Done, written);
                     }
                     let due = last_seen + heartbeat_timeout;
                     if due > Instant::now() {
@@ -174,7 +195,7 @@ impl Session {
                     if self.outbox.close(CloseRequest::server(1001, "heartbeat timeout", CloseReason::HeartbeatTimeout)) {
                         self.state.metrics().error(ErrorType::HeartbeatTimeout);
                     }
-                    return ReadEnd::Done;
+                    return (ReadEnd::Done, written);
                 }
             }
         }

@@ -1,1 +1,14 @@
+//! wsgate's integration tests: one crate, one binary to link.
+//!
+//! `helpers` is the vocabulary (a gateway on port 0, protocol-speaking clients,
+//! `/metrics` as a map); `binary` and `collector` run the real executable against
+//! a fake OTLP receiver. Each other module checks one behaviour.
 
+mod backpressure;
+mod binary;
+mod collector;
+mod errors;
+mod helpers;
+mod messaging;
+mod metrics;
+mod traces;

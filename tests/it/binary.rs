@@ -1,0 +1,117 @@
+//! The real `wsgate` binary as a child process, as users and operators run it.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{Client, DEADLINE, within};
+
+/// A running `wsgate` process with its JSON log lines captured.
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Gateway {
+    /// Starts the binary on an ephemeral port with `env` added (and every
+    /// inherited `OTEL_*`/`WSGATE_*` variable removed, so the test decides).
+    pub async fn start(env: &[(&str, &str)], args: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wsgate"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("OTEL_") || key.starts_with("WSGATE_") || key == "RUST_LOG" {
+                command.env_remove(key);
+            }
+        }
+        command
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("wsgate starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                let mut addr_tx = Some(addr_tx);
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                        eprintln!("wsgate (non-JSON): {line}");
+                        continue;
+                    };
+                    if entry["fields"]["message"] == "wsgate listening"
+                        && let Some(tx) = addr_tx.take()
+                    {
+                        let addr = entry["fields"]["addr"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
+                        let _ = tx.send(addr);
+                    }
+                    logs.lock().expect("logs").push(entry);
+                }
+            });
+        }
+        let addr = within(addr_rx)
+            .await
+            .expect("wsgate logged its listening address")
+            .parse()
+            .expect("a socket address");
+        Self { child, addr, logs }
+    }
+
+    pub async fn connect(&self) -> Client {
+        let url = format!("ws://{}/ws", self.addr);
+        let (ws, _) = within(tokio_tungstenite::connect_async(url))
+            .await
+            .expect("websocket connects");
+        Client { ws }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<Value> {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIGTERM delivered");
+    }
+
+    /// Waits for the process to exit on its own.
+    pub async fn wait(mut self) -> ExitStatus {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "wsgate did not exit"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

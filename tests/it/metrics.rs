@@ -1,0 +1,225 @@
+//! `/metrics` tells the exact truth about what clients did, in names that pass
+//! `promtool check metrics`.
+
+use serde_json::json;
+
+use crate::helpers::{Metrics, TestApp, require_tool, spawn_app, within};
+
+/// A small, fully known session: two clients, every frame type, clean closes.
+async fn scripted_session(app: &TestApp) {
+    let mut a = app.connect().await;
+    let mut b = app.connect().await;
+    a.subscribe("m").await;
+    b.subscribe("m").await;
+    for n in 0..3 {
+        a.publish_acked("m", json!(n), &format!("a-{n}")).await;
+    }
+    for n in 0..3 {
+        assert_eq!(b.expect("message").await["data"], n);
+    }
+    b.send_text("{oops").await;
+    b.expect_error("invalid_message", None).await;
+    a.send_json(json!({"type": "ping", "id": "p"})).await;
+    a.expect("pong").await;
+    b.unsubscribe("m").await;
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn metrics_equal_exactly_what_the_clients_did() {
+    let app = spawn_app().await;
+    let before = app.metrics().await;
+    // Bounded counters exist at zero before anything happens.
+    for series in [
+        "websocket_connections_active",
+        "websocket_connections_opened_total",
+        "websocket_errors_total{error_type=\"heartbeat_timeout\"}",
+        "websocket_errors_total{error_type=\"too_large\"}",
+        "websocket_messages_received_total{type=\"publish\"}",
+        "websocket_messages_sent_total{type=\"message\"}",
+        "websocket_messages_dropped_total{reason=\"queue_full\"}",
+    ] {
+        assert_eq!(before.get(series), 0.0, "{series} at start-up");
+    }
+
+    scripted_session(&app).await;
+
+    let m = app
+        .metrics_when("both sessions ended and were recorded", |m| {
+            m.get("websocket_connections_active") == 0.0
+                && m.get_or_zero(
+                    "websocket_connection_duration_seconds_count{close_code=\"1000\",close_reason=\"client_close\"}",
+                ) == 2.0
+        })
+        .await;
+    let expect = |series: &str, value: f64| {
+        assert_eq!(m.get(series), value, "{series}");
+    };
+    expect("websocket_connections_opened_total", 2.0);
+    expect("websocket_connections_active", 0.0);
+    for (kind, n) in [
+        ("subscribe", 2.0),
+        ("unsubscribe", 1.0),
+        ("publish", 3.0),
+        ("ping", 1.0),
+        ("invalid", 1.0),
+    ] {
+        expect(
+            &format!("websocket_messages_received_total{{type=\"{kind}\"}}"),
+            n,
+        );
+        expect(
+            &format!("websocket_message_handling_duration_seconds_count{{type=\"{kind}\"}}"),
+            n,
+        );
+    }
+    for (kind, n) in [
+        ("message", 6.0),
+        ("ack", 3.0),
+        ("subscribed", 2.0),
+        ("unsubscribed", 1.0),
+        ("pong", 1.0),
+        ("error", 1.0),
+    ] {
+        expect(
+            &format!("websocket_messages_sent_total{{type=\"{kind}\"}}"),
+            n,
+        );
+    }
+    // One delivery observation per message frame written: 3 messages × 2 subscribers.
+    expect("websocket_message_delivery_duration_seconds_count", 6.0);
+    expect(
+        "websocket_message_delivery_duration_seconds_bucket{le=\"+Inf\"}",
+        6.0,
+    );
+    expect(
+        "websocket_errors_total{error_type=\"invalid_message\"}",
+        1.0,
+    );
+    let other_errors: f64 = m
+        .0
+        .iter()
+        .filter(|(k, _)| k.starts_with("websocket_errors_total{") && !k.contains("invalid_message"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(other_errors, 0.0, "no other error happened");
+    let dropped: f64 =
+        m.0.iter()
+            .filter(|(k, _)| k.starts_with("websocket_messages_dropped_total"))
+            .map(|(_, v)| v)
+            .sum();
+    assert_eq!(dropped, 0.0);
+    assert_no_forbidden_labels(&m);
+}
+
+#[tokio::test]
+async fn http_requests_are_measured_by_route_and_upgrades_are_not() {
+    let app = spawn_app().await;
+    let client = app.connect().await;
+    client.close().await;
+    for path in ["/healthz", "/readyz", "/nowhere"] {
+        within(reqwest::get(app.http_url(path))).await.expect("GET");
+    }
+    let m = app.metrics().await;
+    let count = |labels: &str| {
+        m.get_or_zero(&format!(
+            "http_server_request_duration_seconds_count{{{labels}}}"
+        ))
+    };
+    assert_eq!(
+        count(
+            "http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/healthz\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        count(
+            "http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/readyz\""
+        ),
+        1.0
+    );
+    assert_eq!(
+        count("http_request_method=\"GET\",http_response_status_code=\"404\""),
+        1.0
+    );
+    let upgrades: f64 =
+        m.0.iter()
+            .filter(|(k, _)| {
+                k.starts_with("http_server_request_duration_seconds_count") && k.contains("/ws")
+            })
+            .map(|(_, v)| v)
+            .sum();
+    assert_eq!(
+        upgrades, 0.0,
+        "WebSocket upgrades are not HTTP request latencies"
+    );
+}
+
+#[tokio::test]
+async fn probes_answer() {
+    let app = spawn_app().await;
+    for (path, body) in [("/healthz", "ok\n"), ("/readyz", "ready\n")] {
+        let response = within(reqwest::get(app.http_url(path))).await.expect("GET");
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.text().await.expect("body"), body);
+    }
+}
+
+#[tokio::test]
+async fn the_exposition_passes_promtool_check_metrics() {
+    let app = spawn_app().await;
+    scripted_session(&app).await;
+    let text = app.metrics_text().await;
+    assert!(text.contains("# HELP websocket_message_delivery_duration_seconds "));
+    assert!(
+        text.contains("process_resident_memory_bytes"),
+        "process collector registered"
+    );
+    let Some(promtool) = require_tool("promtool") else {
+        return;
+    };
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write metrics");
+    let out = child.wait_with_output().expect("promtool finishes");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}"
+    );
+}
+
+/// No metric may carry a label that identifies a room, user, connection or message.
+fn assert_no_forbidden_labels(m: &Metrics) {
+    for series in m.0.keys() {
+        for forbidden in [
+            "room",
+            "user",
+            "conn",
+            "connection_id",
+            "message_id",
+            "node",
+        ] {
+            assert!(
+                !series.contains(&format!("{forbidden}=\"")),
+                "{series} carries a per-entity label"
+            );
+        }
+    }
+}
