@@ -12,13 +12,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, NatsBroker};
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::hub::{ConnId, Hub};
 use crate::message::MessageIds;
 use crate::outbox::SlowConsumerPolicy;
-use crate::telemetry::{MessageTracer, Metrics, Telemetry};
+use crate::telemetry::{BrokerMetrics, MessageTracer, MessagingSystem, Metrics, Telemetry};
 
 /// State shared by every request and connection. Cloning is an `Arc` bump.
 #[derive(Clone)]
@@ -119,14 +119,29 @@ impl Application {
         let hub = Arc::new(Hub::new());
         let tracer = MessageTracer::new(telemetry.tracer.clone(), &node_id);
         let metrics = telemetry.metrics.clone();
-        let system = crate::telemetry::MessagingSystem::Wsgate;
+        let system = match config.nats_url {
+            None => MessagingSystem::Wsgate,
+            Some(_) => MessagingSystem::Nats,
+        };
         let delivery = Arc::new(Delivery::new(
             hub.clone(),
             metrics.clone(),
             tracer.clone(),
             system,
         ));
-        let broker = Broker::memory(delivery);
+        let broker = match &config.nats_url {
+            None => Broker::memory(delivery),
+            Some(url) => Broker::Nats(Arc::new(
+                NatsBroker::connect(
+                    url,
+                    &config.nats_subject_prefix,
+                    &node_id,
+                    delivery,
+                    BrokerMetrics::new(&telemetry.meter),
+                )
+                .await?,
+            )),
+        };
         let limits = Limits {
             max_message_bytes: config.max_message_bytes as usize,
             send_queue: config.send_queue as usize,

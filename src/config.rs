@@ -32,8 +32,19 @@ pub struct Config {
 
     /// This node's name: the `service.instance.id` of its telemetry.
     /// Defaults to `<hostname>-<pid>`.
-    #[arg(long, env = "WSGATE_NODE_ID", value_parser = non_empty)]
+    #[arg(long, env = "WSGATE_NODE_ID", value_parser = node_id)]
     pub node_id: Option<String>,
+
+    /// NATS server(s) to share rooms with other nodes, e.g. `nats://127.0.0.1:4222`
+    /// (comma-separated for a cluster). Without it, the embedded in-memory broker
+    /// serves this node alone.
+    #[arg(long, env = "WSGATE_NATS_URL", value_parser = non_empty)]
+    pub nats_url: Option<String>,
+
+    /// First tokens of every NATS subject wsgate uses (`<prefix>.room.<room>`), so
+    /// several deployments can share one NATS.
+    #[arg(long, env = "WSGATE_NATS_SUBJECT_PREFIX", default_value = "wsgate", value_parser = subject_prefix)]
+    pub nats_subject_prefix: String,
 
     /// Most WebSocket connections served at once; further upgrades get 503.
     #[arg(long, env = "WSGATE_MAX_CONNECTIONS", default_value_t = 100_000,
@@ -136,6 +147,26 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 25s, 500ms, 2m)"))
 }
 
+fn node_id(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be 1-128 printable ASCII characters without spaces".into());
+    }
+    Ok(s.to_owned())
+}
+
+fn subject_prefix(s: &str) -> Result<String, String> {
+    let token_ok = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    if s.split('.').all(token_ok) {
+        Ok(s.to_owned())
+    } else {
+        Err("must be dot-separated tokens of A-Z a-z 0-9 _ -".into())
+    }
+}
+
 fn non_empty(s: &str) -> Result<String, String> {
     if s.trim().is_empty() {
         Err("must not be empty".into())
@@ -168,6 +199,8 @@ mod tests {
         assert_eq!(c.heartbeat_timeout, Duration::from_secs(60));
         assert_eq!(c.shutdown_grace, Duration::from_secs(10));
         assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.nats_url, None);
+        assert_eq!(c.nats_subject_prefix, "wsgate");
     }
 
     #[test]
@@ -206,7 +239,11 @@ mod tests {
                 &["--slow-consumer=ignore"],
                 "possible values: drop, disconnect",
             ),
-            (&["--node-id= "], "must not be empty"),
+            (&["--node-id= "], "printable ASCII"),
+            (&["--node-id=a\nb"], "printable ASCII"),
+            (&["--nats-url="], "must not be empty"),
+            (&["--nats-subject-prefix=a..b"], "dot-separated"),
+            (&["--nats-subject-prefix=a.*"], "dot-separated"),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");

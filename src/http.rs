@@ -7,11 +7,12 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use prometheus::{Encoder as _, TextEncoder};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use crate::api;
 use crate::app::AppState;
 use crate::telemetry::propagation;
 use crate::ws;
@@ -19,6 +20,7 @@ use crate::ws;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/ws", get(ws::upgrade::handler))
+        .route("/api/publish", post(api::publish))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

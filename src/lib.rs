@@ -1,6 +1,7 @@
 //! wsgate: a WebSocket gateway with rooms, fan-out, and exact OpenTelemetry
 //! metrics and traces. See ARCHITECTURE.md for the map.
 
+pub mod api;
 pub mod app;
 pub mod broker;
 pub mod config;

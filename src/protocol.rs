@@ -98,6 +98,8 @@ pub enum ErrorCode {
     NotSubscribed,
     /// A binary frame; the protocol is JSON text only.
     UnsupportedBinary,
+    /// The message broker (NATS) is unreachable; retry later.
+    BrokerUnavailable,
     /// The server failed; the request may be retried.
     Internal,
 }
@@ -110,6 +112,7 @@ impl ErrorCode {
             Self::InvalidRoom => "invalid_room",
             Self::NotSubscribed => "not_subscribed",
             Self::UnsupportedBinary => "unsupported_binary",
+            Self::BrokerUnavailable => "broker_unavailable",
             Self::Internal => "internal",
         }
     }
@@ -345,6 +348,67 @@ pub fn message_frame(
     // Every piece above is UTF-8, so this conversion only re-checks what is known.
     Utf8Bytes::try_from(out)
         .unwrap_or_else(|_| Utf8Bytes::from_static(r#"{"type":"error","code":"internal"}"#))
+}
+
+/// Checks that `bytes` are one JSON value and returns them as raw data: the
+/// payload of a message that arrived from another node.
+pub fn parse_data(bytes: &[u8]) -> Result<Box<RawValue>, serde_json::Error> {
+    let text = std::str::from_utf8(bytes).map_err(serde::de::Error::custom)?;
+    serde_json::from_str::<&RawValue>(text).map(ToOwned::to_owned)
+}
+
+/// The body of `POST /api/publish`: `{"room": "...", "data": <any JSON>}`.
+#[derive(Debug)]
+pub struct HttpPublish<'a> {
+    pub room: RoomName,
+    pub data: &'a RawValue,
+}
+
+/// Decodes an HTTP publish body, with the same rules as a `publish` frame.
+pub fn decode_http_publish(body: &[u8]) -> Result<HttpPublish<'_>, DecodeError> {
+    #[derive(Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        room: Option<Cow<'a, str>>,
+        #[serde(default, borrow, deserialize_with = "present")]
+        data: Option<&'a RawValue>,
+    }
+    let fail = |code, message: String| DecodeError {
+        code,
+        message,
+        frame_type: ClientFrameType::Publish,
+        id: None,
+    };
+    let text = std::str::from_utf8(body)
+        .map_err(|_| fail(ErrorCode::InvalidMessage, "body is not UTF-8".into()))?;
+    let body: Body<'_> = serde_json::from_str(text).map_err(|e| {
+        fail(
+            ErrorCode::InvalidMessage,
+            format!("body is not a valid JSON object: {e}"),
+        )
+    })?;
+    let room = body
+        .room
+        .ok_or_else(|| fail(ErrorCode::InvalidMessage, "missing field `room`".into()))?;
+    let room = RoomName::parse(&room).map_err(|e| fail(ErrorCode::InvalidRoom, e.to_string()))?;
+    let data = body
+        .data
+        .ok_or_else(|| fail(ErrorCode::InvalidMessage, "missing field `data`".into()))?;
+    Ok(HttpPublish { room, data })
+}
+
+/// The JSON bodies of the HTTP API.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum HttpReply<'a> {
+    Accepted { id: &'a str },
+    Error { code: &'a str, message: &'a str },
+}
+
+impl HttpReply<'_> {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from(r#"{"code":"internal"}"#))
+    }
 }
 
 fn write_json_str(out: &mut Vec<u8>, s: &str) {

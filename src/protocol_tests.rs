@@ -221,6 +221,7 @@ fn error_code_strings_match_serde() {
         ErrorCode::InvalidRoom,
         ErrorCode::NotSubscribed,
         ErrorCode::UnsupportedBinary,
+        ErrorCode::BrokerUnavailable,
         ErrorCode::Internal,
     ] {
         assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
@@ -248,4 +249,50 @@ fn message_frame_is_valid_json_with_data_verbatim() {
     let parsed: serde_json::Value = serde_json::from_str(untraced.as_str()).unwrap();
     assert_eq!(parsed["id"], "id with \"quote\"");
     assert!(parsed.get("traceparent").is_none());
+}
+
+#[test]
+fn decodes_http_publish_bodies() {
+    let ok = decode_http_publish(br#"{"room":"lobby","data":{"x":[1, 2]},"extra":true}"#).unwrap();
+    assert_eq!(ok.room.as_str(), "lobby");
+    assert_eq!(ok.data.get(), r#"{"x":[1, 2]}"#);
+    for (body, code) in [
+        (&b"not json"[..], ErrorCode::InvalidMessage),
+        (b"\xff\xfe", ErrorCode::InvalidMessage),
+        (br#"{"data":1}"#, ErrorCode::InvalidMessage),
+        (br#"{"room":"lobby"}"#, ErrorCode::InvalidMessage),
+        (br#"{"room":"bad room","data":1}"#, ErrorCode::InvalidRoom),
+        (br#"[1]"#, ErrorCode::InvalidMessage),
+    ] {
+        assert_eq!(
+            decode_http_publish(body).unwrap_err().code,
+            code,
+            "{body:?}"
+        );
+    }
+}
+
+#[test]
+fn parses_data_from_other_nodes_strictly() {
+    assert_eq!(parse_data(br#" {"a":1} "#).unwrap().get(), r#"{"a":1}"#);
+    assert!(parse_data(b"{").is_err());
+    assert!(parse_data(b"1 2").is_err());
+    assert!(parse_data(b"\xff").is_err());
+    assert!(parse_data(b"").is_err());
+}
+
+#[test]
+fn encodes_http_replies() {
+    assert_eq!(
+        HttpReply::Accepted { id: "m-1" }.to_json(),
+        r#"{"id":"m-1"}"#
+    );
+    assert_eq!(
+        HttpReply::Error {
+            code: "invalid_room",
+            message: "bad"
+        }
+        .to_json(),
+        r#"{"code":"invalid_room","message":"bad"}"#
+    );
 }

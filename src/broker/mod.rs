@@ -6,10 +6,12 @@
 //! hub never sees which variant runs; it only receives deliveries.
 
 mod memory;
+mod nats;
 
 use std::sync::Arc;
 
 pub use memory::MemoryBroker;
+pub use nats::{NatsBroker, subject};
 
 use crate::delivery::Delivery;
 use crate::message::Envelope;
@@ -26,6 +28,9 @@ pub enum BrokerError {
 pub enum Broker {
     /// One node alone: publishing is delivering, in the publisher's own task.
     Memory(MemoryBroker),
+    /// Many nodes on one NATS: publishing goes to NATS, and every node with
+    /// subscribers for the room delivers what NATS hands it.
+    Nats(Arc<NatsBroker>),
 }
 
 impl Broker {
@@ -37,6 +42,7 @@ impl Broker {
     pub fn system(&self) -> MessagingSystem {
         match self {
             Self::Memory(_) => MessagingSystem::Wsgate,
+            Self::Nats(_) => MessagingSystem::Nats,
         }
     }
 
@@ -48,6 +54,7 @@ impl Broker {
                 broker.publish(envelope);
                 Ok(())
             }
+            Self::Nats(broker) => broker.publish(&envelope).await,
         }
     }
 
@@ -55,10 +62,8 @@ impl Broker {
     /// published anywhere to `room` are sure to reach this node.
     pub async fn acquire(&self, room: &RoomName) -> Result<(), BrokerError> {
         match self {
-            Self::Memory(_) => {
-                let _ = room;
-                Ok(())
-            }
+            Self::Memory(_) => Ok(()),
+            Self::Nats(broker) => broker.acquire(room).await,
         }
     }
 
@@ -66,9 +71,8 @@ impl Broker {
     /// from a connection's drop path.
     pub fn release(&self, room: &RoomName) {
         match self {
-            Self::Memory(_) => {
-                let _ = room;
-            }
+            Self::Memory(_) => {}
+            Self::Nats(broker) => broker.release(room),
         }
     }
 
@@ -76,6 +80,7 @@ impl Broker {
     pub fn is_ready(&self) -> bool {
         match self {
             Self::Memory(_) => true,
+            Self::Nats(broker) => broker.is_connected(),
         }
     }
 }

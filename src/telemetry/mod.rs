@@ -33,7 +33,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 pub use export::EXPORT_FAILED;
-pub use metrics::{CloseReason, DropReason, ErrorType, Metrics, close_code_label};
+pub use metrics::{BrokerMetrics, CloseReason, DropReason, ErrorType, Metrics, close_code_label};
 pub use spans::{MessageTracer, MessagingSystem, Origin};
 
 use crate::config::LogFormat;
@@ -45,6 +45,8 @@ const SCOPE: &str = "wsgate";
 /// explicitly ([`Telemetry::shutdown`]) so buffered spans are exported.
 pub struct Telemetry {
     pub metrics: Metrics,
+    /// For instruments created later, such as the broker's.
+    pub meter: Meter,
     pub tracer: Arc<BoxedTracer>,
     /// The registry `/metrics` renders: OTel instruments and process metrics.
     pub registry: Registry,
@@ -72,6 +74,7 @@ impl Telemetry {
         let tracer_provider = builder.build();
         Ok(Self {
             metrics: Metrics::new(&meter),
+            meter,
             tracer: Arc::new(BoxedTracer::new(Box::new(tracer_provider.tracer(SCOPE)))),
             registry,
             tracer_provider: Some(tracer_provider),
@@ -84,8 +87,10 @@ impl Telemetry {
     pub fn metrics_only() -> anyhow::Result<Self> {
         let registry = new_registry();
         let meter_provider = prometheus_meter_provider(&registry, export::resource("test"))?;
+        let meter = meter_provider.meter(SCOPE);
         Ok(Self {
-            metrics: Metrics::new(&meter_provider.meter(SCOPE)),
+            metrics: Metrics::new(&meter),
+            meter,
             tracer: Arc::new(BoxedTracer::new(Box::new(NoopTracer::new()))),
             registry,
             tracer_provider: None,
@@ -94,8 +99,10 @@ impl Telemetry {
     }
 
     fn disabled(registry: Registry) -> Self {
+        let meter = NoopMeterProvider::new().meter(SCOPE);
         Self {
-            metrics: Metrics::new(&NoopMeterProvider::new().meter(SCOPE)),
+            metrics: Metrics::new(&meter),
+            meter,
             tracer: Arc::new(BoxedTracer::new(Box::new(NoopTracer::new()))),
             registry,
             tracer_provider: None,

@@ -28,12 +28,15 @@ use crate::room::RoomName;
 pub enum MessagingSystem {
     /// The embedded in-memory broker.
     Wsgate,
+    /// NATS.
+    Nats,
 }
 
 impl MessagingSystem {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Wsgate => "wsgate",
+            Self::Nats => "nats",
         }
     }
 }

@@ -315,7 +315,7 @@ impl Session {
         }
         if let Err(e) = self.state.broker().acquire(&room).await {
             tracing::warn!(conn = self.conn, %room, error = %e, "subscribe failed");
-            self.refuse(ErrorCode::Internal, &e.to_string(), None);
+            self.refuse(ErrorCode::BrokerUnavailable, &e.to_string(), None);
             return;
         }
         let confirmation = Reply::Subscribed {
@@ -383,8 +383,9 @@ impl Session {
                 }
             }
             Err(e) => {
-                spans::record_error(&cx, ErrorCode::Internal.as_str(), &e.to_string());
-                self.refuse(ErrorCode::Internal, &e.to_string(), publish.id.as_deref());
+                let code = ErrorCode::BrokerUnavailable;
+                spans::record_error(&cx, code.as_str(), &e.to_string());
+                self.refuse(code, &e.to_string(), publish.id.as_deref());
             }
         }
         spans::end(&cx);

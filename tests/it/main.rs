@@ -4,6 +4,7 @@
 //! `/metrics` as a map); `binary` and `collector` run the real executable against
 //! a fake OTLP receiver. Each other module checks one behaviour.
 
+mod api;
 mod backpressure;
 mod binary;
 mod collector;
@@ -11,4 +12,5 @@ mod errors;
 mod helpers;
 mod messaging;
 mod metrics;
+mod nats;
 mod traces;

@@ -1,0 +1,420 @@
+//! Scale-out: gateway processes sharing rooms through a real `nats-server`.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use serde_json::json;
+
+use crate::binary::Gateway;
+use crate::collector::Collector;
+use crate::helpers::{DEADLINE, Metrics, require_tool, within};
+
+/// A `nats-server` on a fixed loopback port, which can be stopped and restarted.
+pub struct NatsServer {
+    bin: PathBuf,
+    port: u16,
+    /// The HTTP monitoring port (`/connz`).
+    monitor: u16,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts one, or returns `None` (loudly) when nats-server is not installed
+    /// outside CI.
+    pub async fn start() -> Option<Self> {
+        let bin = require_tool("nats-server")?;
+        let free_port = || {
+            TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+        };
+        let mut server = Self {
+            bin,
+            port: free_port(),
+            monitor: free_port(),
+            child: None,
+        };
+        server.restart().await;
+        Some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new(&self.bin)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-m", &self.monitor.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server did not listen"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// How many subscriptions the clients hold, from the monitoring endpoint
+    /// (`/subsz` would also count the server's own internal subscriptions).
+    pub async fn subscriptions(&self) -> u64 {
+        let url = format!("http://127.0.0.1:{}/connz", self.monitor);
+        let body = within(reqwest::get(url))
+            .await
+            .expect("connz")
+            .text()
+            .await
+            .expect("body");
+        let connz: serde_json::Value = serde_json::from_str(&body).expect("json");
+        connz["connections"]
+            .as_array()
+            .expect("connections")
+            .iter()
+            .map(|c| c["subscriptions"].as_u64().expect("subscriptions"))
+            .sum()
+    }
+
+    /// Polls until the server holds `n` subscriptions.
+    pub async fn subscriptions_become(&self, n: u64) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while self.subscriptions().await != n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never {n} NATS subscriptions"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn node(nats: &NatsServer, id: &str, collector: Option<&Collector>) -> Gateway {
+    let url = nats.url();
+    let mut env = vec![("OTEL_BSP_SCHEDULE_DELAY", "50".to_owned())];
+    match collector {
+        Some(c) => {
+            env.push(("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()));
+            env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", c.endpoint()));
+        }
+        None => env.push(("OTEL_TRACES_EXPORTER", "none".into())),
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Gateway::start(&env, &["--nats-url", &url, "--node-id", id]).await
+}
+
+async fn metrics(gw: &Gateway) -> Metrics {
+    let text = within(reqwest::get(gw.url("/metrics")))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    Metrics::parse(&text)
+}
+
+async fn ready(gw: &Gateway) -> u16 {
+    within(reqwest::get(gw.url("/readyz")))
+        .await
+        .expect("readyz")
+        .status()
+        .as_u16()
+}
+
+/// Polls `/readyz` until it answers `status`.
+async fn ready_becomes(gw: &Gateway, status: u16) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while ready(gw).await != status {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never became {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const CALLER_SPAN: &str = "b7ad6b7169203331";
+
+#[tokio::test]
+async fn an_http_publish_on_one_node_reaches_the_other_in_one_trace() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let collector = Collector::grpc().await;
+    let a = node(&nats, "node-a", Some(&collector)).await;
+    let b = node(&nats, "node-b", Some(&collector)).await;
+    ready_becomes(&a, 200).await;
+    ready_becomes(&b, 200).await;
+    let mut sub = b.connect().await;
+    sub.subscribe("across").await;
+
+    let response = reqwest::Client::new()
+        .post(a.url("/api/publish"))
+        .header("content-type", "application/json")
+        .header("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01"))
+        .body(r#"{"room":"across","data":{"from":"backend"}}"#)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), 202);
+    let body: serde_json::Value =
+        serde_json::from_str(&response.text().await.expect("body")).expect("json");
+    let id = body["id"].as_str().expect("id").to_owned();
+
+    let frame = sub.expect("message").await;
+    assert_eq!(frame["id"], id.as_str());
+    assert_eq!(frame["data"], json!({"from": "backend"}));
+    let traceparent = frame["traceparent"].as_str().expect("traceparent");
+    assert_eq!(traceparent.split('-').nth(1), Some(TRACE));
+
+    let spans = collector
+        .spans_when("spans from both nodes", |s| {
+            s.iter().any(|x| x.name == "process" && x.trace_id == TRACE)
+                && s.iter()
+                    .any(|x| x.name == "POST /api/publish" && x.trace_id == TRACE)
+        })
+        .await;
+    let in_trace: Vec<_> = spans.iter().filter(|s| s.trace_id == TRACE).collect();
+    let find = |name: &str| {
+        let found: Vec<_> = in_trace.iter().filter(|s| s.name == name).collect();
+        assert_eq!(found.len(), 1, "one {name}: {in_trace:#?}");
+        *found[0]
+    };
+    let http = find("POST /api/publish");
+    let send = find("send");
+    let process = find("process");
+    assert_eq!(http.kind, SpanKind::Server);
+    assert_eq!(http.parent_span_id, CALLER_SPAN, "under the caller's span");
+    assert_eq!(send.kind, SpanKind::Producer);
+    assert_eq!(send.parent_span_id, http.span_id);
+    assert_eq!(process.kind, SpanKind::Consumer);
+    assert_eq!(process.parent_span_id, send.span_id);
+    assert_eq!(
+        traceparent.split('-').nth(2),
+        Some(process.span_id.as_str())
+    );
+    assert_eq!(
+        http.resource_attr("service.instance.id").as_deref(),
+        Some("node-a")
+    );
+    assert_eq!(
+        send.resource_attr("service.instance.id").as_deref(),
+        Some("node-a")
+    );
+    assert_eq!(
+        process.resource_attr("service.instance.id").as_deref(),
+        Some("node-b")
+    );
+    for span in [send, process] {
+        assert_eq!(span.attr("messaging.system").as_deref(), Some("nats"));
+        assert_eq!(
+            span.attr("messaging.destination.name").as_deref(),
+            Some("across")
+        );
+        assert_eq!(
+            span.attr("messaging.message.id").as_deref(),
+            Some(id.as_str())
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_subscriber_on_every_node_gets_each_message_once_in_order() {
+    const MESSAGES: u64 = 1000;
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let a = node(&nats, "node-a", None).await;
+    let b = node(&nats, "node-b", None).await;
+    ready_becomes(&a, 200).await;
+    ready_becomes(&b, 200).await;
+    let mut subscribers = Vec::new();
+    for gw in [&a, &a, &b, &b] {
+        let mut c = gw.connect().await;
+        c.subscribe("many").await;
+        subscribers.push(c);
+    }
+    let mut publisher = a.connect().await;
+    for seq in 0..MESSAGES {
+        publisher
+            .send_json(
+                json!({"type": "publish", "room": "many", "data": seq, "id": seq.to_string()}),
+            )
+            .await;
+    }
+    for seq in 0..MESSAGES {
+        let ack = publisher.expect("ack").await;
+        assert_eq!(ack["id"], seq.to_string());
+    }
+    for (i, sub) in subscribers.iter_mut().enumerate() {
+        for seq in 0..MESSAGES {
+            let frame = sub.expect("message").await;
+            assert_eq!(
+                frame["data"], seq,
+                "subscriber {i}: a gap, a duplicate or disorder"
+            );
+        }
+        // Nothing more: the next frame is the reply to this ping.
+        sub.send_json(json!({"type": "ping", "id": "end"})).await;
+        assert_eq!(
+            sub.recv().await,
+            json!({"type": "pong", "id": "end"}),
+            "subscriber {i}"
+        );
+    }
+    let (ma, mb) = (metrics(&a).await, metrics(&b).await);
+    let sent = "messaging_client_sent_messages_total{messaging_operation_name=\"publish\",messaging_system=\"nats\"}";
+    assert_eq!(ma.get(sent), MESSAGES as f64);
+    let consumed = "messaging_client_consumed_messages_total{messaging_operation_name=\"process\",messaging_system=\"nats\"}";
+    assert_eq!(
+        ma.get(consumed),
+        MESSAGES as f64,
+        "node A: one copy per message"
+    );
+    assert_eq!(
+        mb.get(consumed),
+        MESSAGES as f64,
+        "node B: one copy per message"
+    );
+    assert_eq!(
+        ma.get("websocket_messages_sent_total{type=\"message\"}"),
+        2.0 * MESSAGES as f64
+    );
+    assert_eq!(
+        mb.get("websocket_messages_sent_total{type=\"message\"}"),
+        2.0 * MESSAGES as f64
+    );
+}
+
+#[tokio::test]
+async fn a_nats_outage_refuses_publishes_flips_readiness_and_recovers() {
+    let Some(mut nats) = NatsServer::start().await else {
+        return;
+    };
+    let a = node(&nats, "node-a", None).await;
+    let b = node(&nats, "node-b", None).await;
+    ready_becomes(&a, 200).await;
+    ready_becomes(&b, 200).await;
+    let mut sub = b.connect().await;
+    sub.subscribe("outage").await;
+    let mut publisher = a.connect().await;
+    publisher
+        .publish_acked("outage", json!("before"), "p0")
+        .await;
+    assert_eq!(sub.expect("message").await["data"], "before");
+
+    nats.stop();
+    ready_becomes(&a, 503).await;
+    ready_becomes(&b, 503).await;
+    publisher
+        .send_json(json!({"type": "publish", "room": "outage", "data": "during", "id": "p1"}))
+        .await;
+    publisher
+        .expect_error("broker_unavailable", Some("p1"))
+        .await;
+    let during = metrics(&a).await;
+    assert_eq!(
+        during.get("wsgate_broker_connected{messaging_system=\"nats\"}"),
+        0.0
+    );
+    assert_eq!(
+        during.get("websocket_errors_total{error_type=\"broker_unavailable\"}"),
+        1.0
+    );
+    assert_eq!(
+        during.get("messaging_client_sent_messages_total{error_type=\"broker_unavailable\",messaging_operation_name=\"publish\",messaging_system=\"nats\"}"),
+        1.0
+    );
+
+    nats.restart().await;
+    let restarted = tokio::time::Instant::now();
+    // Publish until B delivers again: B's subscription must come back by itself.
+    let mut attempt = 0;
+    let resumed = loop {
+        attempt += 1;
+        let id = format!("r{attempt}");
+        publisher
+            .send_json(json!({"type": "publish", "room": "outage", "data": "after", "id": id}))
+            .await;
+        let reply = publisher.recv().await;
+        if reply["type"] == "ack"
+            && let Ok(frame) = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await
+        {
+            assert_eq!(frame["data"], "after");
+            break restarted.elapsed();
+        }
+        assert!(restarted.elapsed() < DEADLINE, "delivery never resumed");
+    };
+    assert!(
+        resumed <= Duration::from_secs(5),
+        "delivery resumed after {resumed:?}"
+    );
+    ready_becomes(&a, 200).await;
+    ready_becomes(&b, 200).await;
+    for gw in [&a, &b] {
+        let m = metrics(gw).await;
+        assert_eq!(
+            m.get("wsgate_broker_connected{messaging_system=\"nats\"}"),
+            1.0
+        );
+        assert!(m.get("wsgate_broker_reconnects_total{messaging_system=\"nats\"}") >= 1.0);
+    }
+}
+
+#[tokio::test]
+async fn a_node_listens_to_a_room_only_while_it_has_local_subscribers() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let a = node(&nats, "node-a", None).await;
+    ready_becomes(&a, 200).await;
+    nats.subscriptions_become(0).await;
+    let mut first = a.connect().await;
+    first.subscribe("shared").await;
+    // Confirmed before "subscribed" was sent, so no polling is needed here.
+    assert_eq!(nats.subscriptions().await, 1);
+    let mut second = a.connect().await;
+    second.subscribe("shared").await;
+    let mut other = a.connect().await;
+    other.subscribe("other.room").await;
+    assert_eq!(
+        nats.subscriptions().await,
+        2,
+        "one per room per node, not per client"
+    );
+    first.unsubscribe("shared").await;
+    second.subscribe("shared").await;
+    assert_eq!(
+        nats.subscriptions().await,
+        2,
+        "still one local subscriber to shared"
+    );
+    second.close().await;
+    nats.subscriptions_become(1).await;
+    drop(other);
+    nats.subscriptions_become(0).await;
+}
