@@ -35,6 +35,8 @@ struct Shared {
     registry: prometheus::Registry,
     ids: MessageIds,
     next_conn: AtomicU64,
+    /// The demo page, rendered once at start-up.
+    demo_page: String,
     /// One permit per open WebSocket connection (`--max-connections`). A permit
     /// is taken before the 101 answer and moves into the session task.
     permits: Arc<Semaphore>,
@@ -85,6 +87,9 @@ impl AppState {
     }
     pub fn shutdown(&self) -> &CancellationToken {
         &self.0.shutdown
+    }
+    pub fn demo_page(&self) -> &str {
+        &self.0.demo_page
     }
     pub fn next_message_id(&self) -> String {
         self.0.ids.next_id()
@@ -159,6 +164,7 @@ impl Application {
             registry: telemetry.registry.clone(),
             ids: MessageIds::new(),
             next_conn: AtomicU64::new(1),
+            demo_page: crate::demo::render(config.jaeger_ui_url.as_deref()),
             permits: Arc::new(Semaphore::new(config.max_connections as usize)),
             sessions: TaskTracker::new(),
             shutdown: CancellationToken::new(),

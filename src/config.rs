@@ -79,6 +79,11 @@ pub struct Config {
     #[arg(long, env = "WSGATE_SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
     pub shutdown_grace: Duration,
 
+    /// Jaeger UI base URL, e.g. `http://localhost:16686`: the demo page links
+    /// each message's trace id there.
+    #[arg(long, env = "WSGATE_JAEGER_UI_URL", value_parser = http_url)]
+    pub jaeger_ui_url: Option<String>,
+
     /// Log line format.
     #[arg(long, env = "WSGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -145,6 +150,18 @@ impl Config {
 
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 25s, 500ms, 2m)"))
+}
+
+fn http_url(s: &str) -> Result<String, String> {
+    let scheme_ok = s.starts_with("http://") || s.starts_with("https://");
+    let chars_ok = s
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'<' | b'>' | b'\\' | b'`'));
+    if scheme_ok && chars_ok {
+        Ok(s.to_owned())
+    } else {
+        Err("must be an http:// or https:// URL without quotes or angle brackets".into())
+    }
 }
 
 fn node_id(s: &str) -> Result<String, String> {
@@ -242,6 +259,11 @@ mod tests {
             (&["--node-id= "], "printable ASCII"),
             (&["--node-id=a\nb"], "printable ASCII"),
             (&["--nats-url="], "must not be empty"),
+            (
+                &["--jaeger-ui-url=javascript:alert(1)"],
+                "http:// or https://",
+            ),
+            (&["--jaeger-ui-url=http://x/\"</script>"], "without quotes"),
             (&["--nats-subject-prefix=a..b"], "dot-separated"),
             (&["--nats-subject-prefix=a.*"], "dot-separated"),
         ] {

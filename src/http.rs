@@ -14,11 +14,13 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::api;
 use crate::app::AppState;
+use crate::demo;
 use crate::telemetry::propagation;
 use crate::ws;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(demo::page))
         .route("/ws", get(ws::upgrade::handler))
         .route("/api/publish", post(api::publish))
         .route("/metrics", get(metrics))

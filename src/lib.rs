@@ -6,6 +6,7 @@ pub mod app;
 pub mod broker;
 pub mod config;
 pub mod delivery;
+pub mod demo;
 pub mod http;
 pub mod hub;
 pub mod message;

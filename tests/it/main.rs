@@ -7,6 +7,7 @@
 mod api;
 mod backpressure;
 mod binary;
+mod browser;
 mod collector;
 mod errors;
 mod helpers;

@@ -1,0 +1,25 @@
+# syntax=docker/dockerfile:1
+# The wsgate image: built in a full Rust toolchain, run in a slim Debian as a
+# non-root user. The build command is the one CI runs (scripts/test checks that
+# the two stay the same), so the image holds the binary the tests tested.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+# Manifests first: the dependency download is cached until Cargo.lock changes.
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+# Cargo.toml declares the integration-test target, so its path must exist.
+COPY tests ./tests
+RUN cargo build --release --locked --bin wsgate
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin wsgate
+COPY --from=build /src/target/release/wsgate /usr/local/bin/wsgate
+USER wsgate
+# Listen on all interfaces inside the container; the host decides what to publish.
+ENV WSGATE_LISTEN=0.0.0.0:8080
+EXPOSE 8080
+# /readyz without curl: bash's /dev/tcp is enough for a one-line HTTP probe.
+HEALTHCHECK --interval=5s --timeout=3s --retries=10 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' >&3 && head -1 <&3 | grep -q ' 200 '"]
+ENTRYPOINT ["/usr/local/bin/wsgate"]
