@@ -112,6 +112,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     shutdown_grace: Duration,
+    handshake_timeout: Duration,
 }
 
 impl Application {
@@ -173,6 +174,7 @@ impl Application {
             listener,
             state: AppState(Arc::new(shared)),
             shutdown_grace: config.shutdown_grace,
+            handshake_timeout: config.handshake_timeout,
         })
     }
 
@@ -200,22 +202,17 @@ impl Application {
             listener,
             state,
             shutdown_grace,
+            handshake_timeout,
         } = self;
         let router = crate::http::router(state.clone());
         let token = state.shutdown().clone();
-        let server = axum::serve(listener, router)
-            .with_graceful_shutdown(token.clone().cancelled_owned())
-            .into_future();
-        let mut server = tokio::spawn(server);
-        tokio::select! {
-            () = signal => {}
-            result = &mut server => {
-                // The server only returns early if accepting failed outright.
-                token.cancel();
-                result.context("server task")?.context("serving")?;
-                return Ok(());
-            }
-        }
+        let server = tokio::spawn(crate::server::serve(
+            listener,
+            router,
+            token.clone(),
+            handshake_timeout,
+        ));
+        signal.await;
         let open = state.hub().room_count();
         tracing::info!(rooms = open, "shutting down: closing sessions with 1001");
         token.cancel();
@@ -231,7 +228,7 @@ impl Application {
             );
         }
         match tokio::time::timeout(shutdown_grace, server).await {
-            Ok(result) => result.context("server task")?.context("serving")?,
+            Ok(result) => result.context("server task")?,
             Err(_) => tracing::warn!("HTTP requests still in flight after the grace period"),
         }
         tracing::info!("shutdown complete");

@@ -74,6 +74,12 @@ pub struct Config {
     #[arg(long, env = "WSGATE_HEARTBEAT_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub heartbeat_timeout: Duration,
 
+    /// How long a client may take to send a request's headers (the WebSocket
+    /// handshake included); also how long an idle HTTP keep-alive connection
+    /// stays open. Slow or stalled clients are disconnected.
+    #[arg(long, env = "WSGATE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub handshake_timeout: Duration,
+
     /// On SIGTERM/SIGINT, how long connections may take to close before the
     /// process stops waiting for them.
     #[arg(long, env = "WSGATE_SHUTDOWN_GRACE", default_value = "10s", value_parser = duration)]
@@ -117,6 +123,7 @@ impl Config {
         for (flag, value) in [
             ("heartbeat-interval", self.heartbeat_interval),
             ("heartbeat-timeout", self.heartbeat_timeout),
+            ("handshake-timeout", self.handshake_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero { flag });

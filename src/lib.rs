@@ -14,6 +14,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod publish;
 pub mod room;
+pub mod server;
 pub mod telemetry;
 pub mod ws;
 
