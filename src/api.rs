@@ -3,6 +3,10 @@
 //! A request goes through the same producer path as a WebSocket `publish`
 //! frame: a message id, a `send` span (child of the request's SERVER span, which
 //! continues the caller's `traceparent`), the broker, and every node's `process`.
+//!
+//! Access: with `--api-key`, callers present `Authorization: Bearer <key>`. With
+//! tokens enabled on `/ws` but no API key, the API refuses everyone (403):
+//! securing the WebSocket side must not leave an open side door.
 
 use axum::body::{Body, to_bytes};
 use axum::extract::State;
@@ -11,11 +15,18 @@ use axum::response::{IntoResponse, Response};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::app::AppState;
+use subtle::ConstantTimeEq as _;
+
 use crate::protocol::{self, ErrorCode, HttpReply};
+use crate::room::{RoomKey, Tenant};
 
 /// Why a publish request was refused; each maps to one status and a stable code.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    #[error("missing or wrong API key (Authorization: Bearer <key>)")]
+    Unauthorized,
+    #[error("the publish API is disabled: tokens are enabled on /ws but no --api-key is set")]
+    Disabled,
     #[error("Content-Type must be application/json")]
     ContentType,
     #[error("body is larger than {0} bytes")]
@@ -29,6 +40,8 @@ pub enum ApiError {
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Disabled => StatusCode::FORBIDDEN,
             Self::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Invalid { .. } => StatusCode::BAD_REQUEST,
@@ -38,6 +51,8 @@ impl ApiError {
 
     fn code(&self) -> &'static str {
         match self {
+            Self::Unauthorized => "unauthorized",
+            Self::Disabled => "forbidden",
             Self::ContentType => "unsupported_media_type",
             Self::TooLarge(_) => "too_large",
             Self::Invalid { code, .. } => code.as_str(),
@@ -73,6 +88,7 @@ pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Bo
 }
 
 async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<String, ApiError> {
+    authorize(state, headers)?;
     if !is_json(headers) {
         return Err(ApiError::ContentType);
     }
@@ -86,10 +102,33 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Str
     })?;
     // The middleware's SERVER span is current; the `send` span becomes its child.
     let parent = tracing::Span::current().context();
+    let tenant = request.tenant.unwrap_or_else(Tenant::default_tenant);
+    let key = RoomKey::new(tenant, request.room);
     state
-        .publish(&parent, &request.room, request.data)
+        .publish(&parent, &key, request.data)
         .await
         .map_err(|e| ApiError::BrokerUnavailable(e.to_string()))
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match state.api_key() {
+        Some(key) => {
+            let presented = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            // Constant time, so the comparison does not reveal how much of a
+            // guess was right.
+            if bool::from(presented.as_bytes().ct_eq(key.expose().as_bytes())) {
+                Ok(())
+            } else {
+                Err(ApiError::Unauthorized)
+            }
+        }
+        None if state.admission().tokens_enabled() => Err(ApiError::Disabled),
+        None => Ok(()),
+    }
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

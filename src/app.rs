@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Admission;
+use crate::auth::Verifier;
 use crate::broker::{Broker, NatsBroker};
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::delivery::Delivery;
 use crate::hub::{ConnId, Hub};
 use crate::message::MessageIds;
@@ -37,9 +38,10 @@ struct Shared {
     next_conn: AtomicU64,
     /// The demo page, rendered once at start-up.
     demo_page: String,
-    /// One permit per open WebSocket connection (`--max-connections`). A permit
-    /// is taken before the 101 answer and moves into the session task.
-    permits: Arc<Semaphore>,
+    /// Who may open a WebSocket: origins, tokens, per-IP and total caps.
+    admission: Admission,
+    /// `--api-key` for POST /api/publish.
+    api_key: Option<Secret>,
     /// Every session task: axum's graceful shutdown does not wait for upgraded
     /// connections, so shutdown waits on this.
     sessions: TaskTracker,
@@ -55,6 +57,9 @@ pub struct Limits {
     pub slow_consumer: SlowConsumerPolicy,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
+    /// Frames per second per connection; 0 = unlimited.
+    pub max_msgs_per_sec: u32,
+    pub max_rooms_per_connection: usize,
 }
 
 impl AppState {
@@ -97,9 +102,11 @@ impl AppState {
     pub fn next_conn_id(&self) -> ConnId {
         self.0.next_conn.fetch_add(1, Ordering::Relaxed)
     }
-    /// A connection slot, if one is free.
-    pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
-        self.0.permits.clone().try_acquire_owned().ok()
+    pub fn admission(&self) -> &Admission {
+        &self.0.admission
+    }
+    pub fn api_key(&self) -> Option<&Secret> {
+        self.0.api_key.as_ref()
     }
     /// Whether this node should receive traffic: not shutting down, broker up.
     pub fn is_ready(&self) -> bool {
@@ -154,7 +161,15 @@ impl Application {
             slow_consumer: config.slow_consumer,
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,
+            max_msgs_per_sec: config.max_msgs_per_sec,
+            max_rooms_per_connection: config.max_rooms_per_connection as usize,
         };
+        let admission = Admission::new(
+            verifier(config)?,
+            &config.allowed_origins,
+            config.max_connections_per_ip,
+            config.max_connections,
+        );
         let shared = Shared {
             node_id,
             limits,
@@ -166,7 +181,8 @@ impl Application {
             ids: MessageIds::new(),
             next_conn: AtomicU64::new(1),
             demo_page: crate::demo::render(config.jaeger_ui_url.as_deref()),
-            permits: Arc::new(Semaphore::new(config.max_connections as usize)),
+            admission,
+            api_key: config.api_key.clone(),
             sessions: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         };
@@ -234,4 +250,18 @@ impl Application {
         tracing::info!("shutdown complete");
         Ok(())
     }
+}
+
+/// The token verifier the configuration asks for, if any.
+fn verifier(config: &Config) -> anyhow::Result<Option<Verifier>> {
+    let secret = match (&config.jwt_secret, &config.jwt_secret_file) {
+        (Some(secret), _) => Some(secret.expose().as_bytes().to_vec()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --jwt-secret-file {}", path.display()))?;
+            Some(text.trim_end_matches(['\r', '\n']).as_bytes().to_vec())
+        }
+        (None, None) => None,
+    };
+    Verifier::new(secret.as_deref(), config.jwt_public_key.as_deref()).context("loading JWT keys")
 }

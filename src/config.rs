@@ -4,7 +4,9 @@
 //! variables (see `telemetry`), so existing deployments carry over unchanged.
 //! The README's configuration table mirrors this file.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, ValueEnum};
@@ -90,6 +92,44 @@ pub struct Config {
     #[arg(long, env = "WSGATE_JAEGER_UI_URL", value_parser = http_url)]
     pub jaeger_ui_url: Option<String>,
 
+    /// HS256 secret: enables JSON Web Tokens on /ws. Prefer the environment
+    /// variable or --jwt-secret-file: command lines are visible to `ps`.
+    #[arg(long, env = "WSGATE_JWT_SECRET", hide_env_values = true, value_parser = secret)]
+    pub jwt_secret: Option<Secret>,
+
+    /// File holding the HS256 secret (trailing newline ignored).
+    #[arg(long, env = "WSGATE_JWT_SECRET_FILE", conflicts_with = "jwt_secret")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// PEM public key (RSA for RS256, P-256 EC for ES256): enables tokens on /ws.
+    #[arg(long, env = "WSGATE_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Browser origins allowed besides the gateway's own, comma-separated full
+    /// origins such as `https://app.example.com`.
+    #[arg(long, env = "WSGATE_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = origin)]
+    pub allowed_origins: Vec<String>,
+
+    /// Key that backends must present (`Authorization: Bearer <key>`) to use
+    /// POST /api/publish. With tokens enabled and no key, the API is refused.
+    #[arg(long, env = "WSGATE_API_KEY", hide_env_values = true, value_parser = secret)]
+    pub api_key: Option<Secret>,
+
+    /// Frames per second one connection may send (burst: one second's worth);
+    /// 0 = unlimited.
+    #[arg(long, env = "WSGATE_MAX_MSGS_PER_SEC", default_value_t = 0)]
+    pub max_msgs_per_sec: u32,
+
+    /// WebSocket connections per client IP address; 0 = unlimited. Behind a
+    /// proxy every client shares the proxy's address: raise it or leave it off.
+    #[arg(long, env = "WSGATE_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: u32,
+
+    /// Rooms one connection may be subscribed to at once.
+    #[arg(long, env = "WSGATE_MAX_ROOMS_PER_CONNECTION", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_rooms_per_connection: u32,
+
     /// Log line format.
     #[arg(long, env = "WSGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -157,6 +197,47 @@ impl Config {
 
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 25s, 500ms, 2m)"))
+}
+
+/// A configuration value that must never be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+fn secret(s: &str) -> Result<Secret, String> {
+    if s.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+fn origin(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
+    match rest {
+        Some(authority)
+            if !authority.is_empty() && !authority.trim_end_matches('/').contains('/') =>
+        {
+            Ok(s.to_owned())
+        }
+        _ => Err(format!(
+            "{s:?} is not an origin like https://app.example.com"
+        )),
+    }
 }
 
 fn http_url(s: &str) -> Result<String, String> {
@@ -271,12 +352,49 @@ mod tests {
                 "http:// or https://",
             ),
             (&["--jaeger-ui-url=http://x/\"</script>"], "without quotes"),
+            (&["--allowed-origins=app.example.com"], "is not an origin"),
+            (
+                &["--allowed-origins=https://a.example/path"],
+                "is not an origin",
+            ),
+            (&["--jwt-secret="], "must not be empty"),
+            (
+                &["--jwt-secret=x", "--jwt-secret-file=/tmp/x"],
+                "cannot be used with",
+            ),
+            (
+                &["--max-rooms-per-connection=0"],
+                "--max-rooms-per-connection",
+            ),
             (&["--nats-subject-prefix=a..b"], "dot-separated"),
             (&["--nats-subject-prefix=a.*"], "dot-separated"),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn security_flags() {
+        let c = parse(&[
+            "--jwt-secret=s3cret",
+            "--api-key=k3y",
+            "--allowed-origins=https://a.example,https://b.example/",
+            "--max-msgs-per-sec=50",
+            "--max-connections-per-ip=10",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.allowed_origins,
+            ["https://a.example", "https://b.example/"]
+        );
+        assert_eq!(c.max_msgs_per_sec, 50);
+        assert_eq!(c.max_rooms_per_connection, 256);
+        let printed = format!("{c:?}");
+        assert!(
+            !printed.contains("s3cret") && !printed.contains("k3y"),
+            "{printed}"
+        );
     }
 
     #[test]

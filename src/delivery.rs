@@ -42,7 +42,7 @@ impl Delivery {
             .process(&envelope.trace, self.system, &envelope.room, &envelope.id);
         let traceparent = traceparent(&span_context(&cx));
         let frame = protocol::message_frame(
-            &envelope.room,
+            &envelope.room.room,
             &envelope.id,
             &envelope.data,
             traceparent.as_deref(),

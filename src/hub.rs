@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::outbox::{Outbound, Outbox, Pushed};
-use crate::room::RoomName;
+use crate::room::RoomKey;
 
 /// Identifies a connection within this node.
 pub type ConnId = u64;
@@ -34,7 +34,7 @@ pub struct Hub {
     /// long enough to clone one room's `Arc`, so fan-outs to different rooms run in
     /// parallel; joins and leaves take the write lock so a room is never removed
     /// while someone is being added to it.
-    rooms: RwLock<HashMap<RoomName, Room>>,
+    rooms: RwLock<HashMap<RoomKey, Room>>,
 }
 
 /// What one fan-out did, for the `process` span and the drop counters.
@@ -64,7 +64,7 @@ impl Hub {
     /// Adds `sub` to `room` and, under the room's lock, runs `confirm` (which
     /// queues the `subscribed` reply). Returns whether this is the room's first
     /// local subscriber. The caller guarantees a connection joins a room once.
-    pub fn join(&self, room: &RoomName, sub: Subscriber, confirm: impl FnOnce()) -> bool {
+    pub fn join(&self, room: &RoomKey, sub: Subscriber, confirm: impl FnOnce()) -> bool {
         let mut rooms = write(&self.rooms);
         let entry = rooms.entry(room.clone()).or_default();
         let mut subs = lock(entry);
@@ -77,7 +77,7 @@ impl Hub {
     /// Removes `conn` from `room` and, under the room's lock, runs `confirm`.
     /// Returns `None` if it was not subscribed, else whether the room is now empty
     /// on this node.
-    pub fn leave(&self, room: &RoomName, conn: ConnId, confirm: impl FnOnce()) -> Option<bool> {
+    pub fn leave(&self, room: &RoomKey, conn: ConnId, confirm: impl FnOnce()) -> Option<bool> {
         let mut rooms = write(&self.rooms);
         let entry = rooms.get(room)?;
         let mut subs = lock(entry);
@@ -93,7 +93,7 @@ impl Hub {
     }
 
     /// Queues `item` for every local subscriber of `room`.
-    pub fn fanout(&self, room: &RoomName, item: &Outbound) -> Fanout {
+    pub fn fanout(&self, room: &RoomKey, item: &Outbound) -> Fanout {
         let Some(entry) = read(&self.rooms).get(room).cloned() else {
             return Fanout::default();
         };
@@ -116,7 +116,7 @@ impl Hub {
     }
 
     /// The number of local subscribers of `room`.
-    pub fn subscriber_count(&self, room: &RoomName) -> usize {
+    pub fn subscriber_count(&self, room: &RoomKey) -> usize {
         read(&self.rooms).get(room).map_or(0, |r| lock(r).len())
     }
 }
@@ -140,9 +140,10 @@ mod tests {
     use super::*;
     use crate::outbox::{Next, SlowConsumerPolicy};
     use crate::protocol::ServerFrameType;
+    use crate::room::{RoomName, Tenant};
 
-    fn room(name: &str) -> RoomName {
-        RoomName::parse(name).unwrap()
+    fn room(name: &str) -> RoomKey {
+        RoomKey::new(Tenant::default_tenant(), RoomName::parse(name).unwrap())
     }
 
     fn sub(conn: ConnId, capacity: usize) -> Subscriber {
@@ -219,6 +220,26 @@ mod tests {
         });
         hub.fanout(&lobby, &item("after"));
         assert_eq!(drain(&outbox).await, ["subscribed", "m", "unsubscribed"]);
+    }
+
+    #[tokio::test]
+    async fn tenants_never_share_a_room() {
+        let hub = Hub::new();
+        let acme = RoomKey::new(
+            Tenant::parse("acme").unwrap(),
+            RoomName::parse("lobby").unwrap(),
+        );
+        let globex = RoomKey::new(
+            Tenant::parse("globex").unwrap(),
+            RoomName::parse("lobby").unwrap(),
+        );
+        let (a, g) = (sub(1, 4), sub(2, 4));
+        hub.join(&acme, a.clone(), || {});
+        hub.join(&globex, g.clone(), || {});
+        assert_eq!(hub.fanout(&acme, &item("for acme")).queued, 1);
+        assert_eq!(drain(&a.outbox).await, ["for acme"]);
+        hub.fanout(&globex, &item("for globex"));
+        assert_eq!(drain(&g.outbox).await, ["for globex"]);
     }
 
     #[test]

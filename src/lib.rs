@@ -1,8 +1,10 @@
 //! wsgate: a WebSocket gateway with rooms, fan-out, and exact OpenTelemetry
 //! metrics and traces. See ARCHITECTURE.md for the map.
 
+pub mod admission;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod delivery;

@@ -7,14 +7,15 @@ use std::time::{Duration, Instant, SystemTime};
 use opentelemetry::trace::SpanContext;
 use serde_json::value::RawValue;
 
-use crate::room::RoomName;
+use crate::room::RoomKey;
 
 /// One published message, as the broker carries it.
 #[derive(Debug)]
 pub struct Envelope {
     /// Server-assigned, unique across nodes and restarts (see [`MessageIds`]).
     pub id: String,
-    pub room: RoomName,
+    /// The room, within its tenant.
+    pub room: RoomKey,
     /// The payload exactly as published; valid JSON by construction.
     pub data: Box<RawValue>,
     /// The context of the `send` span: the parent of every node's `process` span.

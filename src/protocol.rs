@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::room::{InvalidRoom, RoomName};
+use crate::room::{InvalidRoom, RoomName, Tenant};
 
 /// The `type` of a frame a client sent; `Invalid` when it could not be decoded.
 /// The string forms are the `type` label of `websocket_messages_received_total`.
@@ -100,6 +100,12 @@ pub enum ErrorCode {
     UnsupportedBinary,
     /// The message broker (NATS) is unreachable; retry later.
     BrokerUnavailable,
+    /// The token does not allow this room.
+    Forbidden,
+    /// Over `--max-msgs-per-sec`; the frame was not handled.
+    RateLimited,
+    /// Over `--max-rooms-per-connection`.
+    TooManyRooms,
     /// The server failed; the request may be retried.
     Internal,
 }
@@ -113,6 +119,9 @@ impl ErrorCode {
             Self::NotSubscribed => "not_subscribed",
             Self::UnsupportedBinary => "unsupported_binary",
             Self::BrokerUnavailable => "broker_unavailable",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
+            Self::TooManyRooms => "too_many_rooms",
             Self::Internal => "internal",
         }
     }
@@ -357,9 +366,11 @@ pub fn parse_data(bytes: &[u8]) -> Result<Box<RawValue>, serde_json::Error> {
     serde_json::from_str::<&RawValue>(text).map(ToOwned::to_owned)
 }
 
-/// The body of `POST /api/publish`: `{"room": "...", "data": <any JSON>}`.
+/// The body of `POST /api/publish`: `{"room": "...", "data": <any JSON>}`,
+/// optionally with `"tenant": "..."`.
 #[derive(Debug)]
 pub struct HttpPublish<'a> {
+    pub tenant: Option<Tenant>,
     pub room: RoomName,
     pub data: &'a RawValue,
 }
@@ -372,6 +383,8 @@ pub fn decode_http_publish(body: &[u8]) -> Result<HttpPublish<'_>, DecodeError> 
         room: Option<Cow<'a, str>>,
         #[serde(default, borrow, deserialize_with = "present")]
         data: Option<&'a RawValue>,
+        #[serde(borrow)]
+        tenant: Option<Cow<'a, str>>,
     }
     let fail = |code, message: String| DecodeError {
         code,
@@ -394,7 +407,12 @@ pub fn decode_http_publish(body: &[u8]) -> Result<HttpPublish<'_>, DecodeError> 
     let data = body
         .data
         .ok_or_else(|| fail(ErrorCode::InvalidMessage, "missing field `data`".into()))?;
-    Ok(HttpPublish { room, data })
+    let tenant = body
+        .tenant
+        .map(|t| Tenant::parse(&t))
+        .transpose()
+        .map_err(|e| fail(ErrorCode::InvalidMessage, e.to_string()))?;
+    Ok(HttpPublish { tenant, room, data })
 }
 
 /// The JSON bodies of the HTTP API.

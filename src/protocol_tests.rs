@@ -222,6 +222,9 @@ fn error_code_strings_match_serde() {
         ErrorCode::NotSubscribed,
         ErrorCode::UnsupportedBinary,
         ErrorCode::BrokerUnavailable,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
+        ErrorCode::TooManyRooms,
         ErrorCode::Internal,
     ] {
         assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
@@ -256,12 +259,19 @@ fn decodes_http_publish_bodies() {
     let ok = decode_http_publish(br#"{"room":"lobby","data":{"x":[1, 2]},"extra":true}"#).unwrap();
     assert_eq!(ok.room.as_str(), "lobby");
     assert_eq!(ok.data.get(), r#"{"x":[1, 2]}"#);
+    assert!(ok.tenant.is_none());
+    let with_tenant = decode_http_publish(br#"{"room":"r","data":1,"tenant":"acme"}"#).unwrap();
+    assert_eq!(with_tenant.tenant.unwrap().as_str(), "acme");
     for (body, code) in [
         (&b"not json"[..], ErrorCode::InvalidMessage),
         (b"\xff\xfe", ErrorCode::InvalidMessage),
         (br#"{"data":1}"#, ErrorCode::InvalidMessage),
         (br#"{"room":"lobby"}"#, ErrorCode::InvalidMessage),
         (br#"{"room":"bad room","data":1}"#, ErrorCode::InvalidRoom),
+        (
+            br#"{"room":"r","data":1,"tenant":"a.b"}"#,
+            ErrorCode::InvalidMessage,
+        ),
         (br#"[1]"#, ErrorCode::InvalidMessage),
     ] {
         assert_eq!(

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use crate::app::AppState;
 use crate::broker::BrokerError;
 use crate::message::{Envelope, PublishedAt};
-use crate::room::RoomName;
+use crate::room::RoomKey;
 use crate::telemetry::propagation::span_context;
 use crate::telemetry::spans;
 
@@ -18,7 +18,7 @@ impl AppState {
     pub async fn publish(
         &self,
         parent: &Context,
-        room: &RoomName,
+        room: &RoomKey,
         data: &RawValue,
     ) -> Result<String, BrokerError> {
         let id = self.next_message_id();

@@ -62,9 +62,88 @@ impl fmt::Debug for RoomName {
     }
 }
 
+/// The longest tenant name accepted, in bytes.
+pub const MAX_TENANT_LEN: usize = 64;
+
+/// A tenant: an isolated namespace of rooms. 1–64 bytes of `[A-Za-z0-9_-]`
+/// (no `.`, so a tenant is always exactly one NATS subject token).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tenant(Arc<str>);
+
+/// Why a string is not a tenant name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("tenant must be 1-{MAX_TENANT_LEN} bytes of A-Z a-z 0-9 _ -")]
+pub struct InvalidTenant;
+
+impl Tenant {
+    pub fn parse(name: &str) -> Result<Self, InvalidTenant> {
+        let ok = !name.is_empty()
+            && name.len() <= MAX_TENANT_LEN
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(Self(Arc::from(name)))
+        } else {
+            Err(InvalidTenant)
+        }
+    }
+
+    /// The tenant of clients without one: every connection when tokens are off.
+    pub fn default_tenant() -> Self {
+        Self(Arc::from("default"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// A room within a tenant: what the hub and the broker key on. Two tenants
+/// using the same room name are two different rooms.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct RoomKey {
+    pub tenant: Tenant,
+    pub room: RoomName,
+}
+
+impl RoomKey {
+    pub fn new(tenant: Tenant, room: RoomName) -> Self {
+        Self { tenant, room }
+    }
+}
+
+impl fmt::Display for RoomKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.room)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenant_names() {
+        for ok in ["default", "acme", "A-b_9", &"t".repeat(MAX_TENANT_LEN)] {
+            assert!(Tenant::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a.b", "a b", "a*", "ü", &"t".repeat(MAX_TENANT_LEN + 1)] {
+            assert_eq!(Tenant::parse(bad), Err(InvalidTenant), "{bad}");
+        }
+    }
 
     #[track_caller]
     fn check(input: &str, expected: Result<(), InvalidRoom>) {

@@ -15,7 +15,7 @@ pub use nats::{NatsBroker, subject};
 
 use crate::delivery::Delivery;
 use crate::message::Envelope;
-use crate::room::RoomName;
+use crate::room::RoomKey;
 use crate::telemetry::MessagingSystem;
 
 /// Why the broker could not take a message or a subscription.
@@ -60,7 +60,7 @@ impl Broker {
 
     /// Declares that this node has a subscriber for `room`. Returns once messages
     /// published anywhere to `room` are sure to reach this node.
-    pub async fn acquire(&self, room: &RoomName) -> Result<(), BrokerError> {
+    pub async fn acquire(&self, room: &RoomKey) -> Result<(), BrokerError> {
         match self {
             Self::Memory(_) => Ok(()),
             Self::Nats(broker) => broker.acquire(room).await,
@@ -69,7 +69,7 @@ impl Broker {
 
     /// Withdraws one [`acquire`](Self::acquire). Synchronous so that it can run
     /// from a connection's drop path.
-    pub fn release(&self, room: &RoomName) {
+    pub fn release(&self, room: &RoomKey) {
         match self {
             Self::Memory(_) => {}
             Self::Nats(broker) => broker.release(room),

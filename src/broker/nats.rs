@@ -26,7 +26,7 @@ use super::BrokerError;
 use crate::delivery::Delivery;
 use crate::message::{Envelope, PublishedAt};
 use crate::protocol;
-use crate::room::RoomName;
+use crate::room::RoomKey;
 use crate::telemetry::BrokerMetrics;
 use crate::telemetry::propagation::StrictTraceContext;
 
@@ -49,7 +49,7 @@ pub struct NatsBroker {
     /// a room's entry; the entry's tokio mutex is held across the subscribe
     /// round trip, so concurrent first subscribers to a room wait for one
     /// subscription instead of creating two.
-    rooms: std::sync::Mutex<HashMap<RoomName, Arc<tokio::sync::Mutex<Interest>>>>,
+    rooms: std::sync::Mutex<HashMap<RoomKey, Arc<tokio::sync::Mutex<Interest>>>>,
 }
 
 /// This node's interest in one room.
@@ -134,7 +134,7 @@ impl NatsBroker {
 
     /// Makes sure this node receives `room`'s messages, subscribing on the first
     /// local subscriber and waiting until the server has confirmed it.
-    pub async fn acquire(&self, room: &RoomName) -> Result<(), BrokerError> {
+    pub async fn acquire(&self, room: &RoomKey) -> Result<(), BrokerError> {
         let entry = self.entry(room);
         let mut interest = entry.lock().await;
         if interest.listener.is_none() {
@@ -150,7 +150,7 @@ impl NatsBroker {
         Ok(())
     }
 
-    async fn subscribe(&self, room: &RoomName) -> Result<Subscriber, BrokerError> {
+    async fn subscribe(&self, room: &RoomKey) -> Result<Subscriber, BrokerError> {
         if !self.is_connected() {
             return Err(BrokerError::Unavailable("not connected to NATS".into()));
         }
@@ -175,7 +175,7 @@ impl NatsBroker {
 
     /// Withdraws one acquire; the last one unsubscribes. Runs in the background
     /// because a connection's drop path cannot wait.
-    pub fn release(self: &Arc<Self>, room: &RoomName) {
+    pub fn release(self: &Arc<Self>, room: &RoomKey) {
         let this = self.clone();
         let room = room.clone();
         tokio::spawn(async move {
@@ -201,7 +201,7 @@ impl NatsBroker {
         });
     }
 
-    fn entry(&self, room: &RoomName) -> Arc<tokio::sync::Mutex<Interest>> {
+    fn entry(&self, room: &RoomKey) -> Arc<tokio::sync::Mutex<Interest>> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         rooms.entry(room.clone()).or_default().clone()
     }
@@ -210,7 +210,7 @@ impl NatsBroker {
 /// Reads one room's subscription and delivers each message locally, in order.
 async fn listen(
     mut subscriber: Subscriber,
-    room: RoomName,
+    room: RoomKey,
     delivery: Arc<Delivery>,
     metrics: BrokerMetrics,
 ) {
@@ -230,7 +230,7 @@ async fn listen(
 
 /// Rebuilds an envelope from a NATS message. Anything on the subject could have
 /// published it, so nothing is trusted: the payload must be JSON.
-fn decode(room: &RoomName, message: async_nats::Message) -> Result<Envelope, &'static str> {
+fn decode(room: &RoomKey, message: async_nats::Message) -> Result<Envelope, &'static str> {
     let data = protocol::parse_data(&message.payload).map_err(|_| "payload is not JSON")?;
     let headers = message.headers.unwrap_or_default();
     let id = headers
@@ -253,14 +253,18 @@ fn decode(room: &RoomName, message: async_nats::Message) -> Result<Envelope, &'s
     })
 }
 
-/// The subject of a room: `<prefix>.room.<room>`, with `.` (a subject token
-/// separator, allowed in room names) escaped as `%2E`. No room name contains `%`,
-/// so the mapping is one-to-one, and no room can reach another's subject or
-/// produce an empty token or a wildcard.
-pub fn subject(prefix: &str, room: &RoomName) -> String {
-    let room = room.as_str();
-    let mut subject = String::with_capacity(prefix.len() + 6 + room.len() + 8);
+/// The subject of a room: `<prefix>.<tenant>.room.<room>`. A tenant has no `.`
+/// and a room's `.` (a subject token separator) is escaped as `%2E`. No room
+/// name contains `%`, so the mapping is one-to-one, and no room can reach
+/// another's subject (another tenant's included) or produce an empty token or
+/// a wildcard.
+pub fn subject(prefix: &str, key: &RoomKey) -> String {
+    let room = key.room.as_str();
+    let tenant = key.tenant.as_str();
+    let mut subject = String::with_capacity(prefix.len() + tenant.len() + 8 + room.len() + 8);
     subject.push_str(prefix);
+    subject.push('.');
+    subject.push_str(tenant);
     subject.push_str(".room.");
     for c in room.chars() {
         if c == '.' {
@@ -323,22 +327,31 @@ impl Extractor for NatsHeadersRef<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::room::{RoomName, Tenant};
+
+    fn key(tenant: &str, room: &str) -> RoomKey {
+        RoomKey::new(
+            Tenant::parse(tenant).unwrap(),
+            RoomName::parse(room).unwrap(),
+        )
+    }
 
     #[track_caller]
-    fn check(room: &str, expected: &str) {
-        assert_eq!(subject("wsgate", &RoomName::parse(room).unwrap()), expected);
+    fn check(tenant: &str, room: &str, expected: &str) {
+        assert_eq!(subject("wsgate", &key(tenant, room)), expected);
     }
 
     #[test]
-    fn subjects_are_one_token_per_room_whatever_its_dots() {
-        check("lobby", "wsgate.room.lobby");
-        check("a.b", "wsgate.room.a%2Eb");
-        check("..", "wsgate.room.%2E%2E");
-        check("team:42-x_y", "wsgate.room.team:42-x_y");
-        // Distinct rooms, distinct subjects.
+    fn subjects_are_one_token_per_tenant_and_room_whatever_the_dots() {
+        check("default", "lobby", "wsgate.default.room.lobby");
+        check("acme", "a.b", "wsgate.acme.room.a%2Eb");
+        check("acme", "..", "wsgate.acme.room.%2E%2E");
+        check("t-1", "team:42-x_y", "wsgate.t-1.room.team:42-x_y");
+        // Distinct rooms and tenants, distinct subjects.
+        assert_ne!(subject("p", &key("t", "a.b")), subject("p", &key("t", "a")));
         assert_ne!(
-            subject("p", &RoomName::parse("a.b").unwrap()),
-            subject("p", &RoomName::parse("a").unwrap())
+            subject("p", &key("a", "lobby")),
+            subject("p", &key("b", "lobby"))
         );
     }
 }

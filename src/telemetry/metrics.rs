@@ -72,12 +72,28 @@ label_enum! {
         NotSubscribed => "not_subscribed",
         UnsupportedBinary => "unsupported_binary",
         BrokerUnavailable => "broker_unavailable",
+        Forbidden => "forbidden",
+        RateLimited => "rate_limited",
+        TooManyRooms => "too_many_rooms",
         Internal => "internal",
         TooLarge => "too_large",
         HeartbeatTimeout => "heartbeat_timeout",
         WriteFailed => "write_failed",
         SlowConsumer => "slow_consumer",
         Protocol => "protocol",
+    }
+}
+
+label_enum! {
+    /// Why an upgrade was refused before any WebSocket existed: the `reason`
+    /// label of `websocket_connections_rejected_total`.
+    RejectReason {
+        BadHandshake => "bad_handshake",
+        ShuttingDown => "shutting_down",
+        Origin => "origin",
+        Unauthorized => "unauthorized",
+        PerIpLimit => "per_ip_limit",
+        Capacity => "capacity",
     }
 }
 
@@ -102,6 +118,9 @@ impl From<ErrorCode> for ErrorType {
             ErrorCode::NotSubscribed => Self::NotSubscribed,
             ErrorCode::UnsupportedBinary => Self::UnsupportedBinary,
             ErrorCode::BrokerUnavailable => Self::BrokerUnavailable,
+            ErrorCode::Forbidden => Self::Forbidden,
+            ErrorCode::RateLimited => Self::RateLimited,
+            ErrorCode::TooManyRooms => Self::TooManyRooms,
             ErrorCode::Internal => Self::Internal,
         }
     }
@@ -127,6 +146,7 @@ pub fn close_code_label(code: u16) -> &'static str {
 pub struct Metrics {
     connections_active: UpDownCounter<i64>,
     connections_opened: Counter<u64>,
+    connections_rejected: Counter<u64>,
     connection_duration: Histogram<f64>,
     messages_received: Counter<u64>,
     messages_sent: Counter<u64>,
@@ -148,6 +168,11 @@ impl Metrics {
             connections_opened: meter
                 .u64_counter("websocket.connections.opened")
                 .with_description("WebSocket connections accepted (upgraded).")
+                .with_unit("{connection}")
+                .build(),
+            connections_rejected: meter
+                .u64_counter("websocket.connections.rejected")
+                .with_description("WebSocket upgrades refused before the handshake completed, by reason.")
                 .with_unit("{connection}")
                 .build(),
             connection_duration: meter
@@ -216,9 +241,18 @@ impl Metrics {
             self.errors
                 .add(0, &[KeyValue::new("error_type", e.as_str())]);
         }
+        for r in RejectReason::ALL {
+            self.connections_rejected
+                .add(0, &[KeyValue::new("reason", r.as_str())]);
+        }
         for r in DropReason::ALL {
             self.dropped.add(0, &[KeyValue::new("reason", r.as_str())]);
         }
+    }
+
+    pub fn connection_rejected(&self, reason: RejectReason) {
+        self.connections_rejected
+            .add(1, &[KeyValue::new("reason", reason.as_str())]);
     }
 
     pub fn connection_opened(&self) {
@@ -436,6 +470,9 @@ mod tests {
             ErrorCode::NotSubscribed,
             ErrorCode::UnsupportedBinary,
             ErrorCode::BrokerUnavailable,
+            ErrorCode::Forbidden,
+            ErrorCode::RateLimited,
+            ErrorCode::TooManyRooms,
             ErrorCode::Internal,
         ] {
             assert_eq!(ErrorType::from(code).as_str(), code.as_str());

@@ -33,7 +33,9 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 pub use export::EXPORT_FAILED;
-pub use metrics::{BrokerMetrics, CloseReason, DropReason, ErrorType, Metrics, close_code_label};
+pub use metrics::{
+    BrokerMetrics, CloseReason, DropReason, ErrorType, Metrics, RejectReason, close_code_label,
+};
 pub use spans::{MessageTracer, MessagingSystem, Origin};
 
 use crate::config::LogFormat;

@@ -21,7 +21,7 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue};
 
 use crate::hub::{ConnId, Fanout};
-use crate::room::RoomName;
+use crate::room::RoomKey;
 
 /// Which broker carries messages: the `messaging.system` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,7 @@ impl MessageTracer {
 
     /// The SERVER span for handling one `publish` frame; `parent` is the client's
     /// context (or empty, for a new root). Returns a context holding the span.
-    pub fn publish(&self, parent: &Context, origin: Origin, room: &RoomName) -> Context {
+    pub fn publish(&self, parent: &Context, origin: Origin, room: &RoomKey) -> Context {
         let mut span = self
             .tracer
             .span_builder("publish")
@@ -74,8 +74,9 @@ impl MessageTracer {
         if span.is_recording() {
             span.set_attribute(KeyValue::new(
                 "messaging.destination.name",
-                room.to_string(),
+                room.room.to_string(),
             ));
+            span.set_attribute(KeyValue::new("wsgate.tenant", room.tenant.to_string()));
             span.set_attribute(KeyValue::new("wsgate.node.id", self.node_id.to_string()));
             match origin {
                 Origin::WebSocket(conn) => {
@@ -96,7 +97,7 @@ impl MessageTracer {
         &self,
         parent: &Context,
         system: MessagingSystem,
-        room: &RoomName,
+        room: &RoomKey,
         message_id: &str,
         body_size: usize,
     ) -> Context {
@@ -123,7 +124,7 @@ impl MessageTracer {
         &self,
         send: &SpanContext,
         system: MessagingSystem,
-        room: &RoomName,
+        room: &RoomKey,
         message_id: &str,
     ) -> Context {
         let parent = Context::new().with_remote_span_context(send.clone());
@@ -143,14 +144,15 @@ impl MessageTracer {
 fn messaging_attrs(
     operation: &'static str,
     system: MessagingSystem,
-    room: &RoomName,
+    room: &RoomKey,
     message_id: &str,
-) -> [KeyValue; 5] {
+) -> [KeyValue; 6] {
     [
         KeyValue::new("messaging.operation.type", operation),
         KeyValue::new("messaging.operation.name", operation),
         KeyValue::new("messaging.system", system.as_str()),
-        KeyValue::new("messaging.destination.name", room.to_string()),
+        KeyValue::new("messaging.destination.name", room.room.to_string()),
+        KeyValue::new("wsgate.tenant", room.tenant.to_string()),
         KeyValue::new("messaging.message.id", message_id.to_owned()),
     ]
 }

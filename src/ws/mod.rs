@@ -1,5 +1,6 @@
 //! WebSocket connections: the opening handshake, and one session per connection.
 
+mod frames;
 mod session;
 pub mod upgrade;
 mod writer;

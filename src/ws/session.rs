@@ -8,27 +8,28 @@
 //! connection-duration histogram reports.
 
 use std::collections::HashSet;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use futures_util::stream::SplitStream;
-use opentelemetry::context::FutureExt as _;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::Ws;
 use super::writer::{WriteEnd, Writer, WsSink};
+use crate::admission::Admitted;
 use crate::app::AppState;
-use crate::hub::{ConnId, Subscriber};
-use crate::outbox::{CloseRequest, Outbound, Outbox, Pushed};
-use crate::protocol::{self, ClientFrame, ClientFrameType, ErrorCode, Publish, Reply};
+use crate::hub::ConnId;
+use crate::outbox::{CloseRequest, Outbox};
+use crate::protocol::{ClientFrameType, ErrorCode};
 use crate::room::RoomName;
-use crate::telemetry::{CloseReason, ErrorType, Origin, propagation, spans};
+use crate::telemetry::{CloseReason, ErrorType};
 
 /// How long to wait for the peer's close frame after sending ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
@@ -49,7 +50,7 @@ enum ReadEnd {
 }
 
 /// Runs a connection from its upgrade to its last byte.
-pub async fn run(state: AppState, ws: Ws, permit: OwnedSemaphorePermit) {
+pub async fn run(state: AppState, ws: Ws, admitted: Admitted) {
     let conn = state.next_conn_id();
     let limits = *state.limits();
     let outbox = Arc::new(Outbox::new(limits.send_queue, limits.slow_consumer));
@@ -64,7 +65,7 @@ pub async fn run(state: AppState, ws: Ws, permit: OwnedSemaphorePermit) {
         }
         .run(),
     );
-    let mut session = Session::open(state, conn, outbox, permit);
+    let mut session = Session::open(state, conn, outbox, admitted);
     let (read_end, written) = session.read_loop(&mut stream, &mut writer).await;
     let written = match written {
         Some(written) => written,
@@ -106,32 +107,37 @@ async fn linger(mut ws: Ws) {
     }
 }
 
-struct Session {
-    state: AppState,
-    conn: ConnId,
-    outbox: Arc<Outbox>,
-    rooms: HashSet<RoomName>,
+pub(super) struct Session {
+    pub(super) state: AppState,
+    pub(super) conn: ConnId,
+    pub(super) outbox: Arc<Outbox>,
+    /// Rooms this connection is subscribed to, within its tenant.
+    pub(super) rooms: HashSet<RoomName>,
+    /// Who the connection is, and its slots: held for the connection's life, so
+    /// `--max-connections` and `--max-connections-per-ip` are released on drop.
+    pub(super) admitted: Admitted,
+    /// `--max-msgs-per-sec`, if set: a token bucket whose burst is one second.
+    pub(super) limiter: Option<DefaultDirectRateLimiter>,
+    /// Frames refused by the limiter since the last one it let through.
+    pub(super) strikes: u32,
     opened: Instant,
-    /// Held for the connection's life: releases its `--max-connections` slot.
-    _permit: OwnedSemaphorePermit,
 }
 
 impl Session {
-    fn open(
-        state: AppState,
-        conn: ConnId,
-        outbox: Arc<Outbox>,
-        permit: OwnedSemaphorePermit,
-    ) -> Self {
+    fn open(state: AppState, conn: ConnId, outbox: Arc<Outbox>, admitted: Admitted) -> Self {
         state.metrics().connection_opened();
-        tracing::debug!(conn, "connection opened");
+        tracing::debug!(conn, tenant = %admitted.identity.tenant, "connection opened");
+        let limiter = NonZeroU32::new(state.limits().max_msgs_per_sec)
+            .map(|rate| RateLimiter::direct(Quota::per_second(rate)));
         Self {
             state,
             conn,
             outbox,
             rooms: HashSet::new(),
+            admitted,
+            limiter,
+            strikes: 0,
             opened: Instant::now(),
-            _permit: permit,
         }
     }
 
@@ -277,154 +283,16 @@ impl Session {
         }
         end
     }
-
-    async fn on_text(&mut self, text: Utf8Bytes) {
-        let started = std::time::Instant::now();
-        let frame_type = match protocol::decode(text.as_str()) {
-            Ok(frame) => {
-                let frame_type = frame.frame_type();
-                self.on_frame(frame).await;
-                frame_type
-            }
-            Err(e) => {
-                self.refuse(e.code, &e.message, e.id.as_deref());
-                e.frame_type
-            }
-        };
-        self.state
-            .metrics()
-            .message_received(frame_type, started.elapsed());
-    }
-
-    async fn on_frame(&mut self, frame: ClientFrame<'_>) {
-        match frame {
-            ClientFrame::Subscribe { room } => self.subscribe(room).await,
-            ClientFrame::Unsubscribe { room } => self.unsubscribe(room),
-            ClientFrame::Publish(publish) => self.publish(publish).await,
-            ClientFrame::Ping { id } => self.reply(&Reply::Pong { id: id.as_deref() }),
-        }
-    }
-
-    async fn subscribe(&mut self, room: RoomName) {
-        if self.rooms.contains(&room) {
-            // Idempotent: the client is subscribed, and hears so again.
-            self.reply(&Reply::Subscribed {
-                room: room.as_str(),
-            });
-            return;
-        }
-        if let Err(e) = self.state.broker().acquire(&room).await {
-            tracing::warn!(conn = self.conn, %room, error = %e, "subscribe failed");
-            self.refuse(ErrorCode::BrokerUnavailable, &e.to_string(), None);
-            return;
-        }
-        let confirmation = Reply::Subscribed {
-            room: room.as_str(),
-        };
-        let frame = confirmation.encode();
-        let subscriber = Subscriber {
-            conn: self.conn,
-            outbox: self.outbox.clone(),
-        };
-        let mut pushed = Pushed::Queued;
-        self.state.hub().join(&room, subscriber, || {
-            pushed = self.outbox.push(Outbound {
-                frame,
-                frame_type: confirmation.frame_type(),
-                published_at: None,
-            });
-        });
-        self.account(pushed);
-        self.rooms.insert(room);
-    }
-
-    fn unsubscribe(&mut self, room: RoomName) {
-        if !self.rooms.remove(&room) {
-            let message = format!("not subscribed to room {room}");
-            self.refuse(ErrorCode::NotSubscribed, &message, None);
-            return;
-        }
-        let confirmation = Reply::Unsubscribed {
-            room: room.as_str(),
-        };
-        let frame = confirmation.encode();
-        let mut pushed = Pushed::Queued;
-        self.state.hub().leave(&room, self.conn, || {
-            pushed = self.outbox.push(Outbound {
-                frame,
-                frame_type: confirmation.frame_type(),
-                published_at: None,
-            });
-        });
-        self.account(pushed);
-        self.state.broker().release(&room);
-    }
-
-    async fn publish(&mut self, publish: Publish<'_>) {
-        let parent = propagation::extract_frame(
-            publish.traceparent.as_deref(),
-            publish.tracestate.as_deref(),
-        );
-        let tracer = self.state.tracer();
-        let cx = tracer.publish(&parent, Origin::WebSocket(self.conn), &publish.room);
-        let result = self
-            .state
-            .publish(&cx, &publish.room, publish.data)
-            .with_context(cx.clone())
-            .await;
-        match result {
-            Ok(message_id) => {
-                spans::record_message_id(&cx, &message_id);
-                if let Some(id) = publish.id.as_deref() {
-                    self.reply(&Reply::Ack {
-                        id,
-                        room: publish.room.as_str(),
-                    });
-                }
-            }
-            Err(e) => {
-                let code = ErrorCode::BrokerUnavailable;
-                spans::record_error(&cx, code.as_str(), &e.to_string());
-                self.refuse(code, &e.to_string(), publish.id.as_deref());
-            }
-        }
-        spans::end(&cx);
-    }
-
-    /// Queues an error frame and counts the error.
-    fn refuse(&self, code: ErrorCode, message: &str, id: Option<&str>) {
-        self.state.metrics().error(code.into());
-        self.reply(&Reply::Error { code, message, id });
-    }
-
-    fn reply(&self, reply: &Reply<'_>) {
-        let pushed = self.outbox.push(Outbound {
-            frame: reply.encode(),
-            frame_type: reply.frame_type(),
-            published_at: None,
-        });
-        self.account(pushed);
-    }
-
-    /// Counts a frame that could not be queued for this connection.
-    fn account(&self, pushed: Pushed) {
-        let metrics = self.state.metrics();
-        match pushed {
-            Pushed::Queued => {}
-            Pushed::Dropped => metrics.undelivered(1, 0, 0),
-            Pushed::Kicked => metrics.undelivered(0, 1, 0),
-            Pushed::Closed => metrics.undelivered(0, 0, 1),
-        }
-    }
 }
 
 impl Drop for Session {
     /// Every exit path, panics included, leaves the rooms and records the close,
     /// so the active-connections gauge returns to exactly zero.
     fn drop(&mut self) {
-        for room in self.rooms.drain() {
-            self.state.hub().leave(&room, self.conn, || {});
-            self.state.broker().release(&room);
+        for room in std::mem::take(&mut self.rooms) {
+            let key = self.key(room);
+            self.state.hub().leave(&key, self.conn, || {});
+            self.state.broker().release(&key);
         }
         let close = self
             .outbox

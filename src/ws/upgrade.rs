@@ -8,7 +8,9 @@
 //! offers no way to reach the socket.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
@@ -17,7 +19,9 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::session;
+use crate::admission::Refusal;
 use crate::app::AppState;
+use crate::telemetry::RejectReason;
 
 /// Bytes read per syscall and the read buffer's starting size. Small, because an
 /// idle connection keeps it for life; frames larger than this grow it as needed.
@@ -44,8 +48,18 @@ pub enum UpgradeError {
     NotUpgradable,
     #[error("server is shutting down")]
     ShuttingDown,
-    #[error("server is at its connection limit")]
-    AtCapacity,
+    #[error("{0}")]
+    Refused(Refusal),
+}
+
+impl UpgradeError {
+    fn reason(&self) -> RejectReason {
+        match self {
+            Self::ShuttingDown => RejectReason::ShuttingDown,
+            Self::Refused(refusal) => refusal.reason(),
+            _ => RejectReason::BadHandshake,
+        }
+    }
 }
 
 impl IntoResponse for UpgradeError {
@@ -56,14 +70,27 @@ impl IntoResponse for UpgradeError {
             Self::NotUpgrade | Self::Key => StatusCode::BAD_REQUEST,
             Self::WsVersion => StatusCode::UPGRADE_REQUIRED,
             Self::NotUpgradable => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::ShuttingDown | Self::AtCapacity => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ShuttingDown | Self::Refused(Refusal::Capacity) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Refused(Refusal::Origin) => StatusCode::FORBIDDEN,
+            Self::Refused(Refusal::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
+            Self::Refused(Refusal::PerIpLimit) => StatusCode::TOO_MANY_REQUESTS,
         };
         let mut response = (status, self.to_string()).into_response();
-        if matches!(self, Self::WsVersion) {
-            response.headers_mut().insert(
-                header::SEC_WEBSOCKET_VERSION,
-                HeaderValue::from_static("13"),
-            );
+        match self {
+            Self::WsVersion => {
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+            }
+            Self::Refused(Refusal::Unauthorized(_)) => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         response
     }
@@ -75,6 +102,7 @@ pub async fn handler(State(state): State<AppState>, mut req: Request) -> Respons
         Ok(response) => response,
         Err(e) => {
             tracing::debug!(error = %e, "websocket upgrade refused");
+            state.metrics().connection_rejected(e.reason());
             e.into_response()
         }
     }
@@ -92,9 +120,17 @@ fn accept(state: &AppState, req: &mut Request) -> Result<Response, UpgradeError>
     {
         return Err(UpgradeError::NotUpgradable);
     }
-    // The permit is taken before answering 101 and lives as long as the session,
-    // so the connection cap cannot be exceeded or leaked.
-    let permit = state.try_admit().ok_or(UpgradeError::AtCapacity)?;
+    // The admission holds the connection's slots (total and per IP) for as long
+    // as the session lives, so the caps cannot be exceeded or leaked.
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let admitted = state
+        .admission()
+        .admit(req.uri(), req.headers(), peer)
+        .map_err(UpgradeError::Refused)?;
+    let subprotocol = admitted.subprotocol;
     let on_upgrade = hyper::upgrade::on(req);
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
@@ -113,16 +149,20 @@ fn accept(state: &AppState, req: &mut Request) -> Result<Response, UpgradeError>
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
-        session::run(session_state, ws, permit).await;
+        session::run(session_state, ws, admitted).await;
     });
-    let response = Response::builder()
+    let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, HeaderValue::from_static("upgrade"))
         .header(header::UPGRADE, HeaderValue::from_static("websocket"))
         .header(
             header::SEC_WEBSOCKET_ACCEPT,
             derive_accept_key(key.as_bytes()),
-        )
+        );
+    if let Some(protocol) = subprotocol {
+        response = response.header(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    let response = response
         .body(Body::empty())
         .map_err(|_| UpgradeError::NotUpgradable)?;
     Ok(response)
@@ -215,7 +255,29 @@ mod tests {
 
     #[test]
     fn refusals_map_to_statuses() {
-        assert_eq!(UpgradeError::AtCapacity.into_response().status(), 503);
+        assert_eq!(
+            UpgradeError::Refused(Refusal::Capacity)
+                .into_response()
+                .status(),
+            503
+        );
+        assert_eq!(
+            UpgradeError::Refused(Refusal::Origin)
+                .into_response()
+                .status(),
+            403
+        );
+        assert_eq!(
+            UpgradeError::Refused(Refusal::PerIpLimit)
+                .into_response()
+                .status(),
+            429
+        );
+        let unauthorized =
+            UpgradeError::Refused(Refusal::Unauthorized(crate::auth::AuthError::Expired))
+                .into_response();
+        assert_eq!(unauthorized.status(), 401);
+        assert_eq!(unauthorized.headers()[header::WWW_AUTHENTICATE], "Bearer");
         assert_eq!(UpgradeError::ShuttingDown.into_response().status(), 503);
         let r = UpgradeError::WsVersion.into_response();
         assert_eq!(r.status(), 426);

@@ -1,0 +1,240 @@
+//! Who a connection is: JSON Web Tokens, checked before the WebSocket upgrade.
+//!
+//! With `--jwt-secret` (HS256) and/or `--jwt-public-key` (RS256 or ES256 PEM),
+//! every upgrade must carry a token. The algorithm allowlist is explicit and per
+//! key, so an HS256 token can never be checked against a public key (the
+//! classic algorithm-confusion attack), and `alg: none` is never accepted.
+//!
+//! Claims:
+//! - `sub` (required): the user; `exp` (required); `nbf` (honoured if present).
+//! - `tenant` (optional, default `default`): the namespace of the user's rooms.
+//! - `rooms` (optional): `{"subscribe": [patterns], "publish": [patterns]}`.
+//!   Without it, the token may use every room of its tenant. With it, only the
+//!   listed patterns; a missing list allows nothing. A pattern is a room name in
+//!   which `*` matches any run of characters (`team:*`, `*`).
+
+use std::fmt;
+use std::path::Path;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use serde::Deserialize;
+
+use crate::room::{RoomName, Tenant};
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 5;
+
+/// The verified identity of a connection.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user: Option<String>,
+    pub tenant: Tenant,
+    pub permissions: Permissions,
+}
+
+impl Identity {
+    /// Everyone, when tokens are off: the default tenant, every room.
+    pub fn anonymous() -> Self {
+        Self {
+            user: None,
+            tenant: Tenant::default_tenant(),
+            permissions: Permissions::All,
+        }
+    }
+}
+
+/// What a connection may do with rooms of its tenant.
+#[derive(Debug, Clone)]
+pub enum Permissions {
+    All,
+    Listed {
+        subscribe: Vec<String>,
+        publish: Vec<String>,
+    },
+}
+
+impl Permissions {
+    pub fn may_subscribe(&self, room: &RoomName) -> bool {
+        match self {
+            Self::All => true,
+            Self::Listed { subscribe, .. } => subscribe.iter().any(|p| matches(p, room.as_str())),
+        }
+    }
+
+    pub fn may_publish(&self, room: &RoomName) -> bool {
+        match self {
+            Self::All => true,
+            Self::Listed { publish, .. } => publish.iter().any(|p| matches(p, room.as_str())),
+        }
+    }
+}
+
+/// Glob matching where `*` matches any run of characters; nothing else is special.
+fn matches(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Why a token was refused: the short reason of the 401 answer. Never contains
+/// the token itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing token")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("invalid signature")]
+    BadSignature,
+    #[error("algorithm not allowed")]
+    Algorithm,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("invalid claims")]
+    Claims,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    rooms: Option<RoomClaims>,
+}
+
+#[derive(Deserialize)]
+struct RoomClaims {
+    #[serde(default)]
+    subscribe: Vec<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+}
+
+/// The configured verification keys.
+pub struct Verifier {
+    secret: Option<DecodingKey>,
+    public: Option<(DecodingKey, Algorithm)>,
+}
+
+/// A key that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is neither an RSA nor an EC (P-256) public key in PEM form")]
+    Pem { path: String },
+    #[error("the JWT secret is empty")]
+    EmptySecret,
+}
+
+impl Verifier {
+    /// `None` when neither a secret nor a public key is configured: tokens off.
+    pub fn new(secret: Option<&[u8]>, public_key: Option<&Path>) -> Result<Option<Self>, KeyError> {
+        if secret.is_none() && public_key.is_none() {
+            return Ok(None);
+        }
+        let secret = match secret {
+            Some(s) if s.is_empty() => return Err(KeyError::EmptySecret),
+            Some(s) => Some(DecodingKey::from_secret(s)),
+            None => None,
+        };
+        let public = match public_key {
+            None => None,
+            Some(path) => {
+                let shown = path.display().to_string();
+                let pem = std::fs::read(path).map_err(|source| KeyError::Read {
+                    path: shown.clone(),
+                    source,
+                })?;
+                let key = DecodingKey::from_rsa_pem(&pem)
+                    .map(|k| (k, Algorithm::RS256))
+                    .or_else(|_| DecodingKey::from_ec_pem(&pem).map(|k| (k, Algorithm::ES256)))
+                    .map_err(|_| KeyError::Pem { path: shown })?;
+                Some(key)
+            }
+        };
+        Ok(Some(Self { secret, public }))
+    }
+
+    /// Verifies a token and returns who it names.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        let (key, algorithm) = match header.alg {
+            Algorithm::HS256 => (
+                self.secret.as_ref().ok_or(AuthError::Algorithm)?,
+                Algorithm::HS256,
+            ),
+            alg => match &self.public {
+                Some((key, allowed)) if *allowed == alg => (key, alg),
+                _ => return Err(AuthError::Algorithm),
+            },
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::Algorithm,
+            ErrorKind::MissingRequiredClaim(_)
+            | ErrorKind::InvalidClaimFormat(_)
+            | ErrorKind::Json(_) => AuthError::Claims,
+            _ => AuthError::Malformed,
+        })?;
+        let claims = data.claims;
+        let tenant = match claims.tenant.as_deref() {
+            None => Tenant::default_tenant(),
+            Some(t) => Tenant::parse(t).map_err(|_| AuthError::Claims)?,
+        };
+        let permissions = match claims.rooms {
+            None => Permissions::All,
+            Some(rooms) => Permissions::Listed {
+                subscribe: rooms.subscribe,
+                publish: rooms.publish,
+            },
+        };
+        Ok(Identity {
+            user: Some(claims.sub),
+            tenant,
+            permissions,
+        })
+    }
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print key material.
+        f.debug_struct("Verifier")
+            .field("hs256", &self.secret.is_some())
+            .field("public", &self.public.as_ref().map(|(_, alg)| alg))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+#[path = "auth_tests.rs"]
+mod tests;
