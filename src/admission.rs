@@ -138,7 +138,7 @@ impl Admission {
             return false;
         };
         let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
-        if self.allowed_origins.iter().any(|o| *o == origin) {
+        if self.allowed_origins.contains(&origin) {
             return true;
         }
         let Some((scheme, authority)) = origin.split_once("://") else {

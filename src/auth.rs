@@ -153,7 +153,7 @@ impl Verifier {
             return Ok(None);
         }
         let secret = match secret {
-            Some(s) if s.is_empty() => return Err(KeyError::EmptySecret),
+            Some([]) => return Err(KeyError::EmptySecret),
             Some(s) => Some(DecodingKey::from_secret(s)),
             None => None,
         };
