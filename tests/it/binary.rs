@@ -93,6 +93,26 @@ impl Gateway {
         assert!(status.success(), "SIGTERM delivered");
     }
 
+    /// Polls `/readyz` until it answers 200 (with NATS: once connected).
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Ok(response) = reqwest::get(self.url("/readyz")).await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the process outright (SIGKILL): no shutdown, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits for the process to exit on its own.
     pub async fn wait(mut self) -> ExitStatus {
         let deadline = tokio::time::Instant::now() + DEADLINE;

@@ -55,6 +55,16 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     }
 }
 
+/// Starts a gateway configured by command-line flags, as a user would.
+pub async fn spawn_app_with_args(args: &[&str]) -> TestApp {
+    use clap::Parser as _;
+    let mut argv = vec!["wsgate", "--listen", "127.0.0.1:0"];
+    argv.extend_from_slice(args);
+    let cli = wsgate::config::Cli::try_parse_from(argv).expect("valid flags");
+    let config = cli.serve;
+    spawn_app_with(move |c| *c = config).await
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
@@ -73,6 +83,21 @@ impl TestApp {
             .await
             .expect("websocket connects");
         Client { ws }
+    }
+
+    /// Tries to connect with a request adjusted by `adjust` (headers, query),
+    /// returning the handshake's error instead of failing.
+    pub async fn try_connect_with(
+        &self,
+        path_and_query: &str,
+        adjust: impl FnOnce(&mut tokio_tungstenite::tungstenite::handshake::client::Request),
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let url = format!("ws://{}{path_and_query}", self.addr);
+        let mut request = url.into_client_request().expect("a request");
+        adjust(&mut request);
+        let (ws, _) = within(tokio_tungstenite::connect_async(request)).await?;
+        Ok(Client { ws })
     }
 
     /// `/metrics`, parsed.
