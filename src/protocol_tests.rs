@@ -306,3 +306,80 @@ fn encodes_http_replies() {
         r#"{"code":"invalid_room","message":"bad"}"#
     );
 }
+
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::super::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".*".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(".*", inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn room() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_.:-]{1,128}"
+    }
+
+    proptest! {
+        /// Whatever a client publishes comes back out of decoding unchanged.
+        #[test]
+        fn publish_frames_round_trip(room in room(), data in json_value(), id in proptest::option::of(".*")) {
+            let mut frame = serde_json::json!({"type": "publish", "room": room, "data": data});
+            if let Some(id) = &id {
+                frame["id"] = Value::String(id.clone());
+            }
+            let text = frame.to_string();
+            let ClientFrame::Publish(p) = decode(&text).expect("a valid frame decodes") else {
+                panic!("not a publish");
+            };
+            prop_assert_eq!(p.room.as_str(), room.as_str());
+            // Byte for byte: the data is relayed exactly as the client wrote it.
+            prop_assert_eq!(p.data.get(), serde_json::to_string(&data).unwrap());
+            prop_assert_eq!(p.id.as_deref(), id.as_deref());
+        }
+
+        /// The delivered frame is valid JSON carrying the published data.
+        #[test]
+        fn message_frames_are_valid_json(room in room(), data in json_value(), id in ".*", tp in proptest::option::of(".*")) {
+            let raw = serde_json::value::to_raw_value(&data).unwrap();
+            let room_name = RoomName::parse(&room).unwrap();
+            let frame = message_frame(&room_name, &id, &raw, tp.as_deref());
+            let parsed: Value = serde_json::from_str(frame.as_str()).expect("valid JSON");
+            let verbatim = format!(r#""data":{}"#, raw.get());
+            prop_assert!(frame.as_str().contains(&verbatim), "data is embedded verbatim");
+            prop_assert_eq!(&parsed["id"], &Value::String(id));
+            prop_assert_eq!(&parsed["room"], &Value::String(room));
+        }
+
+        /// No input makes the decoder panic, and every refusal has a message.
+        #[test]
+        fn decoding_anything_never_panics(text in ".{0,512}") {
+            if let Err(e) = decode(&text) {
+                prop_assert!(!e.message.is_empty());
+            }
+        }
+
+        /// Frames that look almost right are refused cleanly, never panicking.
+        #[test]
+        fn near_miss_frames_are_refused_cleanly(kind in "[a-z]{0,12}", room in ".{0,140}", extra in ".{0,40}") {
+            let text = format!(r#"{{"type":"{kind}","room":{},"data":{extra}}}"#, serde_json::to_string(&room).unwrap());
+            let _ = decode(&text);
+        }
+    }
+}
