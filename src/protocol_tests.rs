@@ -107,6 +107,24 @@ fn decodes_valid_frames() {
 }
 
 #[test]
+fn unpaired_surrogate_escapes_in_data_are_refused() {
+    use ClientFrameType as T;
+    let publish = |data: &str| format!(r#"{{"type":"publish","room":"r","data":{data}}}"#);
+    // Found by the fuzzer: a lone high surrogate followed by an escaped slash.
+    for data in [r#""\ud83d\/ude00""#, r#""\ud83d""#, r#""\ude00x""#, r#"{"k\udc00":1}"#, r#""\uD83Dx""#] {
+        check(&publish(data), Decoded::Error(ErrorCode::InvalidMessage, T::Publish, None));
+        assert!(parse_data(data.as_bytes()).is_err(), "{data}");
+    }
+    // Paired surrogates, other escapes and raw non-ASCII text are fine.
+    for data in [r#""\ud83d\ude00""#, r#""\uD83D\uDE00 \n \\ \/ é""#, r#""\u0041""#] {
+        let frame = publish(data);
+        let Ok(ClientFrame::Publish(p)) = decode(&frame) else { panic!("{data} refused") };
+        assert_eq!(p.data.get(), data);
+        assert!(parse_data(data.as_bytes()).is_ok());
+    }
+}
+
+#[test]
 fn trace_context_of_the_wrong_type_is_ignored_not_refused() {
     check(
         r#"{"type":"publish","room":"r","data":1,"traceparent":42,"tracestate":{"a":1}}"#,
