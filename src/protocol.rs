@@ -111,6 +111,19 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [Self; 10] = [
+        Self::InvalidMessage,
+        Self::UnknownType,
+        Self::InvalidRoom,
+        Self::NotSubscribed,
+        Self::UnsupportedBinary,
+        Self::BrokerUnavailable,
+        Self::Forbidden,
+        Self::RateLimited,
+        Self::TooManyRooms,
+        Self::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidMessage => "invalid_message",

@@ -463,18 +463,7 @@ mod tests {
 
     #[test]
     fn every_error_code_has_an_error_type_of_the_same_name() {
-        for code in [
-            ErrorCode::InvalidMessage,
-            ErrorCode::UnknownType,
-            ErrorCode::InvalidRoom,
-            ErrorCode::NotSubscribed,
-            ErrorCode::UnsupportedBinary,
-            ErrorCode::BrokerUnavailable,
-            ErrorCode::Forbidden,
-            ErrorCode::RateLimited,
-            ErrorCode::TooManyRooms,
-            ErrorCode::Internal,
-        ] {
+        for code in ErrorCode::ALL {
             assert_eq!(ErrorType::from(code).as_str(), code.as_str());
         }
     }

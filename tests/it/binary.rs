@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{Client, DEADLINE, within};
+use crate::helpers::{Client, DEADLINE, Metrics, within};
 
 /// A running `wsgate` process with its JSON log lines captured.
 pub struct Gateway {
@@ -93,18 +93,54 @@ impl Gateway {
         assert!(status.success(), "SIGTERM delivered");
     }
 
-    /// Polls `/readyz` until it answers 200 (with NATS: once connected).
-    pub async fn wait_ready(&self) {
+    /// `/metrics`, parsed.
+    pub async fn metrics(&self) -> Metrics {
+        let text = within(reqwest::get(self.url("/metrics")))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body");
+        Metrics::parse(&text)
+    }
+
+    /// Polls `/metrics` until `ready` holds.
+    pub async fn metrics_when(&self, what: &str, ready: impl Fn(&Metrics) -> bool) -> Metrics {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
-            if let Ok(response) = reqwest::get(self.url("/readyz")).await
-                && response.status() == 200
-            {
-                return;
+            let m = self.metrics().await;
+            if ready(&m) {
+                return m;
             }
-            assert!(tokio::time::Instant::now() < deadline, "never ready");
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The status `/readyz` answers now.
+    pub async fn readiness(&self) -> u16 {
+        within(reqwest::get(self.url("/readyz")))
+            .await
+            .expect("readyz")
+            .status()
+            .as_u16()
+    }
+
+    /// Polls `/readyz` until it answers `status`.
+    pub async fn readiness_becomes(&self, status: u16) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while self.readiness().await != status {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/readyz never became {status}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Polls `/readyz` until it answers 200 (with NATS: once connected).
+    pub async fn wait_ready(&self) {
+        self.readiness_becomes(200).await;
     }
 
     /// Kills the process outright (SIGKILL): no shutdown, no flush.

@@ -7,30 +7,8 @@ use serde_json::json;
 
 use crate::binary::Gateway;
 use crate::collector::Collector;
-use crate::helpers::{Closed, DEADLINE, Metrics, within};
+use crate::helpers::{Closed, within};
 use crate::nats::NatsServer;
-
-async fn metrics(gw: &Gateway) -> Metrics {
-    let text = within(reqwest::get(gw.url("/metrics")))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
-    Metrics::parse(&text)
-}
-
-async fn metrics_when(gw: &Gateway, what: &str, ready: impl Fn(&Metrics) -> bool) -> Metrics {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let m = metrics(gw).await;
-        if ready(&m) {
-            return m;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 const FAILED_EXPORTS: &str = "otel_sdk_exporter_span_exported_total{error_type=\"export_failed\"}";
 
@@ -69,10 +47,8 @@ async fn survives_a_broken_collector(endpoint: &str) {
         "delivery must not wait on the collector"
     );
     // Several export batches fail...
-    metrics_when(&gw, "several failed exports", |m| {
-        m.get(FAILED_EXPORTS) >= 3.0
-    })
-    .await;
+    gw.metrics_when("several failed exports", |m| m.get(FAILED_EXPORTS) >= 3.0)
+        .await;
     traffic_flows(&gw, 50).await;
     // ...but the log says so once (it repeats at most once a minute).
     let warnings = gw
@@ -262,15 +238,17 @@ async fn a_connection_storm_leaves_no_connection_and_no_memory_behind() {
     // The first storm warms up allocator pools and buffers; the second must
     // not grow memory beyond them: a leak grows with every connection.
     storm().await;
-    let after_first = metrics_when(&gw, "first storm drained", |m| {
-        m.get("websocket_connections_active") == 0.0
-    })
-    .await;
+    let after_first = gw
+        .metrics_when("first storm drained", |m| {
+            m.get("websocket_connections_active") == 0.0
+        })
+        .await;
     storm().await;
-    let after_second = metrics_when(&gw, "second storm drained", |m| {
-        m.get("websocket_connections_active") == 0.0
-    })
-    .await;
+    let after_second = gw
+        .metrics_when("second storm drained", |m| {
+            m.get("websocket_connections_active") == 0.0
+        })
+        .await;
     assert_eq!(
         after_second.get("websocket_connections_opened_total"),
         2.0 * STORM as f64

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::binary::Gateway;
 use crate::collector::Collector;
-use crate::helpers::{DEADLINE, Metrics, require_tool, within};
+use crate::helpers::{DEADLINE, require_tool, within};
 
 /// A `nats-server` on a fixed loopback port, which can be stopped and restarted.
 pub struct NatsServer {
@@ -126,36 +126,6 @@ async fn node(nats: &NatsServer, id: &str, collector: Option<&Collector>) -> Gat
     Gateway::start(&env, &["--nats-url", &url, "--node-id", id]).await
 }
 
-async fn metrics(gw: &Gateway) -> Metrics {
-    let text = within(reqwest::get(gw.url("/metrics")))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
-    Metrics::parse(&text)
-}
-
-async fn ready(gw: &Gateway) -> u16 {
-    within(reqwest::get(gw.url("/readyz")))
-        .await
-        .expect("readyz")
-        .status()
-        .as_u16()
-}
-
-/// Polls `/readyz` until it answers `status`.
-async fn ready_becomes(gw: &Gateway, status: u16) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while ready(gw).await != status {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz never became {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const CALLER_SPAN: &str = "b7ad6b7169203331";
 
@@ -167,8 +137,8 @@ async fn an_http_publish_on_one_node_reaches_the_other_in_one_trace() {
     let collector = Collector::grpc().await;
     let a = node(&nats, "node-a", Some(&collector)).await;
     let b = node(&nats, "node-b", Some(&collector)).await;
-    ready_becomes(&a, 200).await;
-    ready_becomes(&b, 200).await;
+    a.readiness_becomes(200).await;
+    b.readiness_becomes(200).await;
     let mut sub = b.connect().await;
     sub.subscribe("across").await;
 
@@ -250,8 +220,8 @@ async fn every_subscriber_on_every_node_gets_each_message_once_in_order() {
     };
     let a = node(&nats, "node-a", None).await;
     let b = node(&nats, "node-b", None).await;
-    ready_becomes(&a, 200).await;
-    ready_becomes(&b, 200).await;
+    a.readiness_becomes(200).await;
+    b.readiness_becomes(200).await;
     let mut subscribers = Vec::new();
     for gw in [&a, &a, &b, &b] {
         let mut c = gw.connect().await;
@@ -286,7 +256,7 @@ async fn every_subscriber_on_every_node_gets_each_message_once_in_order() {
             "subscriber {i}"
         );
     }
-    let (ma, mb) = (metrics(&a).await, metrics(&b).await);
+    let (ma, mb) = (a.metrics().await, b.metrics().await);
     let sent = "messaging_client_sent_messages_total{messaging_operation_name=\"publish\",messaging_system=\"nats\"}";
     assert_eq!(ma.get(sent), MESSAGES as f64);
     let consumed = "messaging_client_consumed_messages_total{messaging_operation_name=\"process\",messaging_system=\"nats\"}";
@@ -317,8 +287,8 @@ async fn a_nats_outage_refuses_publishes_flips_readiness_and_recovers() {
     };
     let a = node(&nats, "node-a", None).await;
     let b = node(&nats, "node-b", None).await;
-    ready_becomes(&a, 200).await;
-    ready_becomes(&b, 200).await;
+    a.readiness_becomes(200).await;
+    b.readiness_becomes(200).await;
     let mut sub = b.connect().await;
     sub.subscribe("outage").await;
     let mut publisher = a.connect().await;
@@ -328,15 +298,15 @@ async fn a_nats_outage_refuses_publishes_flips_readiness_and_recovers() {
     assert_eq!(sub.expect("message").await["data"], "before");
 
     nats.stop();
-    ready_becomes(&a, 503).await;
-    ready_becomes(&b, 503).await;
+    a.readiness_becomes(503).await;
+    b.readiness_becomes(503).await;
     publisher
         .send_json(json!({"type": "publish", "room": "outage", "data": "during", "id": "p1"}))
         .await;
     publisher
         .expect_error("broker_unavailable", Some("p1"))
         .await;
-    let during = metrics(&a).await;
+    let during = a.metrics().await;
     assert_eq!(
         during.get("wsgate_broker_connected{messaging_system=\"nats\"}"),
         0.0
@@ -373,10 +343,10 @@ async fn a_nats_outage_refuses_publishes_flips_readiness_and_recovers() {
         resumed <= Duration::from_secs(5),
         "delivery resumed after {resumed:?}"
     );
-    ready_becomes(&a, 200).await;
-    ready_becomes(&b, 200).await;
+    a.readiness_becomes(200).await;
+    b.readiness_becomes(200).await;
     for gw in [&a, &b] {
-        let m = metrics(gw).await;
+        let m = gw.metrics().await;
         assert_eq!(
             m.get("wsgate_broker_connected{messaging_system=\"nats\"}"),
             1.0
@@ -391,7 +361,7 @@ async fn a_node_listens_to_a_room_only_while_it_has_local_subscribers() {
         return;
     };
     let a = node(&nats, "node-a", None).await;
-    ready_becomes(&a, 200).await;
+    a.readiness_becomes(200).await;
     nats.subscriptions_become(0).await;
     let mut first = a.connect().await;
     first.subscribe("shared").await;
