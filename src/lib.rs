@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod delivery;
