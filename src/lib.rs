@@ -5,6 +5,7 @@ pub mod admission;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod delivery;

@@ -1,13 +1,18 @@
 //! The `wsgate` binary: configuration, telemetry, serve until a signal, flush.
 
+use std::process::ExitCode;
+
 use anyhow::Context as _;
 use clap::Parser as _;
-use wsgate::config::Cli;
+use wsgate::config::{Cli, Command};
 use wsgate::telemetry::Telemetry;
 use wsgate::{Application, Config};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if let Some(Command::Bench(args)) = cli.command {
+        return Ok(wsgate::bench::run(args));
+    }
     cli.serve.validate()?;
     // At least two workers even when pinned to one CPU: the gRPC trace exporter
     // deadlocks on a runtime with a single worker.
@@ -18,6 +23,7 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?
         .block_on(serve(cli.serve))
+        .map(|()| ExitCode::SUCCESS)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

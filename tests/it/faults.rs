@@ -139,16 +139,24 @@ async fn killing_one_node_leaves_the_others_serving() {
 
 #[tokio::test]
 async fn sigterm_under_load_closes_everyone_with_1001_and_exits_0() {
+    // Subscribers read as fast as they can; `drop` keeps one that falls behind
+    // for a moment connected, so every close we see is the shutdown's.
     let gw = Gateway::start(
         &[("OTEL_TRACES_EXPORTER", "none")],
-        &["--shutdown-grace", "5s"],
+        &["--shutdown-grace", "5s", "--slow-consumer", "drop"],
     )
     .await;
-    let mut subscribers = Vec::new();
+    let mut readers = Vec::new();
+    let (first_tx, mut first_rx) = tokio::sync::mpsc::unbounded_channel();
     for _ in 0..20 {
         let mut c = gw.connect().await;
         c.subscribe("busy").await;
-        subscribers.push(c);
+        let first_tx = first_tx.clone();
+        readers.push(tokio::spawn(async move {
+            c.expect("message").await;
+            let _ = first_tx.send(());
+            c.closed().await
+        }));
     }
     // Publishers flood until the server closes them.
     let mut publishers = Vec::new();
@@ -174,14 +182,14 @@ async fn sigterm_under_load_closes_everyone_with_1001_and_exits_0() {
             }
         }));
     }
-    // Wait until traffic is really flowing through every subscriber.
-    for s in &mut subscribers {
-        s.expect("message").await;
+    // Traffic is flowing through every subscriber when the signal comes.
+    for _ in 0..20 {
+        within(first_rx.recv()).await.expect("a first message");
     }
     gw.terminate();
-    for s in &mut subscribers {
+    for reader in readers {
         assert_eq!(
-            s.closed().await,
+            within(reader).await.expect("reader"),
             Closed::Frame(1001, "server shutting down".into())
         );
     }

@@ -6,6 +6,7 @@
 
 mod api;
 mod backpressure;
+mod bench;
 mod binary;
 mod browser;
 mod collector;

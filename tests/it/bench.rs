@@ -1,0 +1,111 @@
+//! `wsgate bench` against gateways in this process: the real load generator,
+//! with small numbers, must see every delivery exactly once.
+
+use std::time::Duration;
+
+use clap::Parser as _;
+use wsgate::bench::{BenchArgs, Report, execute};
+
+use crate::helpers::{DEADLINE, TestApp, spawn_app, spawn_app_with, within};
+use crate::nats::NatsServer;
+
+async fn bench(args: &[&str]) -> Report {
+    let argv = std::iter::once("bench").chain(args.iter().copied());
+    let plan = BenchArgs::try_parse_from(argv)
+        .expect("arguments parse")
+        .plan()
+        .expect("a valid plan");
+    within(execute(plan)).await.expect("the bench runs")
+}
+
+/// Polls `/readyz` until the node is connected to its broker.
+async fn ready(app: &TestApp) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let status = within(reqwest::get(app.http_url("/readyz")))
+            .await
+            .map(|r| r.status().as_u16());
+        if status.is_ok_and(|s| s == 200) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never became 200"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[track_caller]
+fn assert_clean(report: &Report) {
+    assert_eq!(report.lost, 0, "{report:#?}");
+    assert_eq!(report.duplicated, 0, "{report:#?}");
+    assert_eq!(report.delivered, report.expected_deliveries, "{report:#?}");
+    assert!(report.ok, "{report:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_over_several_rooms_loses_nothing() {
+    let app = spawn_app().await;
+    let url = format!("--url={}", app.ws_url());
+    let report = bench(&[&url, "-c=30", "-r=3", "-p=4", "-m=100", "-w=4", "-s=16"]).await;
+    assert_clean(&report);
+    // Rooms of 10; four publishers of 100 messages each.
+    assert_eq!(report.expected_deliveries, 4 * 100 * 10);
+    assert_eq!((report.published, report.acked), (400, 400));
+    assert_eq!(report.connected, 30);
+    assert_eq!(report.latency_ms.samples, 4000);
+    assert!(report.latency_ms.max >= report.latency_ms.p50);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_loses_nothing() {
+    let app = spawn_app().await;
+    let url = format!("--url={}", app.ws_url());
+    let report = bench(&[&url, "-c=10", "-p=2", "-m=50", "--rate=1000"]).await;
+    assert_clean(&report);
+    assert_eq!(report.rate, Some(1000.0));
+    assert_eq!(report.window, None);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_through_nats_lose_nothing() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let a = spawn_app_with(|c| c.nats_url = Some(nats.url())).await;
+    let b = spawn_app_with(|c| c.nats_url = Some(nats.url())).await;
+    for app in [&a, &b] {
+        ready(app).await;
+    }
+    // Connections alternate between the nodes, so each room spans both and a
+    // publisher's ack may come before its own copy.
+    let urls = format!("--url={},{}", a.ws_url(), b.ws_url());
+    let report = bench(&[&urls, "-c=20", "-r=2", "-p=4", "-m=100", "-w=8"]).await;
+    assert_clean(&report);
+    assert_eq!(report.urls.len(), 2);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_gateway_is_reported_not_waited_for() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("--url=ws://127.0.0.1:{port}/ws");
+    let started = std::time::Instant::now();
+    let report = bench(&[&url, "-c=5", "-m=10", "--timeout=5s"]).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!report.ok);
+    assert_eq!(report.connected, 0);
+    assert_eq!(
+        report.connect_failures.values().sum::<u64>(),
+        5,
+        "{report:#?}"
+    );
+    assert_eq!(report.lost, report.expected_deliveries);
+}
