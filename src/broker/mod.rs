@@ -54,7 +54,9 @@ impl Broker {
                 broker.publish(envelope);
                 Ok(())
             }
-            Self::Nats(broker) => broker.publish(&envelope).await,
+            // Boxed: the NATS future is large, and an unboxed arm would size
+            // every session's state machine, in-memory ones included.
+            Self::Nats(broker) => Box::pin(broker.publish(&envelope)).await,
         }
     }
 
@@ -63,7 +65,7 @@ impl Broker {
     pub async fn acquire(&self, room: &RoomKey) -> Result<(), BrokerError> {
         match self {
             Self::Memory(_) => Ok(()),
-            Self::Nats(broker) => broker.acquire(room).await,
+            Self::Nats(broker) => Box::pin(broker.acquire(room)).await,
         }
     }
 

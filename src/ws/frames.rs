@@ -70,10 +70,14 @@ impl Session {
     }
 
     async fn on_frame(&mut self, frame: ClientFrame<'_>) {
+        // The two branches that await are boxed: their state (trace contexts,
+        // the decoded frame, broker futures) would otherwise be part of every
+        // idle connection's session future. One allocation per publish or
+        // subscribe is cheaper than kilobytes per connection.
         match frame {
-            ClientFrame::Subscribe { room } => self.subscribe(room).await,
+            ClientFrame::Subscribe { room } => Box::pin(self.subscribe(room)).await,
             ClientFrame::Unsubscribe { room } => self.unsubscribe(room),
-            ClientFrame::Publish(publish) => self.publish(publish).await,
+            ClientFrame::Publish(publish) => Box::pin(self.publish(publish)).await,
             ClientFrame::Ping { id } => self.reply(&Reply::Pong { id: id.as_deref() }),
         }
     }

@@ -97,7 +97,9 @@ async fn linger(mut ws: Ws) {
         return;
     }
     let deadline = Instant::now() + LINGER;
-    let mut buf = [0u8; 8192];
+    // On the heap, and only here: an array would live inside every session's
+    // future, for the whole life of every connection.
+    let mut buf = vec![0u8; 8192];
     let mut drained = 0;
     while drained < LINGER_BYTES {
         match tokio::time::timeout_at(deadline, io.read(&mut buf)).await {
