@@ -388,3 +388,68 @@ async fn a_node_listens_to_a_room_only_while_it_has_local_subscribers() {
     drop(other);
     nats.subscriptions_become(0).await;
 }
+
+#[tokio::test]
+async fn tenants_stay_apart_across_nodes() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let secret = "tenants-over-nats";
+    let url = nats.url();
+    let start = |id: &'static str| {
+        let url = url.clone();
+        async move {
+            Gateway::start(
+                &[
+                    ("OTEL_TRACES_EXPORTER", "none"),
+                    ("WSGATE_JWT_SECRET", secret),
+                ],
+                &["--nats-url", &url, "--node-id", id],
+            )
+            .await
+        }
+    };
+    let (a, b) = (start("node-a").await, start("node-b").await);
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let connect = |gw: &Gateway, tenant: &str| {
+        let claims = json!({"sub": "u", "exp": 4_000_000_000u64, "tenant": tenant});
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap();
+        let url = format!("ws://{}/ws?token={token}", gw.addr);
+        async move {
+            let (ws, _) = within(tokio_tungstenite::connect_async(url))
+                .await
+                .expect("connect");
+            crate::helpers::Client { ws }
+        }
+    };
+    let mut acme_on_a = connect(&a, "acme").await;
+    let mut acme_on_b = connect(&b, "acme").await;
+    let mut globex_on_b = connect(&b, "globex").await;
+    for c in [&mut acme_on_a, &mut acme_on_b, &mut globex_on_b] {
+        c.subscribe("lobby").await;
+    }
+    acme_on_a
+        .send_json(json!({"type": "publish", "room": "lobby", "data": "acme news"}))
+        .await;
+    assert_eq!(acme_on_b.expect("message").await["data"], "acme news");
+    globex_on_b
+        .send_json(json!({"type": "publish", "room": "lobby", "data": "globex news"}))
+        .await;
+    assert_eq!(
+        globex_on_b.expect("message").await["data"],
+        "globex news",
+        "its own, not acme's"
+    );
+    // acme on node A got its own message and nothing of globex's.
+    assert_eq!(acme_on_a.expect("message").await["data"], "acme news");
+    acme_on_a
+        .send_json(json!({"type": "ping", "id": "end"}))
+        .await;
+    assert_eq!(acme_on_a.recv().await, json!({"type": "pong", "id": "end"}));
+}

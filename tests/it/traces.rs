@@ -305,3 +305,55 @@ async fn an_unsupported_exporter_setting_is_refused_at_start_up() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("OTEL_TRACES_EXPORTER"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_sdks_own_variables_set_service_resource_and_sampler() {
+    let collector = Collector::grpc().await;
+    let mut env = grpc_env(&collector);
+    env.push(("OTEL_SERVICE_NAME", "chat-gateway".into()));
+    env.push((
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "deployment.environment.name=ci,service.instance.id=from-env".into(),
+    ));
+    let gw = Gateway::start(&env_refs(&env), &["--node-id", "node-a"]).await;
+    let mut c = gw.connect().await;
+    c.send_json(json!({"type": "publish", "room": "s", "data": 1,
+        "traceparent": format!("00-{TRACE}-{CLIENT_SPAN}-01")}))
+        .await;
+    let spans = collector
+        .spans_when("the publish span", |s| {
+            s.iter().any(|x| x.trace_id == TRACE && x.name == "publish")
+        })
+        .await;
+    let span = one(&spans, "publish", TRACE);
+    assert_eq!(
+        span.resource_attr("service.name").as_deref(),
+        Some("chat-gateway")
+    );
+    assert_eq!(
+        span.resource_attr("deployment.environment.name").as_deref(),
+        Some("ci")
+    );
+    assert_eq!(
+        span.resource_attr("service.instance.id").as_deref(),
+        Some("from-env"),
+        "what the user set wins over the node id"
+    );
+
+    // always_off: nothing is recorded or exported, but the trace context still
+    // flows onto frames, marked not sampled.
+    let quiet = Collector::grpc().await;
+    let mut env = grpc_env(&quiet);
+    env.push(("OTEL_TRACES_SAMPLER", "always_off".into()));
+    let gw = Gateway::start(&env_refs(&env), &[]).await;
+    let mut c = gw.connect().await;
+    c.subscribe("q").await;
+    c.send_json(json!({"type": "publish", "room": "q", "data": 1}))
+        .await;
+    let frame = c.expect("message").await;
+    let traceparent = frame["traceparent"].as_str().expect("a traceparent");
+    assert!(traceparent.ends_with("-00"), "not sampled: {traceparent}");
+    gw.terminate();
+    assert!(gw.wait().await.success());
+    assert!(quiet.spans().is_empty(), "always_off exports nothing");
+}
