@@ -2,6 +2,7 @@
 //! publish, settle, collect and merge, report, hold, close. Every phase before
 //! the report is bounded by `--timeout`; the close by a few seconds.
 
+use std::future::Future as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -239,13 +240,26 @@ pub async fn execute_with(
     on_report(&report);
 
     if !plan.hold.is_zero() {
+        // Register for the signals before announcing the hold: whoever reads
+        // the announcement may signal at once, and an unregistered SIGTERM
+        // would kill the process instead of ending the hold.
+        let signalled = signal();
+        tokio::pin!(signalled);
+        // Polling once registers the handlers (and is Pending unless a signal
+        // already arrived).
+        let registered = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(signalled.as_mut().poll(cx).is_pending())
+        })
+        .await;
         ui.line(format_args!(
             "holding {connected} connections for {} (SIGINT or SIGTERM ends it)",
             humantime::format_duration(plan.hold)
         ));
-        tokio::select! {
-            () = sleep(plan.hold) => {}
-            () = signal() => ui.line(format_args!("signal received: ending the hold")),
+        if registered {
+            tokio::select! {
+                () = sleep(plan.hold) => {}
+                () = &mut signalled => ui.line(format_args!("signal received: ending the hold")),
+            }
         }
     }
 
