@@ -87,7 +87,11 @@ pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Bo
     }
 }
 
-async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<String, ApiError> {
+async fn accept(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<std::sync::Arc<str>, ApiError> {
     authorize(state, headers)?;
     if !is_json(headers) {
         return Err(ApiError::ContentType);

@@ -96,7 +96,7 @@ impl AppState {
     pub fn demo_page(&self) -> &str {
         &self.0.demo_page
     }
-    pub fn next_message_id(&self) -> String {
+    pub fn next_message_id(&self) -> Arc<str> {
         self.0.ids.next_id()
     }
     pub fn next_conn_id(&self) -> ConnId {
@@ -130,7 +130,7 @@ impl Application {
             .with_context(|| format!("binding {}", config.listen))?;
         let node_id = config.node_id();
         let hub = Arc::new(Hub::new());
-        let tracer = MessageTracer::new(telemetry.tracer.clone(), &node_id);
+        let tracer = telemetry.message_tracer(&node_id);
         let metrics = telemetry.metrics.clone();
         let system = match config.nats_url {
             None => MessagingSystem::Wsgate,

@@ -9,8 +9,8 @@ use crate::hub::{Fanout, Hub};
 use crate::message::Envelope;
 use crate::outbox::Outbound;
 use crate::protocol::{self, ServerFrameType};
-use crate::telemetry::propagation::{span_context, traceparent};
-use crate::telemetry::{MessageTracer, MessagingSystem, Metrics, spans};
+use crate::telemetry::propagation::traceparent;
+use crate::telemetry::{MessageTracer, MessagingSystem, Metrics};
 
 pub struct Delivery {
     hub: Arc<Hub>,
@@ -37,15 +37,15 @@ impl Delivery {
     /// Fans `envelope` out to this node's subscribers of its room, under a
     /// `process` span whose context the delivered frames carry.
     pub fn deliver(&self, envelope: &Envelope) -> Fanout {
-        let cx = self
+        let span = self
             .tracer
             .process(&envelope.trace, self.system, &envelope.room, &envelope.id);
-        let traceparent = traceparent(&span_context(&cx));
+        let traceparent = traceparent(&span.span_context());
         let frame = protocol::message_frame(
             &envelope.room.room,
             &envelope.id,
             &envelope.data,
-            traceparent.as_deref(),
+            traceparent.as_ref().map(|tp| tp.as_str()),
         );
         let item = Outbound {
             frame,
@@ -55,8 +55,8 @@ impl Delivery {
         let fanout = self.hub.fanout(&envelope.room, &item);
         self.metrics
             .undelivered(fanout.dropped, fanout.kicked, fanout.closed);
-        spans::record_fanout(&cx, &fanout);
-        spans::end(&cx);
+        span.record_fanout(&fanout);
+        span.end();
         fanout
     }
 }

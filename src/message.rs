@@ -1,6 +1,7 @@
 //! A published message in flight between the publisher and the node(s) that
 //! deliver it, and the ids and clocks it carries.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,7 +14,8 @@ use crate::room::RoomKey;
 #[derive(Debug)]
 pub struct Envelope {
     /// Server-assigned, unique across nodes and restarts (see [`MessageIds`]).
-    pub id: String,
+    /// Shared, because every span and header of the message carries it.
+    pub id: Arc<str>,
     /// The room, within its tenant.
     pub room: RoomKey,
     /// The payload exactly as published; valid JSON by construction.
@@ -83,9 +85,25 @@ impl MessageIds {
         }
     }
 
-    pub fn next_id(&self) -> String {
+    pub fn next_id(&self) -> Arc<str> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.prefix)
+        let mut id = String::with_capacity(self.prefix.len() + 21);
+        id.push_str(&self.prefix);
+        id.push('-');
+        // A decimal counter without the formatting machinery.
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = n;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        id.extend(digits[at..].iter().map(|&d| char::from(d)));
+        Arc::from(id)
     }
 }
 
@@ -103,9 +121,22 @@ mod tests {
     fn ids_are_unique_within_and_across_generators() {
         let a = MessageIds::new();
         let b = MessageIds::new();
-        let ids: std::collections::HashSet<String> =
+        let ids: std::collections::HashSet<Arc<str>> =
             (0..1000).flat_map(|_| [a.next_id(), b.next_id()]).collect();
         assert_eq!(ids.len(), 2000);
+    }
+
+    #[test]
+    fn ids_are_prefix_dash_counter() {
+        let ids = MessageIds::new();
+        let first = ids.next_id();
+        let (prefix, n) = first.split_once('-').unwrap();
+        assert_eq!(prefix.len(), 12);
+        assert_eq!(n, "1");
+        for expected in 2..=1000 {
+            let id = ids.next_id();
+            assert_eq!(id.split_once('-').unwrap().1, expected.to_string());
+        }
     }
 
     #[test]

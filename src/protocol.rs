@@ -488,9 +488,22 @@ impl HttpReply<'_> {
     }
 }
 
+/// Writes `s` as a JSON string. Room names, our ids and trace contexts never
+/// need escaping, and this runs for every delivered message, so the common case
+/// is a plain copy; anything else (an id from another node, say) goes through
+/// serde_json's escaper.
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    // Writing a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    let plain = s
+        .bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f);
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! broker. WebSocket `publish` frames and the HTTP API both come through here,
 //! so both get the same ids, spans and delivery.
 
+use std::sync::Arc;
+
 use opentelemetry::Context;
 use serde_json::value::RawValue;
 
@@ -9,8 +11,6 @@ use crate::app::AppState;
 use crate::broker::BrokerError;
 use crate::message::{Envelope, PublishedAt};
 use crate::room::RoomKey;
-use crate::telemetry::propagation::span_context;
-use crate::telemetry::spans;
 
 impl AppState {
     /// Publishes `data` to `room` under a `send` span, child of `parent`.
@@ -20,26 +20,26 @@ impl AppState {
         parent: &Context,
         room: &RoomKey,
         data: &RawValue,
-    ) -> Result<String, BrokerError> {
+    ) -> Result<Arc<str>, BrokerError> {
         let id = self.next_message_id();
         let system = self.broker().system();
-        let cx = self
+        let span = self
             .tracer()
             .send(parent, system, room, &id, data.get().len());
         let envelope = Envelope {
             id,
             room: room.clone(),
             data: data.to_owned(),
-            trace: span_context(&cx),
+            trace: span.span_context(),
             published_at: PublishedAt::now(),
         };
         let id = envelope.id.clone();
         let result = self.broker().publish(envelope).await;
         match &result {
             Ok(()) => tracing::debug!(room = %room, message_id = %id, "message published"),
-            Err(e) => spans::record_error(&cx, "broker_unavailable", &e.to_string()),
+            Err(e) => span.record_error("broker_unavailable", &e.to_string()),
         }
-        spans::end(&cx);
+        span.end();
         result.map(|()| id)
     }
 }

@@ -44,6 +44,11 @@ impl RoomName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The name as a shared string: a reference-count bump, for span attributes.
+    pub fn shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
 }
 
 fn is_room_byte(b: u8) -> bool {
@@ -96,6 +101,11 @@ impl Tenant {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The name as a shared string: a reference-count bump, for span attributes.
+    pub fn shared(&self) -> Arc<str> {
+        self.0.clone()
     }
 }
 

@@ -119,7 +119,7 @@ impl NatsBroker {
         let mut headers = HeaderMap::new();
         let cx = Context::new().with_remote_span_context(envelope.trace.clone());
         StrictTraceContext::new().inject_context(&cx, &mut NatsHeaders(&mut headers));
-        headers.insert(MSG_ID, envelope.id.as_str());
+        headers.insert(MSG_ID, &*envelope.id);
         headers.insert(ORIGIN, self.node_id.as_str());
         headers.insert(
             PUBLISHED_AT,
@@ -245,7 +245,7 @@ fn decode(room: &RoomKey, message: async_nats::Message) -> Result<Envelope, &'st
         .map(|nanos| UNIX_EPOCH + Duration::from_nanos(nanos))
         .unwrap_or_else(SystemTime::now);
     Ok(Envelope {
-        id,
+        id: id.into(),
         room: room.clone(),
         data,
         trace: cx.span().span_context().clone(),

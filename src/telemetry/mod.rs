@@ -3,7 +3,7 @@
 //! | variable | effect |
 //! |---|---|
 //! | `OTEL_SDK_DISABLED=true` | no-op meter and tracer: no OTel series on `/metrics`, no spans |
-//! | `OTEL_TRACES_EXPORTER` | `otlp` (default) or `none` (spans are still created and propagated) |
+//! | `OTEL_TRACES_EXPORTER` | `otlp` (default) or `none`: no spans are made; an incoming trace context still reaches delivered frames |
 //! | `OTEL_EXPORTER_OTLP_PROTOCOL` | `http/protobuf` (default) or `grpc` |
 //! | `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`, `_HEADERS`, `_TIMEOUT` | read by the exporter |
 //! | `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_BSP_*` | read by the SDK |
@@ -12,7 +12,10 @@
 //! The SDK reads most of these itself, so wsgate never calls `with_sampler`,
 //! `with_endpoint` or the like, which would silently override them.
 
+mod broker_metrics;
+mod counters;
 mod export;
+mod labels;
 mod logs;
 mod metrics;
 pub mod propagation;
@@ -26,17 +29,17 @@ use opentelemetry::metrics::{Meter, MeterProvider as _, NoopMeterProvider};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::trace::noop::NoopTracer;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{SdkTracerProvider, ShouldSample};
 use prometheus::Registry;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
+pub use broker_metrics::BrokerMetrics;
 pub use export::EXPORT_FAILED;
-pub use metrics::{
-    BrokerMetrics, CloseReason, DropReason, ErrorType, Metrics, RejectReason, close_code_label,
-};
-pub use spans::{MessageTracer, MessagingSystem, Origin};
+pub use labels::{CloseReason, DropReason, ErrorType, RejectReason, close_code_label};
+pub use metrics::Metrics;
+pub use spans::{MessageSpan, MessageTracer, MessagingSystem, Origin};
 
 use crate::config::LogFormat;
 
@@ -47,6 +50,9 @@ const SCOPE: &str = "wsgate";
 /// explicitly ([`Telemetry::shutdown`]) so buffered spans are exported.
 pub struct Telemetry {
     pub metrics: Metrics,
+    /// The sampler the tracer provider was built with (the SDK's own, from
+    /// `OTEL_TRACES_SAMPLER`); `None` when no span is ever recorded.
+    sampler: Option<Box<dyn ShouldSample>>,
     /// For instruments created later, such as the broker's.
     pub meter: Meter,
     pub tracer: Arc<BoxedTracer>,
@@ -67,15 +73,35 @@ impl Telemetry {
         let resource = export::resource(node_id);
         let meter_provider = prometheus_meter_provider(&registry, resource.clone())?;
         let meter = meter_provider.meter(SCOPE);
-        let mut builder = SdkTracerProvider::builder().with_resource(resource);
-        if export::traces_exporter()? == export::TracesExporter::Otlp {
-            let exporter = export::otlp_exporter(export::protocol()?)?;
-            let counted = export::CountingExporter::new(exporter, span_export_counter(&meter));
-            builder = builder.with_batch_exporter(counted);
+        let metrics = Metrics::new(&meter);
+        if export::traces_exporter()? == export::TracesExporter::None {
+            // Nothing would receive spans, so none are made: a no-op tracer
+            // still passes an incoming trace context through to delivered
+            // frames, and the message path skips span and id work entirely.
+            return Ok(Self {
+                metrics,
+                sampler: None,
+                meter,
+                tracer: Arc::new(BoxedTracer::new(Box::new(NoopTracer::new()))),
+                registry,
+                tracer_provider: None,
+                meter_provider: Some(meter_provider),
+            });
         }
-        let tracer_provider = builder.build();
+        let exporter = export::otlp_exporter(export::protocol()?)?;
+        let counted = export::CountingExporter::new(exporter, span_export_counter(&meter));
+        // The same sampler the provider's builder reads from the environment
+        // (never set in code, which would override OTEL_TRACES_SAMPLER): the
+        // message path asks it before building any span.
+        let sampler = opentelemetry_sdk::trace::Config::default().sampler;
+        let tracer_provider = SdkTracerProvider::builder()
+            .with_id_generator(spans::PresetIdGenerator::default())
+            .with_resource(resource)
+            .with_batch_exporter(counted)
+            .build();
         Ok(Self {
-            metrics: Metrics::new(&meter),
+            metrics,
+            sampler: Some(sampler),
             meter,
             tracer: Arc::new(BoxedTracer::new(Box::new(tracer_provider.tracer(SCOPE)))),
             registry,
@@ -92,6 +118,7 @@ impl Telemetry {
         let meter = meter_provider.meter(SCOPE);
         Ok(Self {
             metrics: Metrics::new(&meter),
+            sampler: None,
             meter,
             tracer: Arc::new(BoxedTracer::new(Box::new(NoopTracer::new()))),
             registry,
@@ -104,12 +131,19 @@ impl Telemetry {
         let meter = NoopMeterProvider::new().meter(SCOPE);
         Self {
             metrics: Metrics::new(&meter),
+            sampler: None,
             meter,
             tracer: Arc::new(BoxedTracer::new(Box::new(NoopTracer::new()))),
             registry,
             tracer_provider: None,
             meter_provider: None,
         }
+    }
+
+    /// The message-path tracer for a node.
+    pub fn message_tracer(&self, node_id: &str) -> MessageTracer {
+        let sampler = self.sampler.as_ref().map(|s| s.box_clone());
+        MessageTracer::new(self.tracer.clone(), sampler, node_id)
     }
 
     /// Installs the global `tracing` subscriber: logs with trace ids, and
@@ -142,9 +176,15 @@ impl Telemetry {
         let otel = self.tracer_provider.as_ref().map(|provider| {
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer(SCOPE))
-                .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                    meta.target().starts_with("wsgate")
-                }))
+                // A `Targets` filter, not a closure: it tells the subscriber its
+                // most verbose level (INFO). Without that hint, `log` records
+                // from libraries (tungstenite logs every frame at TRACE) would
+                // all be built and dispatched just to be dropped, which once
+                // cost more CPU than everything else per delivery.
+                .with_filter(
+                    tracing_subscriber::filter::Targets::new()
+                        .with_target("wsgate", tracing::Level::INFO),
+                )
         });
         tracing_subscriber::registry()
             .with(fmt)

@@ -8,17 +8,21 @@
 //! ```
 //!
 //! These are built with the OpenTelemetry tracer API directly, not `tracing`
-//! spans: tracing-opentelemetry builds every attribute before sampling, while the
-//! SDK samples first. Attributes are set only on spans that record, so an
-//! unsampled message costs a few id generations and no attribute work.
+//! spans, and the sampling decision comes first: the configured sampler (the
+//! SDK's own, from `OTEL_TRACES_SAMPLER`) is asked before anything is built. An
+//! unsampled message creates no span and no ids; it only passes the
+//! publisher's trace context, if it sent one, through to delivered frames.
 
 use std::sync::Arc;
 
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _,
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, TraceId, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::{
+    IdGenerator as _, RandomIdGenerator, SamplingDecision, ShouldSample,
+};
 
 use crate::hub::{ConnId, Fanout};
 use crate::room::RoomKey;
@@ -41,13 +45,6 @@ impl MessagingSystem {
     }
 }
 
-/// Starts the spans of the message path. Cheap to clone.
-#[derive(Clone)]
-pub struct MessageTracer {
-    tracer: Arc<BoxedTracer>,
-    node_id: Arc<str>,
-}
-
 /// Where a publish came from, for the `publish` span's attributes.
 #[derive(Debug, Clone, Copy)]
 pub enum Origin {
@@ -55,29 +52,133 @@ pub enum Origin {
     Http,
 }
 
+/// Starts the spans of the message path. Cheap to clone.
+#[derive(Clone)]
+pub struct MessageTracer(Arc<Inner>);
+
+struct Inner {
+    tracer: Arc<BoxedTracer>,
+    /// The sampler the tracer provider uses; `None` when no span is ever
+    /// recorded (telemetry disabled, or no trace exporter).
+    sampler: Option<Box<dyn ShouldSample>>,
+    ids: RandomIdGenerator,
+    node_id: Arc<str>,
+}
+
+thread_local! {
+    /// The trace id the next root span on this thread must use; see
+    /// [`PresetIdGenerator`].
+    static NEXT_TRACE_ID: std::cell::Cell<Option<TraceId>> = const { std::cell::Cell::new(None) };
+}
+
+/// The tracer provider's id generator: random ids, except that a root span
+/// started by [`MessageTracer`] gets the trace id its sampling decision was
+/// made with. Without it, the pre-check and the SDK would each draw a trace id
+/// and a ratio sampler would be applied twice (1% would become 0.01%).
+#[derive(Debug, Default)]
+pub struct PresetIdGenerator {
+    random: RandomIdGenerator,
+}
+
+impl opentelemetry_sdk::trace::IdGenerator for PresetIdGenerator {
+    fn new_trace_id(&self) -> TraceId {
+        NEXT_TRACE_ID
+            .take()
+            .unwrap_or_else(|| self.random.new_trace_id())
+    }
+
+    fn new_span_id(&self) -> opentelemetry::trace::SpanId {
+        self.random.new_span_id()
+    }
+}
+
+/// One span of a message, or the context it would have continued when the
+/// message is not traced. It ends only a span it created.
+pub struct MessageSpan {
+    cx: Context,
+    owned: bool,
+}
+
 impl MessageTracer {
-    pub fn new(tracer: Arc<BoxedTracer>, node_id: &str) -> Self {
-        Self {
+    pub fn new(
+        tracer: Arc<BoxedTracer>,
+        sampler: Option<Box<dyn ShouldSample>>,
+        node_id: &str,
+    ) -> Self {
+        Self(Arc::new(Inner {
             tracer,
+            sampler,
+            ids: RandomIdGenerator::default(),
             node_id: node_id.into(),
+        }))
+    }
+
+    /// Asks the sampler about a span under `parent`. Returns the trace id the
+    /// span must use when it is to be recorded: the parent's, or a new root's,
+    /// so the SDK, asking its identical sampler again, decides the same.
+    fn decide(&self, parent: &Context, name: &str, kind: SpanKind) -> Option<TraceId> {
+        let sampler = self.0.sampler.as_ref()?;
+        let parent_span = parent.span();
+        let parent_sc = parent_span.span_context();
+        let trace_id = if parent_sc.is_valid() {
+            parent_sc.trace_id()
+        } else {
+            self.0.ids.new_trace_id()
+        };
+        let decision = sampler
+            .should_sample(Some(parent), trace_id, name, &kind, &[], &[])
+            .decision;
+        (decision != SamplingDecision::Drop).then_some(trace_id)
+    }
+
+    /// A span that continues `parent` and never starts a trace: a message's
+    /// trace is decided once, at its first span (`publish`, or the HTTP
+    /// request's). With no context to continue, the message is untraced; with
+    /// one, a ratio sampler sees the same trace id and repeats its decision.
+    fn continue_trace(
+        &self,
+        parent: &Context,
+        name: &'static str,
+        kind: SpanKind,
+    ) -> Option<opentelemetry::global::BoxedSpan> {
+        if !parent.span().span_context().is_valid() {
+            return None;
         }
+        self.start(parent, name, kind)
+    }
+
+    fn start(
+        &self,
+        parent: &Context,
+        name: &'static str,
+        kind: SpanKind,
+    ) -> Option<opentelemetry::global::BoxedSpan> {
+        let trace_id = self.decide(parent, name, kind.clone())?;
+        let tracer = self.0.tracer.as_ref();
+        // A root span's trace id is drawn by the SDK's id generator; hand it the
+        // one just sampled, so the SDK's own sampler decides the same.
+        NEXT_TRACE_ID.set(Some(trace_id));
+        let span = tracer
+            .span_builder(name)
+            .with_kind(kind)
+            .start_with_context(tracer, parent);
+        NEXT_TRACE_ID.set(None);
+        Some(span)
     }
 
     /// The SERVER span for handling one `publish` frame; `parent` is the client's
-    /// context (or empty, for a new root). Returns a context holding the span.
-    pub fn publish(&self, parent: &Context, origin: Origin, room: &RoomKey) -> Context {
-        let mut span = self
-            .tracer
-            .span_builder("publish")
-            .with_kind(SpanKind::Server)
-            .start_with_context(self.tracer.as_ref(), parent);
+    /// context (or empty, for a new root).
+    pub fn publish(&self, parent: &Context, origin: Origin, room: &RoomKey) -> MessageSpan {
+        let Some(mut span) = self.start(parent, "publish", SpanKind::Server) else {
+            return MessageSpan::passed(parent);
+        };
         if span.is_recording() {
             span.set_attribute(KeyValue::new(
                 "messaging.destination.name",
-                room.room.to_string(),
+                room.room.shared(),
             ));
-            span.set_attribute(KeyValue::new("wsgate.tenant", room.tenant.to_string()));
-            span.set_attribute(KeyValue::new("wsgate.node.id", self.node_id.to_string()));
+            span.set_attribute(KeyValue::new("wsgate.tenant", room.tenant.shared()));
+            span.set_attribute(KeyValue::new("wsgate.node.id", self.0.node_id.clone()));
             match origin {
                 Origin::WebSocket(conn) => {
                     span.set_attribute(KeyValue::new("network.protocol.name", "websocket"));
@@ -88,7 +189,7 @@ impl MessageTracer {
                 }
             }
         }
-        parent.with_span(span)
+        MessageSpan::owned(parent.with_span(span))
     }
 
     /// The PRODUCER span for handing a message to the broker; its context is what
@@ -98,23 +199,21 @@ impl MessageTracer {
         parent: &Context,
         system: MessagingSystem,
         room: &RoomKey,
-        message_id: &str,
+        message_id: &Arc<str>,
         body_size: usize,
-    ) -> Context {
-        let mut span = self
-            .tracer
-            .span_builder("send")
-            .with_kind(SpanKind::Producer)
-            .start_with_context(self.tracer.as_ref(), parent);
+    ) -> MessageSpan {
+        let Some(mut span) = self.continue_trace(parent, "send", SpanKind::Producer) else {
+            return MessageSpan::passed(parent);
+        };
         if span.is_recording() {
             span.set_attributes(messaging_attrs("send", system, room, message_id));
             span.set_attribute(KeyValue::new(
                 "messaging.message.body.size",
                 body_size as i64,
             ));
-            span.set_attribute(KeyValue::new("wsgate.node.id", self.node_id.to_string()));
+            span.set_attribute(KeyValue::new("wsgate.node.id", self.0.node_id.clone()));
         }
-        parent.with_span(span)
+        MessageSpan::owned(parent.with_span(span))
     }
 
     /// The CONSUMER span for fanning a message out on this node. Its parent is the
@@ -125,19 +224,92 @@ impl MessageTracer {
         send: &SpanContext,
         system: MessagingSystem,
         room: &RoomKey,
-        message_id: &str,
-    ) -> Context {
+        message_id: &Arc<str>,
+    ) -> MessageSpan {
         let parent = Context::new().with_remote_span_context(send.clone());
-        let mut span = self
-            .tracer
-            .span_builder("process")
-            .with_kind(SpanKind::Consumer)
-            .start_with_context(self.tracer.as_ref(), &parent);
+        let Some(mut span) = self.continue_trace(&parent, "process", SpanKind::Consumer) else {
+            return MessageSpan::passed(&parent);
+        };
         if span.is_recording() {
             span.set_attributes(messaging_attrs("process", system, room, message_id));
-            span.set_attribute(KeyValue::new("wsgate.node.id", self.node_id.to_string()));
+            span.set_attribute(KeyValue::new("wsgate.node.id", self.0.node_id.clone()));
         }
-        Context::new().with_span(span)
+        MessageSpan::owned(Context::new().with_span(span))
+    }
+}
+
+impl MessageSpan {
+    fn owned(cx: Context) -> Self {
+        Self { cx, owned: true }
+    }
+
+    /// No span: the message continues `parent`, untouched.
+    fn passed(parent: &Context) -> Self {
+        Self {
+            cx: parent.clone(),
+            owned: false,
+        }
+    }
+
+    /// The context to continue: this span's, or the one passed through.
+    pub fn context(&self) -> &Context {
+        &self.cx
+    }
+
+    /// The span context delivered frames and brokers carry.
+    pub fn span_context(&self) -> SpanContext {
+        self.cx.span().span_context().clone()
+    }
+
+    pub fn record_message_id(&self, message_id: &Arc<str>) {
+        self.record(|span| {
+            span.set_attribute(KeyValue::new("messaging.message.id", message_id.clone()));
+        });
+    }
+
+    /// Marks the span failed with a stable error type.
+    pub fn record_error(&self, error_type: &'static str, description: &str) {
+        self.record(|span| {
+            span.set_attribute(KeyValue::new("error.type", error_type));
+            span.set_status(Status::error(description.to_owned()));
+        });
+    }
+
+    /// Records what a fan-out did on a `process` span.
+    pub fn record_fanout(&self, fanout: &Fanout) {
+        self.record(|span| {
+            span.set_attribute(KeyValue::new(
+                "wsgate.recipients",
+                fanout.recipients() as i64,
+            ));
+            span.set_attribute(KeyValue::new(
+                "wsgate.recipients.queued",
+                fanout.queued as i64,
+            ));
+            if fanout.recipients() != fanout.queued {
+                span.set_attribute(KeyValue::new(
+                    "wsgate.recipients.dropped",
+                    (fanout.recipients() - fanout.queued) as i64,
+                ));
+            }
+        });
+    }
+
+    fn record(&self, f: impl FnOnce(&opentelemetry::trace::SpanRef<'_>)) {
+        if self.owned {
+            let span = self.cx.span();
+            if span.is_recording() {
+                f(&span);
+            }
+        }
+    }
+
+    /// Ends the span, if this created one: a passed-through parent (the HTTP
+    /// request's own span, say) is not ours to end.
+    pub fn end(self) {
+        if self.owned {
+            self.cx.span().end();
+        }
     }
 }
 
@@ -145,57 +317,14 @@ fn messaging_attrs(
     operation: &'static str,
     system: MessagingSystem,
     room: &RoomKey,
-    message_id: &str,
+    message_id: &Arc<str>,
 ) -> [KeyValue; 6] {
     [
         KeyValue::new("messaging.operation.type", operation),
         KeyValue::new("messaging.operation.name", operation),
         KeyValue::new("messaging.system", system.as_str()),
-        KeyValue::new("messaging.destination.name", room.room.to_string()),
-        KeyValue::new("wsgate.tenant", room.tenant.to_string()),
-        KeyValue::new("messaging.message.id", message_id.to_owned()),
+        KeyValue::new("messaging.destination.name", room.room.shared()),
+        KeyValue::new("wsgate.tenant", room.tenant.shared()),
+        KeyValue::new("messaging.message.id", message_id.clone()),
     ]
-}
-
-/// Records what a fan-out did on a `process` span.
-pub fn record_fanout(cx: &Context, fanout: &Fanout) {
-    let span = cx.span();
-    if span.is_recording() {
-        span.set_attribute(KeyValue::new(
-            "wsgate.recipients",
-            fanout.recipients() as i64,
-        ));
-        span.set_attribute(KeyValue::new(
-            "wsgate.recipients.queued",
-            fanout.queued as i64,
-        ));
-        if fanout.recipients() != fanout.queued {
-            span.set_attribute(KeyValue::new(
-                "wsgate.recipients.dropped",
-                (fanout.recipients() - fanout.queued) as i64,
-            ));
-        }
-    }
-}
-
-/// Sets a span's message id once it is known.
-pub fn record_message_id(cx: &Context, message_id: &str) {
-    let span = cx.span();
-    if span.is_recording() {
-        span.set_attribute(KeyValue::new("messaging.message.id", message_id.to_owned()));
-    }
-}
-
-/// Marks a span failed with a stable error type.
-pub fn record_error(cx: &Context, error_type: &'static str, description: &str) {
-    let span = cx.span();
-    if span.is_recording() {
-        span.set_attribute(KeyValue::new("error.type", error_type));
-        span.set_status(Status::error(description.to_owned()));
-    }
-}
-
-/// Ends the span held by `cx`.
-pub fn end(cx: &Context) {
-    cx.span().end();
 }

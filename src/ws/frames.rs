@@ -12,7 +12,7 @@ use crate::hub::Subscriber;
 use crate::outbox::{CloseRequest, Outbound, Pushed};
 use crate::protocol::{self, ClientFrame, ErrorCode, Publish, Reply};
 use crate::room::{RoomKey, RoomName};
-use crate::telemetry::{CloseReason, Origin, propagation, spans};
+use crate::telemetry::{CloseReason, Origin, propagation};
 
 impl Session {
     /// The key of one of this connection's rooms: rooms live within its tenant.
@@ -166,10 +166,11 @@ impl Session {
             publish.traceparent.as_deref(),
             publish.tracestate.as_deref(),
         );
-        let cx = self
+        let span = self
             .state
             .tracer()
             .publish(&parent, Origin::WebSocket(self.conn), &key);
+        let cx = span.context().clone();
         let result = self
             .state
             .publish(&cx, &key, publish.data)
@@ -177,7 +178,7 @@ impl Session {
             .await;
         match result {
             Ok(message_id) => {
-                spans::record_message_id(&cx, &message_id);
+                span.record_message_id(&message_id);
                 if let Some(id) = publish.id.as_deref() {
                     self.reply(&Reply::Ack {
                         id,
@@ -187,11 +188,11 @@ impl Session {
             }
             Err(e) => {
                 let code = ErrorCode::BrokerUnavailable;
-                spans::record_error(&cx, code.as_str(), &e.to_string());
+                span.record_error(code.as_str(), &e.to_string());
                 self.refuse(code, &e.to_string(), publish.id.as_deref());
             }
         }
-        spans::end(&cx);
+        span.end();
     }
 
     /// Queues an error frame and counts the error.

@@ -340,8 +340,9 @@ async fn the_sdks_own_variables_set_service_resource_and_sampler() {
         "what the user set wins over the node id"
     );
 
-    // always_off: nothing is recorded or exported, but the trace context still
-    // flows onto frames, marked not sampled.
+    // always_off: nothing is recorded or exported. A publisher's own trace
+    // context is still passed through to subscribers; without one, frames carry
+    // none.
     let quiet = Collector::grpc().await;
     let mut env = grpc_env(&quiet);
     env.push(("OTEL_TRACES_SAMPLER", "always_off".into()));
@@ -351,9 +352,61 @@ async fn the_sdks_own_variables_set_service_resource_and_sampler() {
     c.send_json(json!({"type": "publish", "room": "q", "data": 1}))
         .await;
     let frame = c.expect("message").await;
-    let traceparent = frame["traceparent"].as_str().expect("a traceparent");
-    assert!(traceparent.ends_with("-00"), "not sampled: {traceparent}");
+    assert!(
+        frame.get("traceparent").is_none(),
+        "an untraced message carries no context: {frame}"
+    );
+    let client = format!("00-{TRACE}-{CLIENT_SPAN}-01");
+    c.send_json(json!({"type": "publish", "room": "q", "data": 2, "traceparent": client}))
+        .await;
+    let frame = c.expect("message").await;
+    assert_eq!(
+        frame["traceparent"], client,
+        "the publisher's context passes through"
+    );
     gw.terminate();
     assert!(gw.wait().await.success());
     assert!(quiet.spans().is_empty(), "always_off exports nothing");
+}
+
+#[tokio::test]
+async fn a_ratio_sampler_samples_that_share_of_messages_once() {
+    const MESSAGES: usize = 400;
+    let collector = Collector::grpc().await;
+    let mut env = grpc_env(&collector);
+    env.push(("OTEL_TRACES_SAMPLER", "traceidratio".into()));
+    env.push(("OTEL_TRACES_SAMPLER_ARG", "0.5".into()));
+    let gw = Gateway::start(&env_refs(&env), &[]).await;
+    let mut c = gw.connect().await;
+    c.subscribe("ratio").await;
+    for n in 0..MESSAGES {
+        c.send_json(json!({"type": "publish", "room": "ratio", "data": n}))
+            .await;
+    }
+    let mut traced = std::collections::HashSet::new();
+    for _ in 0..MESSAGES {
+        let frame = c.expect("message").await;
+        if let Some(tp) = frame["traceparent"].as_str() {
+            traced.insert(ids(tp).0);
+        }
+    }
+    // Binomial(400, 0.5): 200 ± 10; sampling twice (the pre-check and the SDK
+    // each deciding) would give about 100.
+    assert!(
+        (150..=250).contains(&traced.len()),
+        "{} of {MESSAGES} traced",
+        traced.len()
+    );
+    gw.terminate();
+    assert!(gw.wait().await.success());
+    // Every traced message, and only those, has its three spans exported.
+    let spans = collector.spans();
+    for name in ["publish", "send", "process"] {
+        let traces: std::collections::HashSet<String> = spans
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.trace_id.clone())
+            .collect();
+        assert_eq!(traces, traced, "{name} spans match the traced frames");
+    }
 }
