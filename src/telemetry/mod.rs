@@ -18,6 +18,7 @@ mod export;
 mod labels;
 mod logs;
 mod metrics;
+mod process;
 pub mod propagation;
 pub mod spans;
 
@@ -231,7 +232,7 @@ fn new_registry() -> Registry {
         let process = prometheus::process_collector::ProcessCollector::for_self();
         // Registering into a fresh registry only fails on a duplicate, which
         // cannot happen here; the process metrics are a nicety, not a contract.
-        let _ = registry.register(Box::new(process));
+        let _ = registry.register(Box::new(process::Cached::new(process)));
     }
     registry
 }

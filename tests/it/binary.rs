@@ -143,6 +143,19 @@ impl Gateway {
         self.readiness_becomes(200).await;
     }
 
+    /// The process's resident memory, read from `/proc` now (the `/metrics`
+    /// process values are refreshed in the background, so may be seconds old).
+    pub fn resident_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
     /// Kills the process outright (SIGKILL): no shutdown, no flush.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -246,11 +246,11 @@ async fn a_connection_storm_leaves_no_connection_and_no_memory_behind() {
     // The first storm warms up allocator pools and buffers; the second must
     // not grow memory beyond them: a leak grows with every connection.
     storm().await;
-    let after_first = gw
-        .metrics_when("first storm drained", |m| {
-            m.get("websocket_connections_active") == 0.0
-        })
-        .await;
+    gw.metrics_when("first storm drained", |m| {
+        m.get("websocket_connections_active") == 0.0
+    })
+    .await;
+    let first = gw.resident_bytes() as f64;
     storm().await;
     let after_second = gw
         .metrics_when("second storm drained", |m| {
@@ -261,8 +261,7 @@ async fn a_connection_storm_leaves_no_connection_and_no_memory_behind() {
         after_second.get("websocket_connections_opened_total"),
         2.0 * STORM as f64
     );
-    let first = after_first.get("process_resident_memory_bytes");
-    let second = after_second.get("process_resident_memory_bytes");
+    let second = gw.resident_bytes() as f64;
     let growth = second - first;
     assert!(
         growth < 8.0 * 1024.0 * 1024.0,
