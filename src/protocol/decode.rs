@@ -1,0 +1,127 @@
+//! Decoding client frames.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use super::data::check_surrogates;
+use super::{ClientFrame, ClientFrameType, DecodeError, ErrorCode, Publish};
+use crate::room::{InvalidRoom, RoomName};
+
+/// The shape of every client frame; fields a frame type does not use are ignored.
+#[derive(Deserialize)]
+struct RawFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    room: Option<Cow<'a, str>>,
+    /// `Some` whenever the field is present, `null` included.
+    #[serde(default, borrow, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    /// Any JSON value: a trace context that is not a string is ignored, not refused.
+    #[serde(default, borrow, deserialize_with = "present")]
+    traceparent: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    tracestate: Option<&'a RawValue>,
+}
+
+pub(super) fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// A JSON string's value, or `None` for any other JSON value.
+fn lenient_str(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    let raw = raw?;
+    if !raw.get().starts_with('"') {
+        return None;
+    }
+    serde_json::from_str::<Cow<'_, str>>(raw.get()).ok()
+}
+
+/// Decodes one text frame.
+pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
+    let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|e| DecodeError {
+        code: ErrorCode::InvalidMessage,
+        message: format!("frame is not a valid JSON object: {e}"),
+        frame_type: ClientFrameType::Invalid,
+        id: None,
+    })?;
+    let id = raw.id;
+    let fail = |code, frame_type, message: String| DecodeError {
+        code,
+        message,
+        frame_type,
+        id: id.as_deref().map(str::to_owned),
+    };
+    let Some(kind) = raw.kind.as_deref() else {
+        return Err(fail(
+            ErrorCode::InvalidMessage,
+            ClientFrameType::Invalid,
+            "missing field `type`".into(),
+        ));
+    };
+    let frame_type = match kind {
+        "subscribe" => ClientFrameType::Subscribe,
+        "unsubscribe" => ClientFrameType::Unsubscribe,
+        "publish" => ClientFrameType::Publish,
+        "ping" => ClientFrameType::Ping,
+        other => {
+            return Err(fail(
+                ErrorCode::UnknownType,
+                ClientFrameType::Invalid,
+                format!("unknown frame type {:?}", truncate(other, 64)),
+            ));
+        }
+    };
+    let room = || -> Result<RoomName, DecodeError> {
+        let Some(room) = raw.room.as_deref() else {
+            return Err(fail(
+                ErrorCode::InvalidMessage,
+                frame_type,
+                "missing field `room`".into(),
+            ));
+        };
+        RoomName::parse(room)
+            .map_err(|e: InvalidRoom| fail(ErrorCode::InvalidRoom, frame_type, e.to_string()))
+    };
+    let frame = match frame_type {
+        ClientFrameType::Subscribe => ClientFrame::Subscribe { room: room()? },
+        ClientFrameType::Unsubscribe => ClientFrame::Unsubscribe { room: room()? },
+        ClientFrameType::Publish => {
+            let room = room()?;
+            let Some(data) = raw.data else {
+                return Err(fail(
+                    ErrorCode::InvalidMessage,
+                    frame_type,
+                    "missing field `data`".into(),
+                ));
+            };
+            check_surrogates(data.get())
+                .map_err(|m| fail(ErrorCode::InvalidMessage, frame_type, m.into()))?;
+            ClientFrame::Publish(Publish {
+                room,
+                data,
+                id,
+                traceparent: lenient_str(raw.traceparent),
+                tracestate: lenient_str(raw.tracestate),
+            })
+        }
+        ClientFrameType::Ping => ClientFrame::Ping { id },
+        ClientFrameType::Invalid => unreachable!("decode never maps a type string to Invalid"),
+    };
+    Ok(frame)
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
