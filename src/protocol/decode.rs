@@ -110,7 +110,14 @@ pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
             })
         }
         ClientFrameType::Ping => ClientFrame::Ping { id },
-        ClientFrameType::Invalid => unreachable!("decode never maps a type string to Invalid"),
+        // Not produced by the match above; refused rather than trusted.
+        ClientFrameType::Invalid => {
+            return Err(fail(
+                ErrorCode::UnknownType,
+                ClientFrameType::Invalid,
+                "unknown frame type".into(),
+            ));
+        }
     };
     Ok(frame)
 }
