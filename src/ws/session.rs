@@ -1,4 +1,5 @@
-//! One WebSocket connection: its read loop, the frames it handles, and how it ends.
+//! One WebSocket connection: its read loop and how it ends. What each client
+//! frame does is in `frames`.
 //!
 //! A session is two loops. The read loop (here, in the session's task) reads
 //! client frames, handles them and queues replies in the connection's outbox.
