@@ -186,27 +186,28 @@ enum WriteFailure {
 }
 
 /// Feeds every frame of `batch` and flushes once. On success returns the number
-/// of frames written per type and leaves the message frames' publish times in
-/// `delivered`. On failure the unwritten frames stay in `batch`.
+/// of frames written per type, leaves the message frames' publish times in
+/// `delivered`, and empties `batch`. On failure, or when the future is dropped
+/// mid-write (a kick, a timeout), `batch` still holds every frame of the
+/// attempt: none can be known to have arrived, and all are counted as dropped.
 async fn write_batch(
     sink: &mut WsSink,
     batch: &mut VecDeque<Outbound>,
     delivered: &mut Vec<PublishedAt>,
 ) -> Result<[u64; 6], WriteFailure> {
+    for item in batch.iter() {
+        // A clone of the frame's bytes is a reference-count bump.
+        sink.feed(Message::Text(item.frame.clone()))
+            .await
+            .map_err(WriteFailure::Io)?;
+    }
+    sink.flush().await.map_err(WriteFailure::Io)?;
     let mut sent = [0u64; 6];
-    while let Some(item) = batch.pop_front() {
+    for item in batch.drain(..) {
         sent[item.frame_type.index()] += 1;
         if let Some(at) = item.published_at {
             delivered.push(at);
         }
-        if let Err(e) = sink.feed(Message::Text(item.frame)).await {
-            delivered.clear();
-            return Err(WriteFailure::Io(e));
-        }
-    }
-    if let Err(e) = sink.flush().await {
-        delivered.clear();
-        return Err(WriteFailure::Io(e));
     }
     Ok(sent)
 }
