@@ -182,11 +182,6 @@ impl Outbox {
         true
     }
 
-    /// Whether a close has been requested.
-    pub fn is_closing(&self) -> bool {
-        self.lock().close.is_some()
-    }
-
     /// Empties the queue of a connection whose socket can no longer be written,
     /// returning how many frames were discarded. Later pushes see `Closed`.
     pub fn discard(&self, request: CloseRequest) -> usize {
@@ -289,7 +284,7 @@ mod tests {
         assert_eq!(outbox.push(frame(0)), Pushed::Queued);
         assert_eq!(outbox.push(frame(1)), Pushed::Queued);
         assert_eq!(outbox.push(frame(2)), Pushed::Dropped);
-        assert!(!outbox.is_closing());
+        assert!(outbox.close_request().is_none());
         let mut batch = VecDeque::new();
         outbox.next(&mut batch).await;
         assert_eq!(texts(&batch), ["0", "1"]);
