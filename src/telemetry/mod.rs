@@ -74,20 +74,11 @@ impl Telemetry {
         let resource = export::resource(node_id);
         let meter_provider = prometheus_meter_provider(&registry, resource.clone())?;
         let meter = meter_provider.meter(SCOPE);
-        let metrics = Metrics::new(&meter);
         if export::traces_exporter()? == export::TracesExporter::None {
             // Nothing would receive spans, so none are made: a no-op tracer
             // still passes an incoming trace context through to delivered
             // frames, and the message path skips span and id work entirely.
-            return Ok(Self {
-                metrics,
-                sampler: None,
-                meter,
-                tracer: Arc::new(BoxedTracer::new(Box::new(NoopTracer::new()))),
-                registry,
-                tracer_provider: None,
-                meter_provider: Some(meter_provider),
-            });
+            return Ok(Self::untraced(registry, meter, Some(meter_provider)));
         }
         let exporter = export::otlp_exporter(export::protocol()?)?;
         let counted = export::CountingExporter::new(exporter, span_export_counter(&meter));
@@ -101,7 +92,7 @@ impl Telemetry {
             .with_batch_exporter(counted)
             .build();
         Ok(Self {
-            metrics,
+            metrics: Metrics::new(&meter),
             sampler: Some(sampler),
             meter,
             tracer: Arc::new(BoxedTracer::new(Box::new(tracer_provider.tracer(SCOPE)))),
@@ -117,19 +108,20 @@ impl Telemetry {
         let registry = new_registry();
         let meter_provider = prometheus_meter_provider(&registry, export::resource("test"))?;
         let meter = meter_provider.meter(SCOPE);
-        Ok(Self {
-            metrics: Metrics::new(&meter),
-            sampler: None,
-            meter,
-            tracer: Arc::new(BoxedTracer::new(Box::new(NoopTracer::new()))),
-            registry,
-            tracer_provider: None,
-            meter_provider: Some(meter_provider),
-        })
+        Ok(Self::untraced(registry, meter, Some(meter_provider)))
     }
 
     fn disabled(registry: Registry) -> Self {
-        let meter = NoopMeterProvider::new().meter(SCOPE);
+        Self::untraced(registry, NoopMeterProvider::new().meter(SCOPE), None)
+    }
+
+    /// Telemetry that never records a span: a no-op tracer, which still
+    /// passes an incoming trace context through to delivered frames.
+    fn untraced(
+        registry: Registry,
+        meter: Meter,
+        meter_provider: Option<SdkMeterProvider>,
+    ) -> Self {
         Self {
             metrics: Metrics::new(&meter),
             sampler: None,
@@ -137,7 +129,7 @@ impl Telemetry {
             tracer: Arc::new(BoxedTracer::new(Box::new(NoopTracer::new()))),
             registry,
             tracer_provider: None,
-            meter_provider: None,
+            meter_provider,
         }
     }
 
