@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Parser as _;
 use wsgate::bench::{BenchArgs, Report, execute};
 
-use crate::helpers::{DEADLINE, TestApp, spawn_app, spawn_app_with, within};
+use crate::helpers::{TestApp, poll_until, spawn_app, spawn_app_with, within};
 use crate::nats::NatsServer;
 
 async fn bench(args: &[&str]) -> Report {
@@ -20,20 +20,16 @@ async fn bench(args: &[&str]) -> Report {
 
 /// Polls `/readyz` until the node is connected to its broker.
 async fn ready(app: &TestApp) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    poll_until(async || {
         let status = within(reqwest::get(app.http_url("/readyz")))
             .await
             .map(|r| r.status().as_u16());
-        if status.is_ok_and(|s| s == 200) {
-            return;
+        match status {
+            Ok(200) => Ok(()),
+            other => Err(format!("/readyz to answer 200, not {other:?}")),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz never became 200"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }
 
 #[track_caller]

@@ -4,11 +4,10 @@ use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{Client, DEADLINE, Metrics, within};
+use crate::helpers::{Client, Metrics, poll_until, within};
 
 /// A running `wsgate` process with its JSON log lines captured.
 pub struct Gateway {
@@ -69,7 +68,13 @@ impl Gateway {
     }
 
     pub async fn connect(&self) -> Client {
-        let url = format!("ws://{}/ws", self.addr);
+        self.connect_to("/ws").await
+    }
+
+    /// Connects to `path_and_query` (e.g. `/ws?token=…`), failing the test if
+    /// the handshake does.
+    pub async fn connect_to(&self, path_and_query: &str) -> Client {
+        let url = format!("ws://{}{path_and_query}", self.addr);
         let (ws, _) = within(tokio_tungstenite::connect_async(url))
             .await
             .expect("websocket connects");
@@ -106,15 +111,15 @@ impl Gateway {
 
     /// Polls `/metrics` until `ready` holds.
     pub async fn metrics_when(&self, what: &str, ready: impl Fn(&Metrics) -> bool) -> Metrics {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
+        poll_until(async || {
             let m = self.metrics().await;
             if ready(&m) {
-                return m;
+                Ok(m)
+            } else {
+                Err(format!("metrics: {what}"))
             }
-            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// The status `/readyz` answers now.
@@ -128,14 +133,11 @@ impl Gateway {
 
     /// Polls `/readyz` until it answers `status`.
     pub async fn readiness_becomes(&self, status: u16) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while self.readiness().await != status {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "/readyz never became {status}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll_until(async || match self.readiness().await {
+            now if now == status => Ok(()),
+            now => Err(format!("/readyz to answer {status}, not {now}")),
+        })
+        .await;
     }
 
     /// Polls `/readyz` until it answers 200 (with NATS: once connected).
@@ -164,17 +166,11 @@ impl Gateway {
 
     /// Waits for the process to exit on its own.
     pub async fn wait(mut self) -> ExitStatus {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "wsgate did not exit"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll_until(async || {
+            let exited = self.child.try_wait().expect("wait");
+            exited.ok_or_else(|| "wsgate to exit".to_owned())
+        })
+        .await
     }
 }
 

@@ -3,7 +3,6 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
@@ -11,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::helpers::{DEADLINE, require_tool, spawn_app, within};
+use crate::helpers::{poll_until, require_tool, spawn_app, within};
 
 /// A headless Chromium showing one page, and a DevTools session on that page.
 struct Browser {
@@ -120,18 +119,15 @@ impl Browser {
         expression: &str,
         ready: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
+        poll_until(async || {
             let value = self.eval(expression).await;
             if ready(&value) {
-                return value;
+                Ok(value)
+            } else {
+                Err(format!("{what}; last {value}"))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out: {what}; last {value}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     async fn screenshot_png(&mut self) -> Vec<u8> {
@@ -154,21 +150,18 @@ impl Drop for Browser {
 
 /// The DevTools WebSocket URL of the browser's first page.
 async fn find_page(port: &str) -> String {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    poll_until(async || {
         if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/json/list")).await
             && let Ok(text) = response.text().await
             && let Ok(targets) = serde_json::from_str::<Vec<Value>>(&text)
             && let Some(page) = targets.iter().find(|t| t["type"] == "page")
         {
-            return page["webSocketDebuggerUrl"]
-                .as_str()
-                .expect("debugger url")
-                .to_owned();
+            let url = page["webSocketDebuggerUrl"].as_str().expect("debugger url");
+            return Ok(url.to_owned());
         }
-        assert!(tokio::time::Instant::now() < deadline, "no page target");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Err("a page target".to_owned())
+    })
+    .await
 }
 
 #[tokio::test]

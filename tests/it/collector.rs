@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -16,7 +15,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tokio::task::JoinHandle;
 
-use crate::helpers::DEADLINE;
+use crate::helpers::poll_until;
 
 /// One received span with its resource, flattened for assertions.
 #[derive(Debug, Clone)]
@@ -179,22 +178,15 @@ impl Collector {
 
     /// Polls until `ready` holds for the received spans.
     pub async fn spans_when(&self, what: &str, ready: impl Fn(&[Span]) -> bool) -> Vec<Span> {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
+        poll_until(async || {
             let spans = self.spans();
             if ready(&spans) {
-                return spans;
+                return Ok(spans);
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for spans: {what}; have {:#?}",
-                spans
-                    .iter()
-                    .map(|s| (&s.name, &s.trace_id))
-                    .collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+            let seen: Vec<_> = spans.iter().map(|s| (&s.name, &s.trace_id)).collect();
+            Err(format!("spans: {what}; have {seen:#?}"))
+        })
+        .await
     }
 }
 

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::binary::Gateway;
 use crate::collector::Collector;
-use crate::helpers::{Closed, within};
+use crate::helpers::{Closed, hs256_token, within};
 use crate::nats::NatsServer;
 
 const FAILED_EXPORTS: &str = "otel_sdk_exporter_span_exported_total{error_type=\"export_failed\"}";
@@ -297,23 +297,12 @@ async fn tokens_and_keys_never_reach_logs_or_spans() {
     )
     .await;
     let claims = json!({"sub": "u", "exp": 4_000_000_000u64});
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap();
-    let url = format!("ws://{}/ws?token={token}", gw.addr);
-    let (mut ws, _) = within(tokio_tungstenite::connect_async(url)).await.unwrap();
-    futures_util::SinkExt::send(
-        &mut ws,
-        tokio_tungstenite::tungstenite::Message::text(
-            r#"{"type":"publish","room":"r","data":1,"id":"x"}"#,
-        ),
-    )
-    .await
-    .unwrap();
-    let _ = within(futures_util::StreamExt::next(&mut ws)).await;
+    let token = hs256_token(secret, &claims);
+    let mut client = gw.connect_to(&format!("/ws?token={token}")).await;
+    client
+        .send_text(r#"{"type":"publish","room":"r","data":1,"id":"x"}"#)
+        .await;
+    let _ = within(futures_util::StreamExt::next(&mut client.ws)).await;
     let bad = format!("ws://{}/ws?token={token}tampered", gw.addr);
     assert!(tokio_tungstenite::connect_async(bad).await.is_err());
     let response = reqwest::Client::new()

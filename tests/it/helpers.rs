@@ -117,18 +117,15 @@ impl TestApp {
 
     /// Polls `/metrics` until `ready` holds, failing after the deadline.
     pub async fn metrics_when(&self, what: &str, ready: impl Fn(&Metrics) -> bool) -> Metrics {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
+        poll_until(async || {
             let metrics = self.metrics().await;
             if ready(&metrics) {
-                return metrics;
+                Ok(metrics)
+            } else {
+                Err(format!("metrics: {what}"))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for metrics: {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 
     /// Stops the gateway the way a signal would, and waits for it to finish.
@@ -150,6 +147,34 @@ impl Drop for TestApp {
         if let Some(server) = self.server.take() {
             server.abort();
         }
+    }
+}
+
+/// A JSON Web Token signed with HS256 and `secret`, for gateways started with
+/// `--jwt-secret`.
+pub fn hs256_token(secret: &str, claims: &serde_json::Value) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing cannot fail")
+}
+
+/// Polls `probe` until it returns `Ok`, failing the test after [`DEADLINE`]
+/// with the last `Err`, which says what was awaited and what was seen instead.
+pub async fn poll_until<T>(mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(waiting) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting: {waiting}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

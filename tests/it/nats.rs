@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::binary::Gateway;
 use crate::collector::Collector;
-use crate::helpers::{DEADLINE, require_tool, within};
+use crate::helpers::{DEADLINE, hs256_token, poll_until, require_tool, within};
 
 /// A `nats-server` on a fixed loopback port, which can be stopped and restarted.
 pub struct NatsServer {
@@ -57,14 +57,11 @@ impl NatsServer {
             .expect("nats-server starts");
         self.child = Some(child);
         let addr = format!("127.0.0.1:{}", self.port);
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while tokio::net::TcpStream::connect(&addr).await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "nats-server did not listen"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll_until(async || match tokio::net::TcpStream::connect(&addr).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!("nats-server to listen ({e})")),
+        })
+        .await;
     }
 
     /// How many subscriptions the clients hold, from the monitoring endpoint
@@ -88,14 +85,11 @@ impl NatsServer {
 
     /// Polls until the server holds `n` subscriptions.
     pub async fn subscriptions_become(&self, n: u64) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while self.subscriptions().await != n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never {n} NATS subscriptions"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll_until(async || match self.subscriptions().await {
+            now if now == n => Ok(()),
+            now => Err(format!("{n} NATS subscriptions, not {now}")),
+        })
+        .await;
     }
 
     pub fn stop(&mut self) {
@@ -412,21 +406,10 @@ async fn tenants_stay_apart_across_nodes() {
     let (a, b) = (start("node-a").await, start("node-b").await);
     a.wait_ready().await;
     b.wait_ready().await;
-    let connect = |gw: &Gateway, tenant: &str| {
+    let connect = async |gw: &Gateway, tenant: &str| {
         let claims = json!({"sub": "u", "exp": 4_000_000_000u64, "tenant": tenant});
-        let token = jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .unwrap();
-        let url = format!("ws://{}/ws?token={token}", gw.addr);
-        async move {
-            let (ws, _) = within(tokio_tungstenite::connect_async(url))
-                .await
-                .expect("connect");
-            crate::helpers::Client { ws }
-        }
+        let token = hs256_token(secret, &claims);
+        gw.connect_to(&format!("/ws?token={token}")).await
     };
     let mut acme_on_a = connect(&a, "acme").await;
     let mut acme_on_b = connect(&b, "acme").await;

@@ -2,13 +2,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::helpers::{TestApp, spawn_app_with_args, within};
+use crate::helpers::{TestApp, hs256_token, spawn_app_with_args, within};
 
 const SECRET: &str = "integration-test-secret";
 
@@ -20,12 +19,7 @@ fn now() -> i64 {
 }
 
 fn token(claims: Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    hs256_token(SECRET, &claims)
 }
 
 fn user(sub: &str) -> Value {
@@ -56,12 +50,7 @@ async fn tokens_are_checked_before_the_upgrade() {
             |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
         format!("{}.{}.", b64(&none), b64(&user("mallory")))
     };
-    let wrong_key = encode(
-        &Header::new(Algorithm::HS256),
-        &user("mallory"),
-        &EncodingKey::from_secret(b"guess"),
-    )
-    .unwrap();
+    let wrong_key = hs256_token("guess", &user("mallory"));
     for (what, query) in [
         ("missing", "/ws".to_owned()),
         ("malformed", "/ws?token=garbage".to_owned()),
