@@ -1,6 +1,7 @@
 //! A published message in flight between the publisher and the node(s) that
 //! deliver it, and the ids and clocks it carries.
 
+use std::cell::OnceCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -41,19 +42,12 @@ impl PublishedAt {
         Self::Local(Instant::now())
     }
 
-    /// Time since acceptance; zero when a skewed remote clock would make it negative.
-    pub fn elapsed(&self) -> Duration {
+    /// Time from acceptance to `delivered`; zero when a skewed remote clock
+    /// would make it negative.
+    pub fn latency(&self, delivered: &DeliveredAt) -> Duration {
         match self {
-            Self::Local(at) => at.elapsed(),
-            Self::Remote(at) => SystemTime::now().duration_since(*at).unwrap_or_default(),
-        }
-    }
-
-    /// Like [`elapsed`](Self::elapsed), against clocks read once for a batch.
-    pub fn elapsed_at(&self, now: Instant, wall: SystemTime) -> Duration {
-        match self {
-            Self::Local(at) => now.saturating_duration_since(*at),
-            Self::Remote(at) => wall.duration_since(*at).unwrap_or_default(),
+            Self::Local(at) => delivered.now.saturating_duration_since(*at),
+            Self::Remote(at) => delivered.wall().duration_since(*at).unwrap_or_default(),
         }
     }
 
@@ -63,6 +57,27 @@ impl PublishedAt {
             Self::Local(at) => SystemTime::now() - at.elapsed(),
             Self::Remote(at) => *at,
         }
+    }
+}
+
+/// The moment a batch of frames reached the socket: the monotonic clock, read
+/// once per batch, and the wall clock, read only if a remote message needs it.
+#[derive(Debug)]
+pub struct DeliveredAt {
+    now: Instant,
+    wall: OnceCell<SystemTime>,
+}
+
+impl DeliveredAt {
+    pub fn now() -> Self {
+        Self {
+            now: Instant::now(),
+            wall: OnceCell::new(),
+        }
+    }
+
+    fn wall(&self) -> SystemTime {
+        *self.wall.get_or_init(SystemTime::now)
     }
 }
 
@@ -142,6 +157,16 @@ mod tests {
     #[test]
     fn remote_clock_in_the_future_gives_zero_not_a_panic() {
         let future = PublishedAt::Remote(SystemTime::now() + Duration::from_secs(60));
-        assert_eq!(future.elapsed(), Duration::ZERO);
+        assert_eq!(future.latency(&DeliveredAt::now()), Duration::ZERO);
+    }
+
+    #[test]
+    fn latency_reads_the_clock_of_the_node_that_accepted() {
+        let local = PublishedAt::Local(Instant::now() - Duration::from_secs(2));
+        let remote = PublishedAt::Remote(SystemTime::now() - Duration::from_secs(3));
+        let at = DeliveredAt::now();
+        let (local, remote) = (local.latency(&at), remote.latency(&at));
+        assert!((2.0..2.5).contains(&local.as_secs_f64()), "{local:?}");
+        assert!((3.0..3.5).contains(&remote.as_secs_f64()), "{remote:?}");
     }
 }

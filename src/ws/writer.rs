@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::Ws;
-use crate::message::PublishedAt;
+use crate::message::{DeliveredAt, PublishedAt};
 use crate::outbox::{CloseRequest, Next, Outbound, Outbox};
 use crate::protocol::ServerFrameType;
 use crate::telemetry::{CloseReason, DropReason, ErrorType, Metrics};
@@ -143,9 +143,9 @@ impl Writer {
             }
         }
         if !delivered.is_empty() {
-            let (now, wall) = (Instant::now(), SystemTime::now());
+            let at = DeliveredAt::now();
             for published_at in delivered.drain(..) {
-                self.metrics.delivered(published_at.elapsed_at(now, wall));
+                self.metrics.delivered(published_at.latency(&at));
             }
         }
     }
