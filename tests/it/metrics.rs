@@ -42,6 +42,12 @@ async fn metrics_equal_exactly_what_the_clients_did() {
     ] {
         assert_eq!(before.get(series), 0.0, "{series} at start-up");
     }
+    // The handling histogram is bound per frame type at start-up.
+    for kind in ["subscribe", "unsubscribe", "publish", "ping", "invalid"] {
+        let series =
+            format!("websocket_message_handling_duration_seconds_count{{type=\"{kind}\"}}");
+        assert_eq!(before.get(&series), 0.0, "{series} at start-up");
+    }
 
     scripted_session(&app).await;
 
