@@ -13,7 +13,7 @@ use tokio_tungstenite::WebSocketStream;
 pub type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Every connection holds its two task futures for life, so their sizes are
-/// per-connection memory (the idle target is 10 KiB per connection, a 4 KiB
+/// per-connection memory (the idle target is 10 KiB per connection, a 2 KiB
 /// read buffer included). These budgets catch a regression such as a stack
 /// buffer or an unboxed rare path that bloats every session.
 #[cfg(test)]
