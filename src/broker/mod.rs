@@ -7,6 +7,7 @@
 
 mod memory;
 mod nats;
+mod round_trip;
 
 use std::sync::Arc;
 

@@ -23,6 +23,7 @@ use opentelemetry::trace::TraceContextExt as _;
 use tokio::task::JoinHandle;
 
 use super::BrokerError;
+use super::round_trip::RoundTrip;
 use crate::delivery::Delivery;
 use crate::message::{Envelope, PublishedAt};
 use crate::protocol;
@@ -41,6 +42,8 @@ const PUBLISHED_AT: &str = "Wsgate-Published-At";
 
 pub struct NatsBroker {
     client: async_nats::Client,
+    /// Confirms that the server has processed this node's SUBs.
+    round_trip: RoundTrip,
     prefix: String,
     node_id: String,
     delivery: Arc<Delivery>,
@@ -88,8 +91,12 @@ impl NatsBroker {
             .connect(url)
             .await
             .map_err(|e| BrokerError::Unavailable(format!("connecting to {url}: {e}")))?;
+        let round_trip = RoundTrip::start(&client).await.map_err(|e| {
+            BrokerError::Unavailable(format!("subscribing the round-trip responder: {e}"))
+        })?;
         Ok(Self {
             client,
+            round_trip,
             prefix: prefix.to_owned(),
             node_id: node_id.to_owned(),
             delivery,
@@ -160,9 +167,10 @@ impl NatsBroker {
             .subscribe(subject)
             .await
             .map_err(|e| BrokerError::Unavailable(format!("subscribing: {e}")))?;
-        // The flush round trip proves the server has processed the SUB, so a
+        // Once a round trip completes the server has processed the SUB, so a
         // publish on any node after our client hears "subscribed" reaches us.
-        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, self.client.flush()).await {
+        // (A flush would only prove the SUB left this process.)
+        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, self.round_trip.complete()).await {
             Ok(Ok(())) => Ok(subscriber),
             Ok(Err(e)) => Err(BrokerError::Unavailable(format!(
                 "confirming a subscription: {e}"

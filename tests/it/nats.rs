@@ -64,10 +64,12 @@ impl NatsServer {
         .await;
     }
 
-    /// How many subscriptions the clients hold, from the monitoring endpoint
-    /// (`/subsz` would also count the server's own internal subscriptions).
+    /// How many room subscriptions (subjects under `wsgate.`) the clients
+    /// hold, from the monitoring endpoint. Each node also holds its round-trip
+    /// responder and request inbox, which are not rooms; `/subsz` would also
+    /// count the server's own internal subscriptions.
     pub async fn subscriptions(&self) -> u64 {
-        let url = format!("http://127.0.0.1:{}/connz", self.monitor);
+        let url = format!("http://127.0.0.1:{}/connz?subs=1", self.monitor);
         let body = within(reqwest::get(url))
             .await
             .expect("connz")
@@ -79,8 +81,14 @@ impl NatsServer {
             .as_array()
             .expect("connections")
             .iter()
-            .map(|c| c["subscriptions"].as_u64().expect("subscriptions"))
-            .sum()
+            .flat_map(|c| {
+                c["subscriptions_list"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|subject| subject.as_str().is_some_and(|s| s.starts_with("wsgate.")))
+            .count() as u64
     }
 
     /// Polls until the server holds `n` subscriptions.
@@ -346,6 +354,50 @@ async fn a_nats_outage_refuses_publishes_flips_readiness_and_recovers() {
             1.0
         );
         assert!(m.get("wsgate_broker_reconnects_total{messaging_system=\"nats\"}") >= 1.0);
+    }
+}
+
+#[tokio::test]
+async fn a_room_is_live_on_every_node_once_subscribed_arrives() {
+    // "subscribed" promises that a message published anywhere afterwards is
+    // delivered. Each round subscribes on B to a room nobody has used, then
+    // publishes on A at once: a SUB the NATS server has not processed yet
+    // would lose the message (a flushed SUB is only written to the socket).
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let a = node(&nats, "node-a", None).await;
+    let b = node(&nats, "node-b", None).await;
+    a.readiness_becomes(200).await;
+    b.readiness_becomes(200).await;
+    let mut subscriber = b.connect().await;
+    let mut publisher = a.connect().await;
+    // Busy threads on both cores widen the window in which the NATS server
+    // has not yet read a SUB its client already wrote.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    for round in 0..200 {
+        let room = format!("fresh-{round}");
+        subscriber.subscribe(&room).await;
+        publisher
+            .publish_acked(&room, json!(round), &format!("p{round}"))
+            .await;
+        let frame = subscriber.expect("message").await;
+        assert_eq!(frame["room"], room.as_str());
+        assert_eq!(frame["data"], round);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for burner in burners {
+        burner.join().expect("burner");
     }
 }
 
