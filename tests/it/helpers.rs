@@ -212,15 +212,20 @@ impl Client {
 
     /// The next text frame as JSON; pings and pongs are skipped.
     pub async fn recv(&mut self) -> Value {
-        loop {
-            match within(self.ws.next()).await {
-                Some(Ok(Message::Text(text))) => {
-                    return serde_json::from_str(&text).expect("server sends JSON");
+        // One deadline for the whole wait: the server's heartbeat pings must
+        // not restart it, or a frame that never comes would hang the test.
+        within(async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Text(text))) => {
+                        return serde_json::from_str(&text).expect("server sends JSON");
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    other => panic!("expected a text frame, got {other:?}"),
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                other => panic!("expected a text frame, got {other:?}"),
             }
-        }
+        })
+        .await
     }
 
     /// The next frame, expected to be of `type` `kind`.
@@ -275,19 +280,23 @@ impl Client {
 
     /// Reads until the connection ends and says how.
     pub async fn closed(&mut self) -> Closed {
-        loop {
-            match within(self.ws.next()).await {
-                Some(Ok(Message::Close(Some(frame)))) => {
-                    return Closed::Frame(u16::from(frame.code), frame.reason.to_string());
+        // One deadline for the whole wait, whatever frames arrive meanwhile.
+        within(async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Close(Some(frame)))) => {
+                        return Closed::Frame(u16::from(frame.code), frame.reason.to_string());
+                    }
+                    Some(Ok(Message::Close(None))) => {
+                        return Closed::Frame(u16::from(CloseCode::Status), String::new());
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Closed::Abrupt(e.to_string()),
+                    None => return Closed::Abrupt("stream ended".into()),
                 }
-                Some(Ok(Message::Close(None))) => {
-                    return Closed::Frame(u16::from(CloseCode::Status), String::new());
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Closed::Abrupt(e.to_string()),
-                None => return Closed::Abrupt("stream ended".into()),
             }
-        }
+        })
+        .await
     }
 
     /// Closes from the client side with 1000 and waits for the server's reply.
@@ -297,7 +306,7 @@ impl Client {
             reason: "bye".into(),
         };
         within(self.ws.close(Some(normal))).await.expect("close");
-        while let Some(Ok(_)) = within(self.ws.next()).await {}
+        within(async { while let Some(Ok(_)) = self.ws.next().await {} }).await;
     }
 }
 
