@@ -73,6 +73,12 @@ impl Telemetry {
         }
         let resource = export::resource(node_id);
         let meter_provider = prometheus_meter_provider(&registry, resource.clone())?;
+        // The SDK's own diagnostics record through the global meter provider:
+        // with it set, the batch span processor's
+        // `otel.sdk.processor.span.processed` (spans exported, and spans
+        // dropped because its queue was full) reaches `/metrics`. It must be
+        // set before the tracer provider builds that processor.
+        opentelemetry::global::set_meter_provider(meter_provider.clone());
         let meter = meter_provider.meter(SCOPE);
         if export::traces_exporter()? == export::TracesExporter::None {
             // Nothing would receive spans, so none are made: a no-op tracer

@@ -88,6 +88,56 @@ async fn a_collector_that_hangs_costs_nothing_but_counted_spans() {
     held.abort();
 }
 
+/// The sum of the span processor's `otel_sdk_processor_span_processed_total`
+/// series whose labels contain `labels`, and whether any series exists.
+fn processed_spans(m: &crate::helpers::Metrics, labels: &str) -> (bool, f64) {
+    let series: Vec<f64> =
+        m.0.iter()
+            .filter(|(k, _)| {
+                k.starts_with("otel_sdk_processor_span_processed_total{") && k.contains(labels)
+            })
+            .map(|(_, v)| *v)
+            .collect();
+    (!series.is_empty(), series.iter().sum())
+}
+
+#[tokio::test]
+async fn spans_dropped_by_a_full_span_queue_are_counted() {
+    // A collector that never answers, and a span queue of 4: the exporter
+    // blocks on its first batch while the queue overflows.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let gw = Gateway::start(
+        &[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "20000"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "4"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ],
+        &[],
+    )
+    .await;
+    // The series exists at zero before any span is made.
+    let (exists, dropped) = processed_spans(&gw.metrics().await, "error_type=\"queue_full\"");
+    assert!(exists, "no queue_full series at start-up");
+    assert_eq!(dropped, 0.0);
+    // 3 spans per message: far more than the queue holds.
+    traffic_flows(&gw, 50).await;
+    gw.metrics_when("spans dropped by the full queue are counted", |m| {
+        processed_spans(m, "error_type=\"queue_full\"").1 > 0.0
+    })
+    .await;
+    held.abort();
+}
+
 #[tokio::test]
 async fn killing_one_node_leaves_the_others_serving() {
     let Some(nats) = NatsServer::start().await else {
