@@ -73,9 +73,9 @@ async fn a_collector_that_is_down_costs_nothing_but_counted_spans() {
     survives_a_broken_collector(&endpoint).await;
 }
 
-#[tokio::test]
-async fn a_collector_that_hangs_costs_nothing_but_counted_spans() {
-    // Accepts connections and never answers.
+/// An OTLP endpoint that accepts connections and never answers, and the task
+/// holding them (abort it when done).
+async fn hanging_collector() -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let held = tokio::spawn(async move {
@@ -84,6 +84,13 @@ async fn a_collector_that_hangs_costs_nothing_but_counted_spans() {
             sockets.push(socket);
         }
     });
+    (endpoint, held)
+}
+
+#[tokio::test]
+async fn a_collector_that_hangs_costs_nothing_but_counted_spans() {
+    // Accepts connections and never answers.
+    let (endpoint, held) = hanging_collector().await;
     survives_a_broken_collector(&endpoint).await;
     held.abort();
 }
@@ -105,14 +112,7 @@ fn processed_spans(m: &crate::helpers::Metrics, labels: &str) -> (bool, f64) {
 async fn spans_dropped_by_a_full_span_queue_are_counted() {
     // A collector that never answers, and a span queue of 4: the exporter
     // blocks on its first batch while the queue overflows.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let held = tokio::spawn(async move {
-        let mut sockets = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            sockets.push(socket);
-        }
-    });
+    let (endpoint, held) = hanging_collector().await;
     let gw = Gateway::start(
         &[
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),

@@ -128,6 +128,15 @@ async fn node(nats: &NatsServer, id: &str, collector: Option<&Collector>) -> Gat
     Gateway::start(&env, &["--nats-url", &url, "--node-id", id]).await
 }
 
+/// Nodes "node-a" and "node-b" on `nats`, without trace export, both ready.
+async fn two_ready_nodes(nats: &NatsServer) -> (Gateway, Gateway) {
+    let a = node(nats, "node-a", None).await;
+    let b = node(nats, "node-b", None).await;
+    a.readiness_becomes(200).await;
+    b.readiness_becomes(200).await;
+    (a, b)
+}
+
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const CALLER_SPAN: &str = "b7ad6b7169203331";
 
@@ -220,10 +229,7 @@ async fn every_subscriber_on_every_node_gets_each_message_once_in_order() {
     let Some(nats) = NatsServer::start().await else {
         return;
     };
-    let a = node(&nats, "node-a", None).await;
-    let b = node(&nats, "node-b", None).await;
-    a.readiness_becomes(200).await;
-    b.readiness_becomes(200).await;
+    let (a, b) = two_ready_nodes(&nats).await;
     let mut subscribers = Vec::new();
     for gw in [&a, &a, &b, &b] {
         let mut c = gw.connect().await;
@@ -287,10 +293,7 @@ async fn a_nats_outage_refuses_publishes_flips_readiness_and_recovers() {
     let Some(mut nats) = NatsServer::start().await else {
         return;
     };
-    let a = node(&nats, "node-a", None).await;
-    let b = node(&nats, "node-b", None).await;
-    a.readiness_becomes(200).await;
-    b.readiness_becomes(200).await;
+    let (a, b) = two_ready_nodes(&nats).await;
     let mut sub = b.connect().await;
     sub.subscribe("outage").await;
     let mut publisher = a.connect().await;
@@ -366,10 +369,7 @@ async fn a_room_is_live_on_every_node_once_subscribed_arrives() {
     let Some(nats) = NatsServer::start().await else {
         return;
     };
-    let a = node(&nats, "node-a", None).await;
-    let b = node(&nats, "node-b", None).await;
-    a.readiness_becomes(200).await;
-    b.readiness_becomes(200).await;
+    let (a, b) = two_ready_nodes(&nats).await;
     let mut subscriber = b.connect().await;
     let mut publisher = a.connect().await;
     // Busy threads on both cores widen the window in which the NATS server
