@@ -91,6 +91,11 @@ impl Admission {
         self.verifier.is_some()
     }
 
+    /// The token verifier, for a connection's `refresh`.
+    pub fn verifier(&self) -> Option<&Verifier> {
+        self.verifier.as_ref()
+    }
+
     /// Decides whether this upgrade request may proceed. The checks run
     /// cheapest and most specific first: origin, token, then the caps.
     pub fn admit(

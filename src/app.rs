@@ -18,8 +18,10 @@ use crate::config::{Config, Secret};
 use crate::delivery::Delivery;
 use crate::hub::{ConnId, Hub};
 use crate::message::MessageIds;
-use crate::outbox::SlowConsumerPolicy;
-use crate::telemetry::{BrokerMetrics, MessageTracer, MessagingSystem, Metrics, Telemetry};
+use crate::outbox::{QueueLimits, QueuedBytes};
+use crate::telemetry::{
+    BrokerMetrics, MessageTracer, MessagingSystem, Metrics, StateGauges, StateReaders, Telemetry,
+};
 
 /// State shared by every request and connection. Cloning is an `Arc` bump.
 #[derive(Clone)]
@@ -47,19 +49,28 @@ struct Shared {
     sessions: TaskTracker,
     /// Cancelled when shutdown begins.
     shutdown: CancellationToken,
+    /// Bytes held in every connection's outbox.
+    queued_bytes: QueuedBytes,
+    /// Rooms, subscriptions and queued bytes, observed at collection time.
+    _gauges: StateGauges,
 }
 
 /// Per-connection limits, copied from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_message_bytes: usize,
-    pub send_queue: usize,
-    pub slow_consumer: SlowConsumerPolicy,
+    /// A connection's outbox bounds (`--send-queue`, `--send-queue-bytes`,
+    /// `--slow-consumer`).
+    pub queue: QueueLimits,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
+    /// How long a socket may accept no bytes before it is closed.
+    pub write_timeout: Duration,
     /// Frames per second per connection; 0 = unlimited.
     pub max_msgs_per_sec: u32,
     pub max_rooms_per_connection: usize,
+    /// Rooms this node may hold (`--max-rooms`); the hub enforces it exactly.
+    pub max_rooms: usize,
 }
 
 impl AppState {
@@ -92,6 +103,9 @@ impl AppState {
     }
     pub fn shutdown(&self) -> &CancellationToken {
         &self.0.shutdown
+    }
+    pub fn queued_bytes(&self) -> &QueuedBytes {
+        &self.0.queued_bytes
     }
     pub fn demo_page(&self) -> &str {
         &self.0.demo_page
@@ -129,7 +143,7 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let node_id = config.node_id();
-        let hub = Arc::new(Hub::new());
+        let hub = Arc::new(Hub::new(config.max_rooms as usize));
         let tracer = telemetry.message_tracer(&node_id);
         let metrics = telemetry.metrics.clone();
         let system = match config.nats_url {
@@ -157,18 +171,41 @@ impl Application {
         };
         let limits = Limits {
             max_message_bytes: config.max_message_bytes as usize,
-            send_queue: config.send_queue as usize,
-            slow_consumer: config.slow_consumer,
+            queue: QueueLimits {
+                frames: config.send_queue as usize,
+                bytes: config.send_queue_bytes as usize,
+                policy: config.slow_consumer,
+            },
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_timeout: config.heartbeat_timeout,
+            write_timeout: config.write_timeout,
             max_msgs_per_sec: config.max_msgs_per_sec,
             max_rooms_per_connection: config.max_rooms_per_connection as usize,
+            max_rooms: config.max_rooms as usize,
         };
         let admission = Admission::new(
             verifier(config)?,
             &config.allowed_origins,
             config.max_connections_per_ip,
             config.max_connections,
+        );
+        let queued_bytes = QueuedBytes::default();
+        let gauges = StateGauges::new(
+            &telemetry.meter,
+            StateReaders {
+                rooms: {
+                    let hub = hub.clone();
+                    Box::new(move || hub.room_count() as u64)
+                },
+                subscriptions: {
+                    let hub = hub.clone();
+                    Box::new(move || hub.subscription_count() as u64)
+                },
+                queued_bytes: {
+                    let queued = queued_bytes.clone();
+                    Box::new(move || queued.get())
+                },
+            },
         );
         let shared = Shared {
             node_id,
@@ -185,6 +222,8 @@ impl Application {
             api_key: config.api_key.clone(),
             sessions: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            queued_bytes,
+            _gauges: gauges,
         };
         Ok(Self {
             listener,
@@ -263,5 +302,11 @@ fn verifier(config: &Config) -> anyhow::Result<Option<Verifier>> {
         }
         (None, None) => None,
     };
-    Verifier::new(secret.as_deref(), config.jwt_public_key.as_deref()).context("loading JWT keys")
+    Verifier::with_claims(
+        secret.as_deref(),
+        config.jwt_public_key.as_deref(),
+        config.jwt_audience.as_deref(),
+        config.jwt_issuer.as_deref(),
+    )
+    .context("loading JWT keys")
 }

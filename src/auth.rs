@@ -6,7 +6,12 @@
 //! classic algorithm-confusion attack), and `alg: none` is never accepted.
 //!
 //! Claims:
-//! - `sub` (required): the user; `exp` (required); `nbf` (honoured if present).
+//! - `sub` (required): the user; `exp` (required): a connection is closed when
+//!   its token expires, unless the client sends a `refresh` with a new one;
+//!   `nbf` (honoured if present).
+//! - `aud` and `iss`: required and checked when `--jwt-audience` and
+//!   `--jwt-issuer` are set, so a token an identity provider issued for another
+//!   application is refused.
 //! - `tenant` (optional, default `default`): the namespace of the user's rooms.
 //! - `rooms` (optional): `{"subscribe": [patterns], "publish": [patterns]}`.
 //!   Without it, the token may use every room of its tenant. With it, only the
@@ -30,6 +35,8 @@ pub struct Identity {
     pub user: Option<String>,
     pub tenant: Tenant,
     pub permissions: Permissions,
+    /// The token's `exp` (Unix seconds); `None` when tokens are off.
+    pub expires: Option<u64>,
 }
 
 impl Identity {
@@ -39,7 +46,14 @@ impl Identity {
             user: None,
             tenant: Tenant::default_tenant(),
             permissions: Permissions::All,
+            expires: None,
         }
+    }
+
+    /// Whether `other` names the same user in the same tenant: the only
+    /// identity a connection's token may be refreshed to.
+    pub fn same_subject(&self, other: &Identity) -> bool {
+        self.user == other.user && self.tenant == other.tenant
     }
 }
 
@@ -105,6 +119,10 @@ pub enum AuthError {
     Expired,
     #[error("token not yet valid")]
     NotYetValid,
+    #[error("token is for another audience")]
+    Audience,
+    #[error("token is from another issuer")]
+    Issuer,
     #[error("invalid claims")]
     Claims,
 }
@@ -112,6 +130,8 @@ pub enum AuthError {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    /// A JWT NumericDate may have a fraction; whole seconds are enough here.
+    exp: f64,
     #[serde(default)]
     tenant: Option<String>,
     #[serde(default)]
@@ -130,6 +150,9 @@ struct RoomClaims {
 pub struct Verifier {
     secret: Option<DecodingKey>,
     public: Option<(DecodingKey, Algorithm)>,
+    /// Expected `aud` and `iss`, when configured.
+    audience: Option<String>,
+    issuer: Option<String>,
 }
 
 /// A key that could not be loaded.
@@ -149,6 +172,16 @@ pub enum KeyError {
 impl Verifier {
     /// `None` when neither a secret nor a public key is configured: tokens off.
     pub fn new(secret: Option<&[u8]>, public_key: Option<&Path>) -> Result<Option<Self>, KeyError> {
+        Self::with_claims(secret, public_key, None, None)
+    }
+
+    /// Like [`new`](Self::new), also requiring `aud` and `iss` to match when given.
+    pub fn with_claims(
+        secret: Option<&[u8]>,
+        public_key: Option<&Path>,
+        audience: Option<&str>,
+        issuer: Option<&str>,
+    ) -> Result<Option<Self>, KeyError> {
         if secret.is_none() && public_key.is_none() {
             return Ok(None);
         }
@@ -172,7 +205,12 @@ impl Verifier {
                 Some(key)
             }
         };
-        Ok(Some(Self { secret, public }))
+        Ok(Some(Self {
+            secret,
+            public,
+            audience: audience.map(str::to_owned),
+            issuer: issuer.map(str::to_owned),
+        }))
     }
 
     /// Verifies a token and returns who it names.
@@ -191,8 +229,19 @@ impl Verifier {
         let mut validation = Validation::new(algorithm);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
-        validation.validate_aud = false;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        match &self.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
             .kind()
         {
@@ -200,6 +249,8 @@ impl Verifier {
             ErrorKind::ImmatureSignature => AuthError::NotYetValid,
             ErrorKind::InvalidSignature => AuthError::BadSignature,
             ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => AuthError::Algorithm,
+            ErrorKind::InvalidAudience => AuthError::Audience,
+            ErrorKind::InvalidIssuer => AuthError::Issuer,
             ErrorKind::MissingRequiredClaim(_)
             | ErrorKind::InvalidClaimFormat(_)
             | ErrorKind::Json(_) => AuthError::Claims,
@@ -221,6 +272,7 @@ impl Verifier {
             user: Some(claims.sub),
             tenant,
             permissions,
+            expires: Some(claims.exp.max(0.0) as u64),
         })
     }
 }
@@ -231,6 +283,8 @@ impl fmt::Debug for Verifier {
         f.debug_struct("Verifier")
             .field("hs256", &self.secret.is_some())
             .field("public", &self.public.as_ref().map(|(_, alg)| alg))
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
             .finish()
     }
 }

@@ -250,3 +250,60 @@ fn glob_patterns() {
         assert_eq!(matches(pattern, text), expected, "{pattern} vs {text}");
     }
 }
+
+#[test]
+fn audience_and_issuer_are_required_and_checked_when_configured() {
+    let strict = Verifier::with_claims(Some(SECRET), None, Some("chat"), Some("https://idp"))
+        .unwrap()
+        .unwrap();
+    let with = |extra: Value| {
+        let mut claims = valid();
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        hs256(claims)
+    };
+    check(
+        &strict,
+        &with(json!({"aud": "chat", "iss": "https://idp"})),
+        Ok(()),
+    );
+    check(
+        &strict,
+        &with(json!({"aud": ["billing", "chat"], "iss": "https://idp"})),
+        Ok(()),
+    );
+    check(
+        &strict,
+        &with(json!({"aud": "billing", "iss": "https://idp"})),
+        Err(AuthError::Audience),
+    );
+    check(
+        &strict,
+        &with(json!({"aud": "chat", "iss": "https://other"})),
+        Err(AuthError::Issuer),
+    );
+    check(
+        &strict,
+        &with(json!({"iss": "https://idp"})),
+        Err(AuthError::Claims),
+    );
+    check(
+        &strict,
+        &with(json!({"aud": "chat"})),
+        Err(AuthError::Claims),
+    );
+    // Without the flags, aud and iss are not looked at.
+    check(&secret_only(), &with(json!({"aud": "anything"})), Ok(()));
+}
+
+#[test]
+fn the_identity_carries_the_tokens_expiry() {
+    let exp = now() + 60;
+    let id = secret_only()
+        .verify(&hs256(json!({"sub": "alice", "exp": exp})))
+        .unwrap();
+    assert_eq!(id.expires, Some(exp as u64));
+    assert_eq!(Identity::anonymous().expires, None);
+}

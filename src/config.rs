@@ -71,6 +71,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
+    /// Rooms with local subscribers this node may hold at once; a subscribe
+    /// that would create one more gets `too_many_rooms`.
+    #[arg(long, env = "WSGATE_MAX_ROOMS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_rooms: u32,
+
     /// Largest client frame or message, in bytes; larger ones close the
     /// connection with 1009.
     #[arg(long, env = "WSGATE_MAX_MESSAGE_BYTES", default_value_t = 65_536,
@@ -81,6 +87,12 @@ pub struct Config {
     #[arg(long, env = "WSGATE_SEND_QUEUE", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub send_queue: u32,
+
+    /// Bytes queued for one connection, counted until written to its socket,
+    /// before the slow-consumer policy acts. At least --max-message-bytes.
+    #[arg(long, env = "WSGATE_SEND_QUEUE_BYTES", default_value_t = 1 << 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub send_queue_bytes: u32,
 
     /// What to do with a connection whose send queue is full.
     #[arg(long, env = "WSGATE_SLOW_CONSUMER", value_enum, default_value_t = SlowConsumerPolicy::Disconnect)]
@@ -93,6 +105,11 @@ pub struct Config {
     /// Close a connection that sent nothing (not even a pong) for this long.
     #[arg(long, env = "WSGATE_HEARTBEAT_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub heartbeat_timeout: Duration,
+
+    /// Close a connection whose socket accepted no bytes for this long while
+    /// the server had frames to write (the client stopped reading).
+    #[arg(long, env = "WSGATE_WRITE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub write_timeout: Duration,
 
     /// How long a client may take to send a request's headers (the WebSocket
     /// handshake included); also how long an idle HTTP keep-alive connection
@@ -122,6 +139,14 @@ pub struct Config {
     /// PEM public key (RSA for RS256, P-256 EC for ES256): enables tokens on /ws.
     #[arg(long, env = "WSGATE_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
+
+    /// Required `aud` claim: tokens issued for other applications are refused.
+    #[arg(long, env = "WSGATE_JWT_AUDIENCE", value_parser = non_empty)]
+    pub jwt_audience: Option<String>,
+
+    /// Required `iss` claim: tokens from other issuers are refused.
+    #[arg(long, env = "WSGATE_JWT_ISSUER", value_parser = non_empty)]
+    pub jwt_issuer: Option<String>,
 
     /// Browser origins allowed besides the gateway's own, comma-separated full
     /// origins such as `https://app.example.com`.
@@ -173,6 +198,10 @@ pub enum ConfigError {
     },
     #[error("--{flag} must be greater than zero")]
     Zero { flag: &'static str },
+    #[error(
+        "--send-queue-bytes ({queue}) must hold at least one --max-message-bytes ({message}) message"
+    )]
+    QueueBytes { queue: u32, message: u32 },
 }
 
 impl Config {
@@ -182,10 +211,17 @@ impl Config {
             ("heartbeat-interval", self.heartbeat_interval),
             ("heartbeat-timeout", self.heartbeat_timeout),
             ("handshake-timeout", self.handshake_timeout),
+            ("write-timeout", self.write_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero { flag });
             }
+        }
+        if self.send_queue_bytes < self.max_message_bytes {
+            return Err(ConfigError::QueueBytes {
+                queue: self.send_queue_bytes,
+                message: self.max_message_bytes,
+            });
         }
         if self.heartbeat_timeout <= self.heartbeat_interval {
             return Err(ConfigError::HeartbeatTimeout {
@@ -317,6 +353,9 @@ mod tests {
         assert_eq!(c.max_connections, 100_000);
         assert_eq!(c.max_message_bytes, 65_536);
         assert_eq!(c.send_queue, 1024);
+        assert_eq!(c.send_queue_bytes, 1 << 20);
+        assert_eq!(c.write_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_rooms, 100_000);
         assert_eq!(c.slow_consumer, SlowConsumerPolicy::Disconnect);
         assert_eq!(c.heartbeat_interval, Duration::from_secs(25));
         assert_eq!(c.heartbeat_timeout, Duration::from_secs(60));
@@ -386,6 +425,13 @@ mod tests {
             ),
             (&["--nats-subject-prefix=a..b"], "dot-separated"),
             (&["--nats-subject-prefix=a.*"], "dot-separated"),
+            (
+                &["--send-queue-bytes=1000", "--max-message-bytes=2000"],
+                "must hold at least one --max-message-bytes",
+            ),
+            (&["--write-timeout=0s"], "greater than zero"),
+            (&["--max-rooms=0"], "--max-rooms"),
+            (&["--jwt-audience="], "must not be empty"),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");

@@ -7,9 +7,17 @@
 //! Ordering: a subscriber's confirmation (`subscribed`/`unsubscribed`) is queued
 //! under the same room lock as fan-out, so a client never sees a room's message
 //! before its `subscribed`, nor after its `unsubscribed`.
+//!
+//! Locking: the map of rooms is locked only to find, create or forget a room,
+//! never while a room's own lock is awaited. Fan-out to a room of 10,000
+//! subscribers holds that room's lock for a while; joins and leaves of *that*
+//! room wait for it, but nothing else does.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+
+use indexmap::IndexMap;
 
 use crate::outbox::{Outbound, Outbox, Pushed};
 use crate::room::RoomKey;
@@ -24,17 +32,36 @@ pub struct Subscriber {
     pub outbox: Arc<Outbox>,
 }
 
-/// The subscribers of one room. A std mutex: held while frames are pushed to each
-/// outbox (a non-blocking operation) and never across `.await`.
-type Room = Arc<Mutex<Vec<Subscriber>>>;
-
+/// The subscribers of one room, in a map that iterates densely (fan-out) and
+/// removes in O(1) (a leave swaps the last subscriber into the leaver's slot).
 #[derive(Default)]
+struct Room {
+    subscribers: IndexMap<ConnId, Arc<Outbox>>,
+    /// Set by the leave that emptied the room, under the room's lock, before the
+    /// room is taken out of the map: a join that finds a closed room retries
+    /// with a fresh one instead of joining a room nobody will deliver to.
+    closed: bool,
+}
+
+/// A std mutex: held while frames are pushed to each outbox (a non-blocking
+/// operation) and never across `.await`.
+type RoomRef = Arc<Mutex<Room>>;
+
+/// The room could not be created: the node is at `--max-rooms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this node already has its maximum of {0} rooms")]
+pub struct RoomLimit(pub usize);
+
 pub struct Hub {
-    /// Rooms with at least one local subscriber. Fan-out takes the read lock only
-    /// long enough to clone one room's `Arc`, so fan-outs to different rooms run in
-    /// parallel; joins and leaves take the write lock so a room is never removed
-    /// while someone is being added to it.
-    rooms: RwLock<HashMap<RoomKey, Room>>,
+    /// Rooms with at least one local subscriber (and, for an instant, a room
+    /// being created or forgotten). Fan-out takes the read lock only long enough
+    /// to clone one room's `Arc`, so fan-outs to different rooms run in parallel.
+    rooms: RwLock<HashMap<RoomKey, RoomRef>>,
+    /// Subscriptions across all rooms, for the `websocket.subscriptions.active`
+    /// gauge.
+    subscriptions: AtomicUsize,
+    /// `--max-rooms`: rooms this node may hold at once.
+    max_rooms: usize,
 }
 
 /// What one fan-out did, for the `process` span and the drop counters.
@@ -57,37 +84,62 @@ impl Fanout {
 }
 
 impl Hub {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(max_rooms: usize) -> Self {
+        Self {
+            rooms: RwLock::default(),
+            subscriptions: AtomicUsize::new(0),
+            max_rooms,
+        }
     }
 
     /// Adds `sub` to `room` and, under the room's lock, runs `confirm` (which
     /// queues the `subscribed` reply). Returns whether this is the room's first
-    /// local subscriber. The caller guarantees a connection joins a room once.
-    pub fn join(&self, room: &RoomKey, sub: Subscriber, confirm: impl FnOnce()) -> bool {
-        let mut rooms = write(&self.rooms);
-        let entry = rooms.entry(room.clone()).or_default();
-        let mut subs = lock(entry);
-        let first = subs.is_empty();
-        subs.push(sub);
-        confirm();
-        first
+    /// local subscriber, or [`RoomLimit`] when the room is new and the node
+    /// already holds `--max-rooms`. The caller guarantees a connection joins a
+    /// room once.
+    pub fn join(
+        &self,
+        room: &RoomKey,
+        sub: Subscriber,
+        confirm: impl FnOnce(),
+    ) -> Result<bool, RoomLimit> {
+        loop {
+            let entry = self.find_or_create(room)?;
+            let mut members = lock(&entry);
+            if members.closed {
+                // The last subscriber left while we looked the room up; make
+                // sure the closed room is gone, then start over with a new one.
+                drop(members);
+                self.forget(room, &entry);
+                continue;
+            }
+            let first = members.subscribers.is_empty();
+            members.subscribers.insert(sub.conn, sub.outbox);
+            confirm();
+            self.subscriptions.fetch_add(1, Ordering::Relaxed);
+            return Ok(first);
+        }
     }
 
     /// Removes `conn` from `room` and, under the room's lock, runs `confirm`.
     /// Returns `None` if it was not subscribed, else whether the room is now empty
     /// on this node.
     pub fn leave(&self, room: &RoomKey, conn: ConnId, confirm: impl FnOnce()) -> Option<bool> {
-        let mut rooms = write(&self.rooms);
-        let entry = rooms.get(room)?;
-        let mut subs = lock(entry);
-        let at = subs.iter().position(|s| s.conn == conn)?;
-        subs.swap_remove(at);
+        let entry = read(&self.rooms).get(room).cloned()?;
+        let mut members = lock(&entry);
+        if members.closed {
+            return None;
+        }
+        members.subscribers.swap_remove(&conn)?;
         confirm();
-        let empty = subs.is_empty();
-        drop(subs);
+        self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        let empty = members.subscribers.is_empty();
         if empty {
-            rooms.remove(room);
+            members.closed = true;
+        }
+        drop(members);
+        if empty {
+            self.forget(room, &entry);
         }
         Some(empty)
     }
@@ -97,10 +149,10 @@ impl Hub {
         let Some(entry) = read(&self.rooms).get(room).cloned() else {
             return Fanout::default();
         };
-        let subs = lock(&entry);
+        let members = lock(&entry);
         let mut report = Fanout::default();
-        for sub in subs.iter() {
-            match sub.outbox.push(item.clone()) {
+        for outbox in members.subscribers.values() {
+            match outbox.push(item.clone()) {
                 Pushed::Queued => report.queued += 1,
                 Pushed::Dropped => report.dropped += 1,
                 Pushed::Kicked => report.kicked += 1,
@@ -110,14 +162,45 @@ impl Hub {
         report
     }
 
+    /// Whether `room` has local subscribers (a join would not create it).
+    pub fn has_room(&self, room: &RoomKey) -> bool {
+        read(&self.rooms).contains_key(room)
+    }
+
     /// The number of rooms with local subscribers.
     pub fn room_count(&self) -> usize {
         read(&self.rooms).len()
     }
 
-    /// The number of local subscribers of `room`.
-    pub fn subscriber_count(&self, room: &RoomKey) -> usize {
-        read(&self.rooms).get(room).map_or(0, |r| lock(r).len())
+    /// The number of subscriptions across all rooms.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.load(Ordering::Relaxed)
+    }
+
+    /// The room's entry, created (under the map's write lock, where the room
+    /// limit is checked exactly) if there is none.
+    fn find_or_create(&self, room: &RoomKey) -> Result<RoomRef, RoomLimit> {
+        if let Some(entry) = read(&self.rooms).get(room) {
+            return Ok(entry.clone());
+        }
+        let mut rooms = write(&self.rooms);
+        if let Some(entry) = rooms.get(room) {
+            return Ok(entry.clone());
+        }
+        if rooms.len() >= self.max_rooms {
+            return Err(RoomLimit(self.max_rooms));
+        }
+        let entry = RoomRef::default();
+        rooms.insert(room.clone(), entry.clone());
+        Ok(entry)
+    }
+
+    /// Takes a closed room out of the map, unless it was already replaced.
+    fn forget(&self, room: &RoomKey, entry: &RoomRef) {
+        let mut rooms = write(&self.rooms);
+        if rooms.get(room).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            rooms.remove(room);
+        }
     }
 }
 
@@ -138,7 +221,7 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
-    use crate::outbox::{Next, SlowConsumerPolicy};
+    use crate::outbox::{Next, QueueLimits, QueuedBytes, SlowConsumerPolicy};
     use crate::protocol::ServerFrameType;
     use crate::room::{RoomName, Tenant};
 
@@ -149,7 +232,14 @@ mod tests {
     fn sub(conn: ConnId, capacity: usize) -> Subscriber {
         Subscriber {
             conn,
-            outbox: Arc::new(Outbox::new(capacity, SlowConsumerPolicy::Drop)),
+            outbox: Arc::new(Outbox::new(
+                QueueLimits {
+                    frames: capacity,
+                    bytes: usize::MAX,
+                    policy: SlowConsumerPolicy::Drop,
+                },
+                QueuedBytes::default(),
+            )),
         }
     }
 
@@ -171,25 +261,26 @@ mod tests {
 
     #[test]
     fn join_and_leave_track_first_and_last_subscriber() {
-        let hub = Hub::new();
+        let hub = Hub::new(usize::MAX);
         let lobby = room("lobby");
-        assert!(hub.join(&lobby, sub(1, 4), || {}));
-        assert!(!hub.join(&lobby, sub(2, 4), || {}));
-        assert_eq!(hub.subscriber_count(&lobby), 2);
+        assert_eq!(hub.join(&lobby, sub(1, 4), || {}), Ok(true));
+        assert_eq!(hub.join(&lobby, sub(2, 4), || {}), Ok(false));
+        assert_eq!(hub.subscription_count(), 2);
         assert_eq!(hub.leave(&lobby, 1, || {}), Some(false));
         assert_eq!(hub.leave(&lobby, 1, || {}), None, "already left");
         assert_eq!(hub.leave(&lobby, 2, || {}), Some(true));
         assert_eq!(hub.room_count(), 0, "an empty room is forgotten");
+        assert_eq!(hub.subscription_count(), 0);
         assert_eq!(hub.leave(&room("never"), 9, || {}), None);
     }
 
     #[tokio::test]
     async fn fanout_reaches_only_the_rooms_subscribers() {
-        let hub = Hub::new();
+        let hub = Hub::new(usize::MAX);
         let (a, b, c) = (sub(1, 4), sub(2, 4), sub(3, 4));
-        hub.join(&room("x"), a.clone(), || {});
-        hub.join(&room("x"), b.clone(), || {});
-        hub.join(&room("y"), c.clone(), || {});
+        hub.join(&room("x"), a.clone(), || {}).unwrap();
+        hub.join(&room("x"), b.clone(), || {}).unwrap();
+        hub.join(&room("y"), c.clone(), || {}).unwrap();
         let report = hub.fanout(&room("x"), &item("m1"));
         assert_eq!(
             report,
@@ -207,13 +298,14 @@ mod tests {
 
     #[tokio::test]
     async fn confirmation_is_ordered_with_fanout() {
-        let hub = Hub::new();
+        let hub = Hub::new(usize::MAX);
         let lobby = room("lobby");
         let s = sub(1, 8);
         let outbox = s.outbox.clone();
         hub.join(&lobby, s, || {
             outbox.push(item("subscribed"));
-        });
+        })
+        .unwrap();
         hub.fanout(&lobby, &item("m"));
         hub.leave(&lobby, 1, || {
             outbox.push(item("unsubscribed"));
@@ -224,7 +316,7 @@ mod tests {
 
     #[tokio::test]
     async fn tenants_never_share_a_room() {
-        let hub = Hub::new();
+        let hub = Hub::new(usize::MAX);
         let acme = RoomKey::new(
             Tenant::parse("acme").unwrap(),
             RoomName::parse("lobby").unwrap(),
@@ -234,8 +326,8 @@ mod tests {
             RoomName::parse("lobby").unwrap(),
         );
         let (a, g) = (sub(1, 4), sub(2, 4));
-        hub.join(&acme, a.clone(), || {});
-        hub.join(&globex, g.clone(), || {});
+        hub.join(&acme, a.clone(), || {}).unwrap();
+        hub.join(&globex, g.clone(), || {}).unwrap();
         assert_eq!(hub.fanout(&acme, &item("for acme")).queued, 1);
         assert_eq!(drain(&a.outbox).await, ["for acme"]);
         hub.fanout(&globex, &item("for globex"));
@@ -244,10 +336,10 @@ mod tests {
 
     #[test]
     fn a_full_subscriber_does_not_stop_the_others() {
-        let hub = Hub::new();
+        let hub = Hub::new(usize::MAX);
         let lobby = room("lobby");
-        hub.join(&lobby, sub(1, 1), || {});
-        hub.join(&lobby, sub(2, 8), || {});
+        hub.join(&lobby, sub(1, 1), || {}).unwrap();
+        hub.join(&lobby, sub(2, 8), || {}).unwrap();
         hub.fanout(&lobby, &item("1"));
         let report = hub.fanout(&lobby, &item("2"));
         assert_eq!(
@@ -258,5 +350,68 @@ mod tests {
                 ..Fanout::default()
             }
         );
+    }
+
+    #[test]
+    fn the_room_limit_refuses_new_rooms_only() {
+        let hub = Hub::new(2);
+        hub.join(&room("a"), sub(1, 4), || {}).unwrap();
+        hub.join(&room("b"), sub(2, 4), || {}).unwrap();
+        let mut confirmed = false;
+        assert_eq!(
+            hub.join(&room("c"), sub(3, 4), || confirmed = true),
+            Err(RoomLimit(2))
+        );
+        assert!(!confirmed, "a refused join confirms nothing");
+        assert_eq!(hub.join(&room("a"), sub(3, 4), || {}), Ok(false));
+        hub.leave(&room("b"), 2, || {});
+        assert_eq!(hub.join(&room("c"), sub(3, 4), || {}), Ok(true));
+        assert_eq!(hub.room_count(), 2);
+    }
+
+    #[test]
+    fn a_leave_in_the_middle_keeps_everyone_else() {
+        let hub = Hub::new(usize::MAX);
+        let lobby = room("lobby");
+        let subs: Vec<_> = (0..100).map(|c| sub(c, 4)).collect();
+        for s in &subs {
+            hub.join(&lobby, s.clone(), || {}).unwrap();
+        }
+        for conn in (0..100).step_by(3) {
+            assert_eq!(hub.leave(&lobby, conn, || {}), Some(false));
+        }
+        let report = hub.fanout(&lobby, &item("m"));
+        assert_eq!(report.queued, 100 - (0..100).step_by(3).count());
+        for s in &subs {
+            let expected = usize::from(s.conn % 3 != 0);
+            let queued = s.outbox.queued_frames();
+            assert_eq!(queued, expected, "conn {}", s.conn);
+        }
+    }
+
+    #[test]
+    fn joins_and_leaves_racing_on_one_room_never_lose_a_subscriber() {
+        let hub = Arc::new(Hub::new(usize::MAX));
+        let lobby = room("lobby");
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let (hub, lobby) = (hub.clone(), lobby.clone());
+                std::thread::spawn(move || {
+                    for i in 0..2_000 {
+                        let conn = t * 10_000 + i;
+                        hub.join(&lobby, sub(conn, 1), || {}).unwrap();
+                        assert!(hub.leave(&lobby, conn, || {}).is_some());
+                    }
+                    // One stays, so the room must end up present with 4 subscribers.
+                    hub.join(&lobby, sub(t * 10_000 + 9_999, 1), || {}).unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(hub.subscription_count(), 4);
+        assert_eq!(hub.fanout(&lobby, &item("m")).queued, 4);
+        assert_eq!(hub.room_count(), 1);
     }
 }

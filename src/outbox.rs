@@ -6,13 +6,20 @@
 //! subscriber that stops reading can never slow a publisher or its neighbours;
 //! its queue fills and the slow-consumer policy decides what happens.
 //!
+//! The queue is bounded twice: in frames (`--send-queue`) and in bytes
+//! (`--send-queue-bytes`). Bytes count from the push until the write loop has
+//! written them to the socket, so the frames of a batch being written still
+//! count: what a client that stopped reading can make the server hold is the
+//! byte bound, whatever the frames' sizes.
+//!
 //! This is a hand-written queue rather than a `tokio::sync::mpsc` channel because
 //! the policy needs to act on the consumer too (close the connection) and because
 //! an idle connection's queue should cost a few dozen bytes, not a pre-allocated
 //! block.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -29,6 +36,35 @@ pub enum SlowConsumerPolicy {
     /// Close the connection with 1008 ("slow consumer"); the client reconnects
     /// knowing it missed messages, rather than silently having gaps.
     Disconnect,
+}
+
+/// The bounds of one connection's queue and what happens when one is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Frames waiting to be written (`--send-queue`).
+    pub frames: usize,
+    /// Bytes queued or being written (`--send-queue-bytes`). A frame is always
+    /// accepted into an empty queue, so one frame of any size can pass.
+    pub bytes: usize,
+    pub policy: SlowConsumerPolicy,
+}
+
+/// Bytes held in every outbox of the node, for the
+/// `websocket.send_queue.bytes` gauge. Each outbox adds what it takes and
+/// subtracts what it lets go of, its remainder included when it is dropped.
+#[derive(Debug, Clone, Default)]
+pub struct QueuedBytes(Arc<AtomicU64>);
+
+impl QueuedBytes {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn add(&self, n: usize) {
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    fn sub(&self, n: usize) {
+        self.0.fetch_sub(n as u64, Ordering::Relaxed);
+    }
 }
 
 /// One frame waiting to be written.
@@ -75,9 +111,22 @@ impl CloseRequest {
         }
     }
 
+    /// The socket is given up on without a close frame: it accepts no bytes.
+    pub const fn abandon(why: CloseReason) -> Self {
+        Self {
+            code: 1006,
+            reason: "",
+            why,
+            send: false,
+        }
+    }
+
     /// A slow consumer's backlog is abandoned rather than written.
     pub fn abandons_backlog(&self) -> bool {
-        self.why == CloseReason::SlowConsumer
+        matches!(
+            self.why,
+            CloseReason::SlowConsumer | CloseReason::WriteTimeout
+        )
     }
 }
 
@@ -103,8 +152,9 @@ pub struct Outbox {
     /// Wakes everyone waiting for the connection to start closing, such as a
     /// write loop stuck writing to a client that stopped reading.
     closed: Notify,
-    capacity: usize,
-    policy: SlowConsumerPolicy,
+    limits: QueueLimits,
+    /// The node-wide total this outbox's bytes are part of.
+    gauge: QueuedBytes,
 }
 
 const SLOW_CONSUMER: CloseRequest =
@@ -113,6 +163,9 @@ const SLOW_CONSUMER: CloseRequest =
 #[derive(Default)]
 struct State {
     queue: VecDeque<Outbound>,
+    /// Bytes of the frames queued plus those handed to the write loop and not
+    /// yet reported written.
+    bytes: usize,
     close: Option<CloseRequest>,
 }
 
@@ -130,24 +183,31 @@ pub enum Next {
 }
 
 impl Outbox {
-    pub fn new(capacity: usize, policy: SlowConsumerPolicy) -> Self {
+    pub fn new(limits: QueueLimits, gauge: QueuedBytes) -> Self {
         Self {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             closed: Notify::new(),
-            capacity: capacity.max(1),
-            policy,
+            limits: QueueLimits {
+                frames: limits.frames.max(1),
+                ..limits
+            },
+            gauge,
         }
     }
 
-    /// Queues a frame without waiting, applying the slow-consumer policy when full.
+    /// Queues a frame without waiting, applying the slow-consumer policy when
+    /// either bound is reached.
     pub fn push(&self, item: Outbound) -> Pushed {
         let mut state = self.lock();
         if state.close.is_some() {
             return Pushed::Closed;
         }
-        if state.queue.len() >= self.capacity {
-            return match self.policy {
+        let len = item.frame.len();
+        let full = state.queue.len() >= self.limits.frames
+            || (state.bytes > 0 && state.bytes + len > self.limits.bytes);
+        if full {
+            return match self.limits.policy {
                 SlowConsumerPolicy::Drop => Pushed::Dropped,
                 SlowConsumerPolicy::Disconnect => {
                     state.close = Some(SLOW_CONSUMER);
@@ -160,7 +220,9 @@ impl Outbox {
         }
         let was_empty = state.queue.is_empty();
         state.queue.push_back(item);
+        state.bytes += len;
         drop(state);
+        self.gauge.add(len);
         if was_empty {
             self.wake.notify_one();
         }
@@ -182,6 +244,16 @@ impl Outbox {
         true
     }
 
+    /// Reports `n` bytes of a batch written to the socket: they no longer count
+    /// against the queue's byte bound.
+    pub fn written(&self, n: usize) {
+        let mut state = self.lock();
+        let n = n.min(state.bytes);
+        state.bytes -= n;
+        drop(state);
+        self.gauge.sub(n);
+    }
+
     /// Empties the queue of a connection whose socket can no longer be written,
     /// returning how many frames were discarded. Later pushes see `Closed`.
     pub fn discard(&self, request: CloseRequest) -> usize {
@@ -190,7 +262,9 @@ impl Outbox {
         state.close.get_or_insert(request);
         let n = state.queue.len();
         state.queue = VecDeque::new();
+        let bytes = std::mem::take(&mut state.bytes);
         drop(state);
+        self.gauge.sub(bytes);
         if first {
             self.closed.notify_waiters();
         }
@@ -228,11 +302,14 @@ impl Outbox {
         loop {
             {
                 let mut state = self.lock();
-                if let Some(request) = state.close {
-                    if request.abandons_backlog() || state.queue.is_empty() {
-                        let discarded = state.queue.drain(..).collect();
-                        return Next::Close { request, discarded };
-                    }
+                if let Some(request) = state.close
+                    && (request.abandons_backlog() || state.queue.is_empty())
+                {
+                    let discarded = state.queue.drain(..).collect();
+                    let bytes = std::mem::take(&mut state.bytes);
+                    drop(state);
+                    self.gauge.sub(bytes);
+                    return Next::Close { request, discarded };
                 }
                 if !state.queue.is_empty() {
                     std::mem::swap(&mut state.queue, batch);
@@ -243,11 +320,26 @@ impl Outbox {
         }
     }
 
+    /// Frames waiting in the queue (not those being written).
+    #[cfg(test)]
+    pub fn queued_frames(&self) -> usize {
+        self.lock().queue.len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the queue inconsistent
         // (every critical section is a single VecDeque operation), so a poisoned
         // lock is still safe to use.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Outbox {
+    /// Whatever is still counted (a batch whose write failed, a queue never
+    /// drained) leaves the node-wide total with the outbox.
+    fn drop(&mut self) {
+        let bytes = self.lock().bytes;
+        self.gauge.sub(bytes);
     }
 }
 
@@ -263,13 +355,39 @@ mod tests {
         }
     }
 
+    fn by_frames(frames: usize, policy: SlowConsumerPolicy) -> Outbox {
+        let limits = QueueLimits {
+            frames,
+            bytes: usize::MAX,
+            policy,
+        };
+        Outbox::new(limits, QueuedBytes::default())
+    }
+
+    fn by_bytes(bytes: usize, policy: SlowConsumerPolicy, gauge: &QueuedBytes) -> Outbox {
+        let limits = QueueLimits {
+            frames: 1_000,
+            bytes,
+            policy,
+        };
+        Outbox::new(limits, gauge.clone())
+    }
+
+    fn sized(n: usize) -> Outbound {
+        Outbound {
+            frame: Utf8Bytes::from("x".repeat(n)),
+            frame_type: ServerFrameType::Message,
+            published_at: None,
+        }
+    }
+
     fn texts(batch: &VecDeque<Outbound>) -> Vec<String> {
         batch.iter().map(|o| o.frame.to_string()).collect()
     }
 
     #[tokio::test]
     async fn delivers_in_order_in_one_batch() {
-        let outbox = Outbox::new(8, SlowConsumerPolicy::Drop);
+        let outbox = by_frames(8, SlowConsumerPolicy::Drop);
         for n in 0..3 {
             assert_eq!(outbox.push(frame(n)), Pushed::Queued);
         }
@@ -280,7 +398,7 @@ mod tests {
 
     #[tokio::test]
     async fn drop_policy_refuses_beyond_capacity_and_keeps_the_rest() {
-        let outbox = Outbox::new(2, SlowConsumerPolicy::Drop);
+        let outbox = by_frames(2, SlowConsumerPolicy::Drop);
         assert_eq!(outbox.push(frame(0)), Pushed::Queued);
         assert_eq!(outbox.push(frame(1)), Pushed::Queued);
         assert_eq!(outbox.push(frame(2)), Pushed::Dropped);
@@ -292,7 +410,7 @@ mod tests {
 
     #[tokio::test]
     async fn disconnect_policy_kicks_once_and_discards_the_queue() {
-        let outbox = Outbox::new(2, SlowConsumerPolicy::Disconnect);
+        let outbox = by_frames(2, SlowConsumerPolicy::Disconnect);
         outbox.push(frame(0));
         outbox.push(frame(1));
         assert_eq!(outbox.push(frame(2)), Pushed::Kicked);
@@ -310,7 +428,7 @@ mod tests {
 
     #[tokio::test]
     async fn other_closes_write_the_backlog_first() {
-        let outbox = Outbox::new(4, SlowConsumerPolicy::Disconnect);
+        let outbox = by_frames(4, SlowConsumerPolicy::Disconnect);
         outbox.push(frame(0));
         assert!(outbox.close(CloseRequest::server(
             1001,
@@ -330,7 +448,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_kick_wakes_a_writer_blocked_elsewhere() {
-        let outbox = std::sync::Arc::new(Outbox::new(1, SlowConsumerPolicy::Disconnect));
+        let outbox = std::sync::Arc::new(by_frames(1, SlowConsumerPolicy::Disconnect));
         let blocked = {
             let outbox = outbox.clone();
             tokio::spawn(async move { outbox.abandoned().await })
@@ -345,7 +463,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_wakes_a_waiting_writer() {
-        let outbox = std::sync::Arc::new(Outbox::new(4, SlowConsumerPolicy::Drop));
+        let outbox = std::sync::Arc::new(by_frames(4, SlowConsumerPolicy::Drop));
         let writer = {
             let outbox = outbox.clone();
             tokio::spawn(async move {
@@ -361,5 +479,51 @@ mod tests {
             .expect("writer woke")
             .expect("writer did not panic");
         assert_eq!(got, ["7"]);
+    }
+
+    #[tokio::test]
+    async fn bytes_count_until_written_and_the_byte_bound_applies_the_policy() {
+        let gauge = QueuedBytes::default();
+        let outbox = by_bytes(100, SlowConsumerPolicy::Drop, &gauge);
+        assert_eq!(outbox.push(sized(60)), Pushed::Queued);
+        assert_eq!(outbox.push(sized(40)), Pushed::Queued);
+        assert_eq!(outbox.push(sized(1)), Pushed::Dropped, "100 bytes held");
+        assert_eq!(gauge.get(), 100);
+        // Handed to the writer, the batch still counts until it is written.
+        let mut batch = VecDeque::new();
+        assert!(matches!(outbox.next(&mut batch).await, Next::Write));
+        assert_eq!(outbox.push(sized(1)), Pushed::Dropped, "the batch counts");
+        outbox.written(100);
+        assert_eq!(gauge.get(), 0);
+        assert_eq!(outbox.push(sized(1)), Pushed::Queued);
+    }
+
+    #[test]
+    fn one_frame_larger_than_the_byte_bound_passes_an_empty_queue() {
+        let gauge = QueuedBytes::default();
+        let outbox = by_bytes(100, SlowConsumerPolicy::Disconnect, &gauge);
+        assert_eq!(outbox.push(sized(500)), Pushed::Queued);
+        assert_eq!(outbox.push(sized(1)), Pushed::Kicked);
+    }
+
+    #[tokio::test]
+    async fn the_node_total_returns_to_zero_on_every_path() {
+        let gauge = QueuedBytes::default();
+        {
+            let kicked = by_bytes(10, SlowConsumerPolicy::Disconnect, &gauge);
+            kicked.push(sized(8));
+            kicked.push(sized(8));
+            let mut batch = VecDeque::new();
+            assert!(matches!(kicked.next(&mut batch).await, Next::Close { .. }));
+            let discarded = by_bytes(100, SlowConsumerPolicy::Drop, &gauge);
+            discarded.push(sized(30));
+            discarded.discard(CloseRequest::abandon(CloseReason::Error));
+            let dropped_mid_write = by_bytes(100, SlowConsumerPolicy::Drop, &gauge);
+            dropped_mid_write.push(sized(30));
+            let mut batch = VecDeque::new();
+            dropped_mid_write.next(&mut batch).await;
+            assert_eq!(gauge.get(), 30, "the unwritten batch is still held");
+        }
+        assert_eq!(gauge.get(), 0);
     }
 }

@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use super::data::check_surrogates;
-use super::{ClientFrame, ClientFrameType, DecodeError, ErrorCode, Publish};
+use super::data::check_data;
+use super::{ClientFrame, ClientFrameType, DecodeError, ErrorCode, MAX_ID_LEN, Publish, quoted};
 use crate::room::{InvalidRoom, RoomName};
 
 /// The shape of every client frame; fields a frame type does not use are ignored.
@@ -21,6 +21,8 @@ struct RawFrame<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow)]
     id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    token: Option<Cow<'a, str>>,
     /// Any JSON value: a trace context that is not a string is ignored, not refused.
     #[serde(default, borrow, deserialize_with = "present")]
     traceparent: Option<&'a RawValue>,
@@ -45,10 +47,20 @@ fn lenient_str(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
 pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
     let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|e| DecodeError {
         code: ErrorCode::InvalidMessage,
-        message: format!("frame is not a valid JSON object: {e}"),
+        message: format!("frame is not a valid JSON object: {}", describe(&e)),
         frame_type: ClientFrameType::Invalid,
         id: None,
     })?;
+    // An id is echoed in replies, so it is bounded like a room name; an
+    // over-long one is refused without being echoed.
+    if raw.id.as_ref().is_some_and(|id| id.len() > MAX_ID_LEN) {
+        return Err(DecodeError {
+            code: ErrorCode::InvalidMessage,
+            message: format!("`id` is longer than {MAX_ID_LEN} bytes"),
+            frame_type: ClientFrameType::Invalid,
+            id: None,
+        });
+    }
     let id = raw.id;
     let fail = |code, frame_type, message: String| DecodeError {
         code,
@@ -68,11 +80,12 @@ pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
         "unsubscribe" => ClientFrameType::Unsubscribe,
         "publish" => ClientFrameType::Publish,
         "ping" => ClientFrameType::Ping,
+        "refresh" => ClientFrameType::Refresh,
         other => {
             return Err(fail(
                 ErrorCode::UnknownType,
                 ClientFrameType::Invalid,
-                format!("unknown frame type {:?}", truncate(other, 64)),
+                format!("unknown frame type {:?}", quoted(other)),
             ));
         }
     };
@@ -99,8 +112,8 @@ pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
                     "missing field `data`".into(),
                 ));
             };
-            check_surrogates(data.get())
-                .map_err(|m| fail(ErrorCode::InvalidMessage, frame_type, m.into()))?;
+            check_data(data.get())
+                .map_err(|e| fail(ErrorCode::InvalidMessage, frame_type, e.to_string()))?;
             ClientFrame::Publish(Publish {
                 room,
                 data,
@@ -110,6 +123,16 @@ pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
             })
         }
         ClientFrameType::Ping => ClientFrame::Ping { id },
+        ClientFrameType::Refresh => match raw.token {
+            Some(token) => ClientFrame::Refresh { token },
+            None => {
+                return Err(fail(
+                    ErrorCode::InvalidMessage,
+                    frame_type,
+                    "missing field `token`".into(),
+                ));
+            }
+        },
         // Not produced by the match above; refused rather than trusted.
         ClientFrameType::Invalid => {
             return Err(fail(
@@ -122,13 +145,13 @@ pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
     Ok(frame)
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+/// A serde_json error for a client: its message with at most
+/// [`MAX_QUOTED`](super::MAX_QUOTED) bytes of whatever it quotes from the input
+/// (an "invalid type: string ..." error quotes the whole string), then where
+/// in the frame it happened.
+pub(super) fn describe(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    let what = full.strip_suffix(&position).unwrap_or(&full);
+    format!("{}{position}", quoted(what))
 }

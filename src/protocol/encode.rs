@@ -25,6 +25,10 @@ pub enum Reply<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a str>,
     },
+    /// A `refresh` was accepted; `exp` is the new token's expiry (Unix seconds).
+    Refreshed {
+        exp: u64,
+    },
     Error {
         code: ErrorCode,
         message: &'a str,
@@ -40,6 +44,7 @@ impl Reply<'_> {
             Self::Unsubscribed { .. } => ServerFrameType::Unsubscribed,
             Self::Ack { .. } => ServerFrameType::Ack,
             Self::Pong { .. } => ServerFrameType::Pong,
+            Self::Refreshed { .. } => ServerFrameType::Refreshed,
             Self::Error { .. } => ServerFrameType::Error,
         }
     }

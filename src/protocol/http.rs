@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::data::check_surrogates;
-use super::decode::present;
+use super::data::check_data;
+use super::decode::{describe, present};
 use super::{ClientFrameType, DecodeError, ErrorCode};
 use crate::room::{RoomName, Tenant};
 
@@ -41,7 +41,7 @@ pub fn decode_http_publish(body: &[u8]) -> Result<HttpPublish<'_>, DecodeError> 
     let body: Body<'_> = serde_json::from_str(text).map_err(|e| {
         fail(
             ErrorCode::InvalidMessage,
-            format!("body is not a valid JSON object: {e}"),
+            format!("body is not a valid JSON object: {}", describe(&e)),
         )
     })?;
     let room = body
@@ -51,7 +51,7 @@ pub fn decode_http_publish(body: &[u8]) -> Result<HttpPublish<'_>, DecodeError> 
     let data = body
         .data
         .ok_or_else(|| fail(ErrorCode::InvalidMessage, "missing field `data`".into()))?;
-    check_surrogates(data.get()).map_err(|m| fail(ErrorCode::InvalidMessage, m.into()))?;
+    check_data(data.get()).map_err(|e| fail(ErrorCode::InvalidMessage, e.to_string()))?;
     let tenant = body
         .tenant
         .map(|t| Tenant::parse(&t))

@@ -23,10 +23,31 @@ use serde_json::value::RawValue;
 
 use crate::room::RoomName;
 
-pub use data::parse_data;
+pub use data::{MAX_DEPTH, parse_data};
 pub use decode::decode;
 pub use encode::{Reply, message_frame};
 pub use http::{HttpPublish, HttpReply, decode_http_publish};
+
+/// The longest client `id` accepted, in bytes: ids are echoed in replies.
+pub const MAX_ID_LEN: usize = 128;
+
+/// The most bytes of client input an error message may quote. A message is for
+/// humans; echoing more would let a client make the server send back whatever
+/// it sent (a 60 KB frame, say) as an error.
+pub const MAX_QUOTED: usize = 64;
+
+/// `s` cut to at most [`MAX_QUOTED`] bytes at a character boundary, with `…`
+/// added when something was cut: the form client input takes in an error message.
+pub fn quoted(s: &str) -> Cow<'_, str> {
+    if s.len() <= MAX_QUOTED {
+        return Cow::Borrowed(s);
+    }
+    let mut end = MAX_QUOTED;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &s[..end]))
+}
 
 /// The `type` of a frame a client sent; `Invalid` when it could not be decoded.
 /// The string forms are the `type` label of `websocket_messages_received_total`.
@@ -36,15 +57,17 @@ pub enum ClientFrameType {
     Unsubscribe,
     Publish,
     Ping,
+    Refresh,
     Invalid,
 }
 
 impl ClientFrameType {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Subscribe,
         Self::Unsubscribe,
         Self::Publish,
         Self::Ping,
+        Self::Refresh,
         Self::Invalid,
     ];
 
@@ -54,6 +77,7 @@ impl ClientFrameType {
             Self::Unsubscribe => "unsubscribe",
             Self::Publish => "publish",
             Self::Ping => "ping",
+            Self::Refresh => "refresh",
             Self::Invalid => "invalid",
         }
     }
@@ -68,16 +92,18 @@ pub enum ServerFrameType {
     Subscribed,
     Unsubscribed,
     Pong,
+    Refreshed,
     Error,
 }
 
 impl ServerFrameType {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Message,
         Self::Ack,
         Self::Subscribed,
         Self::Unsubscribed,
         Self::Pong,
+        Self::Refreshed,
         Self::Error,
     ];
 
@@ -88,6 +114,7 @@ impl ServerFrameType {
             Self::Subscribed => "subscribed",
             Self::Unsubscribed => "unsubscribed",
             Self::Pong => "pong",
+            Self::Refreshed => "refreshed",
             Self::Error => "error",
         }
     }
@@ -118,14 +145,16 @@ pub enum ErrorCode {
     Forbidden,
     /// Over `--max-msgs-per-sec`; the frame was not handled.
     RateLimited,
-    /// Over `--max-rooms-per-connection`.
+    /// Over `--max-rooms-per-connection`, or the node is at `--max-rooms`.
     TooManyRooms,
+    /// A `refresh` token that does not verify.
+    Unauthorized,
     /// The server failed; the request may be retried.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::InvalidMessage,
         Self::UnknownType,
         Self::InvalidRoom,
@@ -135,6 +164,7 @@ impl ErrorCode {
         Self::Forbidden,
         Self::RateLimited,
         Self::TooManyRooms,
+        Self::Unauthorized,
         Self::Internal,
     ];
 
@@ -149,6 +179,7 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::RateLimited => "rate_limited",
             Self::TooManyRooms => "too_many_rooms",
+            Self::Unauthorized => "unauthorized",
             Self::Internal => "internal",
         }
     }
@@ -157,10 +188,20 @@ impl ErrorCode {
 /// A decoded client frame, borrowing from the frame's text.
 #[derive(Debug)]
 pub enum ClientFrame<'a> {
-    Subscribe { room: RoomName },
-    Unsubscribe { room: RoomName },
+    Subscribe {
+        room: RoomName,
+    },
+    Unsubscribe {
+        room: RoomName,
+    },
     Publish(Publish<'a>),
-    Ping { id: Option<Cow<'a, str>> },
+    Ping {
+        id: Option<Cow<'a, str>>,
+    },
+    /// A new token for the connection, before its current one expires.
+    Refresh {
+        token: Cow<'a, str>,
+    },
 }
 
 impl ClientFrame<'_> {
@@ -170,6 +211,7 @@ impl ClientFrame<'_> {
             Self::Unsubscribe { .. } => ClientFrameType::Unsubscribe,
             Self::Publish(_) => ClientFrameType::Publish,
             Self::Ping { .. } => ClientFrameType::Ping,
+            Self::Refresh { .. } => ClientFrameType::Refresh,
         }
     }
 }

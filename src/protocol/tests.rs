@@ -14,6 +14,7 @@ enum Decoded {
         traceparent: Option<&'static str>,
     },
     Ping(Option<&'static str>),
+    Refresh(&'static str),
     Error(ErrorCode, ClientFrameType, Option<&'static str>),
 }
 
@@ -36,6 +37,7 @@ fn check(input: &str, expected: Decoded) {
             }
         ),
         Ok(ClientFrame::Ping { id }) => format!("{:?}", Decoded::Ping(id.as_deref().map(leak))),
+        Ok(ClientFrame::Refresh { token }) => format!("{:?}", Decoded::Refresh(leak(&token))),
         Err(e) => format!(
             "{:?}",
             Decoded::Error(e.code, e.frame_type, e.id.as_deref().map(leak))
@@ -201,15 +203,106 @@ fn refuses_invalid_frames_with_stable_codes() {
 }
 
 #[test]
-fn error_messages_do_not_echo_unbounded_input() {
-    let long = "y".repeat(10_000);
-    let err = decode(&format!(r#"{{"type":"{long}"}}"#)).unwrap_err();
-    assert_eq!(err.code, ErrorCode::UnknownType);
-    assert!(
-        err.message.len() < 200,
-        "message was {} bytes",
-        err.message.len()
+fn error_messages_quote_at_most_64_bytes_of_input() {
+    // Every shape of bad frame that quotes what it refused, with 10 KB of it.
+    // `~` appears in no fixed message, so every one in a message was quoted.
+    let y = "~".repeat(10_000);
+    for frame in [
+        format!(r#"{{"type":"{y}"}}"#),
+        format!(r#""{y}""#),
+        format!(r#"["{y}"]"#),
+        format!(r#"{{"type":"subscribe","room":"{y}"}}"#),
+        format!(r#"{{"type":"subscribe","room":["{y}"]}}"#),
+        format!(
+            r#"{{"type":"publish","room":"r","data":1,"id":5{}}}"#,
+            "5".repeat(10_000)
+        ),
+        format!(r#"{{"type":"publish","room":"r","data":"{y}}}"#),
+        format!(r#"{{"type":"publish","room":"r","data":1,"id":"{y}"}}"#),
+        format!(r#"{{"type":"ping","id":"{y}"}}"#),
+        format!(r#"{{"type":{{"{y}":1}}}}"#),
+    ] {
+        let err = decode(&frame).unwrap_err();
+        let quoted = err.message.matches('~').count();
+        assert!(
+            quoted <= MAX_QUOTED,
+            "{quoted} bytes of input quoted: {}",
+            err.message
+        );
+        assert!(err.message.len() <= 200, "{}", err.message);
+        assert!(
+            err.id.as_ref().is_none_or(|id| id.len() <= MAX_ID_LEN),
+            "the echoed id is bounded"
+        );
+    }
+    // `€` is 3 bytes: the cut falls at 63, the last boundary before 64.
+    assert_eq!(quoted(&"€".repeat(30)).len(), 63 + "…".len());
+    assert_eq!(quoted("short"), "short");
+}
+
+#[test]
+fn ids_longer_than_128_bytes_are_refused_without_echo() {
+    use ClientFrameType as T;
+    let ok = "i".repeat(MAX_ID_LEN);
+    check(
+        &format!(r#"{{"type":"ping","id":"{ok}"}}"#),
+        Decoded::Ping(Some(leak(&ok))),
     );
+    let long = "i".repeat(MAX_ID_LEN + 1);
+    check(
+        &format!(r#"{{"type":"publish","room":"r","data":1,"id":"{long}"}}"#),
+        Decoded::Error(ErrorCode::InvalidMessage, T::Invalid, None),
+    );
+}
+
+#[test]
+fn refresh_frames_carry_a_token() {
+    use ClientFrameType as T;
+    check(
+        r#"{"type":"refresh","token":"a.b.c"}"#,
+        Decoded::Refresh("a.b.c"),
+    );
+    check(
+        r#"{"type":"refresh"}"#,
+        Decoded::Error(ErrorCode::InvalidMessage, T::Refresh, None),
+    );
+    check(
+        r#"{"type":"refresh","token":7}"#,
+        Decoded::Error(ErrorCode::InvalidMessage, T::Invalid, None),
+    );
+    assert_eq!(
+        Reply::Refreshed { exp: 1_700_000_000 }.encode().as_str(),
+        r#"{"type":"refreshed","exp":1700000000}"#
+    );
+}
+
+#[test]
+fn data_nested_deeper_than_64_levels_is_refused_everywhere() {
+    use ClientFrameType as T;
+    let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    let publish = |data: &str| format!(r#"{{"type":"publish","room":"r","data":{data}}}"#);
+    let at_limit = nested(MAX_DEPTH);
+    let frame = publish(&at_limit);
+    let Ok(ClientFrame::Publish(p)) = decode(&frame) else {
+        panic!("64 levels are accepted");
+    };
+    assert_eq!(p.data.get(), at_limit);
+    for depth in [MAX_DEPTH + 1, 30_000] {
+        let deep = nested(depth);
+        check(
+            &publish(&deep),
+            Decoded::Error(ErrorCode::InvalidMessage, T::Publish, None),
+        );
+        let body = format!(r#"{{"room":"r","data":{deep}}}"#);
+        let err = decode_http_publish(body.as_bytes()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidMessage);
+        assert!(
+            err.message.contains("nested deeper than 64"),
+            "{}",
+            err.message
+        );
+        assert!(parse_data(deep.as_bytes()).is_err(), "from NATS too");
+    }
 }
 
 #[test]
@@ -361,7 +454,7 @@ mod properties {
     proptest! {
         /// Whatever a client publishes comes back out of decoding unchanged.
         #[test]
-        fn publish_frames_round_trip(room in room(), data in json_value(), id in proptest::option::of(".*")) {
+        fn publish_frames_round_trip(room in room(), data in json_value(), id in proptest::option::of(".{0,32}")) {
             let mut frame = serde_json::json!({"type": "publish", "room": room, "data": data});
             if let Some(id) = &id {
                 frame["id"] = Value::String(id.clone());

@@ -42,7 +42,9 @@ label_enum! {
         ProtocolError => "protocol_error",
         TooLarge => "too_large",
         SlowConsumer => "slow_consumer",
+        WriteTimeout => "write_timeout",
         Policy => "policy",
+        TokenExpired => "token_expired",
         Error => "error",
     }
 }
@@ -60,10 +62,12 @@ label_enum! {
         Forbidden => "forbidden",
         RateLimited => "rate_limited",
         TooManyRooms => "too_many_rooms",
+        Unauthorized => "unauthorized",
         Internal => "internal",
         TooLarge => "too_large",
         HeartbeatTimeout => "heartbeat_timeout",
         WriteFailed => "write_failed",
+        WriteTimeout => "write_timeout",
         SlowConsumer => "slow_consumer",
         Protocol => "protocol",
     }
@@ -106,6 +110,7 @@ impl From<ErrorCode> for ErrorType {
             ErrorCode::Forbidden => Self::Forbidden,
             ErrorCode::RateLimited => Self::RateLimited,
             ErrorCode::TooManyRooms => Self::TooManyRooms,
+            ErrorCode::Unauthorized => Self::Unauthorized,
             ErrorCode::Internal => Self::Internal,
         }
     }

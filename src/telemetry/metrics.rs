@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{BoundHistogram, Counter, Histogram, Meter, UpDownCounter};
+use opentelemetry::metrics::{
+    BoundHistogram, Counter, Histogram, Meter, ObservableGauge, UpDownCounter,
+};
 
 use super::counters::LabelledCounter;
 use super::labels::{CloseReason, DropReason, ErrorType, LabelSet, RejectReason, close_code_label};
@@ -224,5 +226,51 @@ impl Metrics {
             attrs.push(KeyValue::new("http.route", route));
         }
         self.0.http_duration.record(took.as_secs_f64(), &attrs);
+    }
+}
+
+/// Gauges of the node's state, read at collection time through the closures
+/// given, so telemetry needs no access to the hub or the outboxes. Keep it
+/// alive as long as the state it reads.
+pub struct StateGauges {
+    _gauges: [ObservableGauge<u64>; 3],
+}
+
+/// What [`StateGauges`] reads, each a closure over the node's state.
+pub struct StateReaders {
+    pub rooms: Box<dyn Fn() -> u64 + Send + Sync>,
+    pub subscriptions: Box<dyn Fn() -> u64 + Send + Sync>,
+    pub queued_bytes: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl StateGauges {
+    pub fn new(meter: &Meter, readers: StateReaders) -> Self {
+        let StateReaders {
+            rooms,
+            subscriptions,
+            queued_bytes,
+        } = readers;
+        Self {
+            _gauges: [
+                meter
+                    .u64_observable_gauge("websocket.rooms.active")
+                    .with_description("Rooms with at least one subscriber on this node (bounded by --max-rooms).")
+                    .with_unit("{room}")
+                    .with_callback(move |o| o.observe(rooms(), &[]))
+                    .build(),
+                meter
+                    .u64_observable_gauge("websocket.subscriptions.active")
+                    .with_description("Subscriptions of this node's connections, across all rooms.")
+                    .with_unit("{subscription}")
+                    .with_callback(move |o| o.observe(subscriptions(), &[]))
+                    .build(),
+                meter
+                    .u64_observable_gauge("websocket.send_queue")
+                    .with_description("Bytes of frames queued for clients or being written to their sockets, across all connections (each bounded by --send-queue-bytes).")
+                    .with_unit("By")
+                    .with_callback(move |o| o.observe(queued_bytes(), &[]))
+                    .build(),
+            ],
+        }
     }
 }

@@ -39,7 +39,7 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 pub use broker_metrics::BrokerMetrics;
 pub use export::EXPORT_FAILED;
 pub use labels::{CloseReason, DropReason, ErrorType, RejectReason, close_code_label};
-pub use metrics::Metrics;
+pub use metrics::{Metrics, StateGauges, StateReaders};
 pub use spans::{MessageSpan, MessageTracer, MessagingSystem, Origin};
 
 use crate::config::LogFormat;

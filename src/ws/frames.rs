@@ -1,18 +1,21 @@
 //! What a session does with each client frame.
 //!
-//! Every frame is decoded, rate-limited, checked against the connection's
-//! identity (its tenant and room permissions), handled, and answered: a reply,
-//! or an error frame with a stable code. All of it is counted.
+//! Every frame is rate-limited (`rate`), decoded, checked against the
+//! connection's identity (its tenant and room permissions) and the node's
+//! limits, handled, and answered: a reply, or an error frame with a stable
+//! code. All of it is counted. Error messages quote at most
+//! [`MAX_QUOTED`](crate::protocol::MAX_QUOTED) bytes of what the client sent.
 
 use opentelemetry::context::FutureExt as _;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::rate::Verdict;
 use super::session::Session;
 use crate::hub::Subscriber;
-use crate::outbox::{CloseRequest, Outbound, Pushed};
-use crate::protocol::{self, ClientFrame, ErrorCode, Publish, Reply};
+use crate::outbox::{Outbound, Pushed};
+use crate::protocol::{self, ClientFrame, ErrorCode, Publish, Reply, quoted};
 use crate::room::{RoomKey, RoomName};
-use crate::telemetry::{CloseReason, Origin, propagation};
+use crate::telemetry::{Origin, propagation};
 
 impl Session {
     /// The key of one of this connection's rooms: rooms live within its tenant.
@@ -20,19 +23,25 @@ impl Session {
         RoomKey::new(self.admitted.identity.tenant.clone(), room)
     }
 
-    pub(super) async fn on_text(&mut self, text: Utf8Bytes) {
+    /// Decodes and handles one text frame, unless the rate limit refused it
+    /// (then it is only answered, at most once a second, and counted).
+    pub(super) async fn on_text(&mut self, text: Utf8Bytes, verdict: Verdict) {
         let started = std::time::Instant::now();
         let frame_type = match protocol::decode(text.as_str()) {
             Ok(frame) => {
                 let frame_type = frame.frame_type();
-                if self.within_rate(frame_id(&frame)) {
+                if verdict == Verdict::Allowed {
                     self.on_frame(frame).await;
+                } else {
+                    self.rate_limited(verdict, frame_id(&frame));
                 }
                 frame_type
             }
             Err(e) => {
-                if self.within_rate(e.id.as_deref()) {
+                if verdict == Verdict::Allowed {
                     self.refuse(e.code, &e.message, e.id.as_deref());
+                } else {
+                    self.rate_limited(verdict, e.id.as_deref());
                 }
                 e.frame_type
             }
@@ -40,33 +49,6 @@ impl Session {
         self.state
             .metrics()
             .message_received(frame_type, started.elapsed());
-    }
-
-    /// Applies `--max-msgs-per-sec`. A frame over the limit is answered with
-    /// `rate_limited` and not handled; a client that keeps sending a whole
-    /// second's worth of frames into the limit is closed with 1008.
-    pub(super) fn within_rate(&mut self, id: Option<&str>) -> bool {
-        let Some(limiter) = &self.limiter else {
-            return true;
-        };
-        if limiter.check().is_ok() {
-            self.strikes = 0;
-            return true;
-        }
-        self.strikes += 1;
-        self.refuse(
-            ErrorCode::RateLimited,
-            "too many frames per second; slow down",
-            id,
-        );
-        if self.strikes >= self.state.limits().max_msgs_per_sec.max(1) {
-            self.outbox.close(CloseRequest::server(
-                1008,
-                "rate limit exceeded",
-                CloseReason::Policy,
-            ));
-        }
-        false
     }
 
     async fn on_frame(&mut self, frame: ClientFrame<'_>) {
@@ -79,6 +61,7 @@ impl Session {
             ClientFrame::Unsubscribe { room } => self.unsubscribe(room),
             ClientFrame::Publish(publish) => Box::pin(self.publish(publish)).await,
             ClientFrame::Ping { id } => self.reply(&Reply::Pong { id: id.as_deref() }),
+            ClientFrame::Refresh { token } => self.refresh(&token),
         }
     }
 
@@ -91,7 +74,10 @@ impl Session {
             return;
         }
         if !self.admitted.identity.permissions.may_subscribe(&room) {
-            let message = format!("your token does not allow subscribing to {room}");
+            let message = format!(
+                "your token does not allow subscribing to {}",
+                quoted(room.as_str())
+            );
             self.refuse(ErrorCode::Forbidden, &message, None);
             return;
         }
@@ -102,6 +88,14 @@ impl Session {
             return;
         }
         let key = self.key(room.clone());
+        // Checked before the broker is asked, so a node at its room limit does
+        // no NATS work for a room it would refuse; the hub checks again,
+        // exactly, when the room is created.
+        let hub = self.state.hub();
+        if !hub.has_room(&key) && hub.room_count() >= self.state.limits().max_rooms {
+            self.refuse_room_limit();
+            return;
+        }
         if let Err(e) = self.state.broker().acquire(&key).await {
             tracing::warn!(conn = self.conn, room = %key, error = %e, "subscribe failed");
             self.refuse(ErrorCode::BrokerUnavailable, &e.to_string(), None);
@@ -116,23 +110,40 @@ impl Session {
             outbox: self.outbox.clone(),
         };
         let mut pushed = Pushed::Queued;
-        self.state.hub().join(&key, subscriber, || {
+        let joined = self.state.hub().join(&key, subscriber, || {
             pushed = self.outbox.push(Outbound {
                 frame,
                 frame_type: confirmation.frame_type(),
                 published_at: None,
             });
         });
+        if joined.is_err() {
+            // Another subscribe took the last room in between.
+            self.state.broker().release(&key);
+            self.refuse_room_limit();
+            return;
+        }
         self.account(pushed);
         self.rooms.insert(room);
     }
 
+    fn refuse_room_limit(&self) {
+        let message = "this server is at its limit of rooms; try again later";
+        self.refuse(ErrorCode::TooManyRooms, message, None);
+    }
+
     fn unsubscribe(&mut self, room: RoomName) {
         if !self.rooms.remove(&room) {
-            let message = format!("not subscribed to room {room}");
+            let message = format!("not subscribed to room {}", quoted(room.as_str()));
             self.refuse(ErrorCode::NotSubscribed, &message, None);
             return;
         }
+        self.leave(room);
+    }
+
+    /// Leaves a room this connection was in (already taken out of `rooms`),
+    /// confirming with `unsubscribed`.
+    fn leave(&mut self, room: RoomName) {
         let confirmation = Reply::Unsubscribed {
             room: room.as_str(),
         };
@@ -157,7 +168,10 @@ impl Session {
             .permissions
             .may_publish(&publish.room)
         {
-            let message = format!("your token does not allow publishing to {}", publish.room);
+            let message = format!(
+                "your token does not allow publishing to {}",
+                quoted(publish.room.as_str())
+            );
             self.refuse(ErrorCode::Forbidden, &message, publish.id.as_deref());
             return;
         }
@@ -195,6 +209,49 @@ impl Session {
         span.end();
     }
 
+    /// A new token for this connection: the same user and tenant, a later
+    /// expiry, and perhaps other room permissions. Subscriptions the new token
+    /// no longer allows end, each with `unsubscribed` then `forbidden`.
+    fn refresh(&mut self, token: &str) {
+        let Some(verifier) = self.state.admission().verifier() else {
+            let message = "this gateway does not use tokens; there is nothing to refresh";
+            self.refuse(ErrorCode::InvalidMessage, message, None);
+            return;
+        };
+        let identity = match verifier.verify(token) {
+            Ok(identity) => identity,
+            Err(e) => {
+                self.refuse(ErrorCode::Unauthorized, &e.to_string(), None);
+                return;
+            }
+        };
+        if !self.admitted.identity.same_subject(&identity) {
+            let message = "a refresh token must name the connection's own user and tenant";
+            self.refuse(ErrorCode::Forbidden, message, None);
+            return;
+        }
+        let exp = identity.expires.unwrap_or_default();
+        let revoked: Vec<RoomName> = self
+            .rooms
+            .iter()
+            .filter(|room| !identity.permissions.may_subscribe(room))
+            .cloned()
+            .collect();
+        self.admitted.identity = identity;
+        self.expires_at = Some(super::session::expiry(exp));
+        self.rearm = true;
+        self.reply(&Reply::Refreshed { exp });
+        for room in revoked {
+            self.rooms.remove(&room);
+            let message = format!(
+                "your refreshed token no longer allows room {}",
+                quoted(room.as_str())
+            );
+            self.leave(room);
+            self.refuse(ErrorCode::Forbidden, &message, None);
+        }
+    }
+
     /// Queues an error frame and counts the error.
     pub(super) fn refuse(&self, code: ErrorCode, message: &str, id: Option<&str>) {
         self.state.metrics().error(code.into());
@@ -227,6 +284,8 @@ fn frame_id<'a>(frame: &'a ClientFrame<'_>) -> Option<&'a str> {
     match frame {
         ClientFrame::Publish(p) => p.id.as_deref(),
         ClientFrame::Ping { id } => id.as_deref(),
-        ClientFrame::Subscribe { .. } | ClientFrame::Unsubscribe { .. } => None,
+        ClientFrame::Subscribe { .. }
+        | ClientFrame::Unsubscribe { .. }
+        | ClientFrame::Refresh { .. } => None,
     }
 }

@@ -1,6 +1,8 @@
 //! WebSocket connections: the opening handshake, and one session per connection.
 
 mod frames;
+mod progress;
+mod rate;
 mod session;
 pub mod upgrade;
 mod writer;
@@ -9,8 +11,9 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 
-/// A server-side WebSocket over an upgraded HTTP/1.1 connection.
-pub type Ws = WebSocketStream<TokioIo<Upgraded>>;
+/// A server-side WebSocket over an upgraded HTTP/1.1 connection, whose writes
+/// are stamped for the write timeout.
+pub type Ws = WebSocketStream<progress::Stamped<TokioIo<Upgraded>>>;
 
 /// Every connection holds its two task futures for life, so their sizes are
 /// per-connection memory (the idle target is 10 KiB per connection, a 2 KiB

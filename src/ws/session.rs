@@ -9,13 +9,11 @@
 //! connection-duration histogram reports.
 
 use std::collections::HashSet;
-use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt as _;
 use futures_util::stream::SplitStream;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
@@ -23,9 +21,11 @@ use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::Ws;
+use super::rate::{FrameRate, Verdict};
 use super::writer::{WriteEnd, Writer, WsSink};
 use crate::admission::Admitted;
 use crate::app::AppState;
+use crate::auth::LEEWAY_SECS;
 use crate::hub::ConnId;
 use crate::outbox::{CloseRequest, Outbox};
 use crate::protocol::{ClientFrameType, ErrorCode};
@@ -54,7 +54,8 @@ enum ReadEnd {
 pub async fn run(state: AppState, ws: Ws, admitted: Admitted) {
     let conn = state.next_conn_id();
     let limits = *state.limits();
-    let outbox = Arc::new(Outbox::new(limits.send_queue, limits.slow_consumer));
+    let outbox = Arc::new(Outbox::new(limits.queue, state.queued_bytes().clone()));
+    let progress = ws.get_ref().progress().clone();
     let (sink, mut stream) = ws.split();
     let mut writer = tokio::spawn(
         Writer {
@@ -62,7 +63,8 @@ pub async fn run(state: AppState, ws: Ws, admitted: Admitted) {
             outbox: outbox.clone(),
             metrics: state.metrics().clone(),
             heartbeat_interval: limits.heartbeat_interval,
-            write_timeout: limits.heartbeat_timeout,
+            write_timeout: limits.write_timeout,
+            progress,
         }
         .run(),
     );
@@ -119,10 +121,16 @@ pub(super) struct Session {
     /// Who the connection is, and its slots: held for the connection's life, so
     /// `--max-connections` and `--max-connections-per-ip` are released on drop.
     pub(super) admitted: Admitted,
-    /// `--max-msgs-per-sec`, if set: a token bucket whose burst is one second.
-    pub(super) limiter: Option<DefaultDirectRateLimiter>,
-    /// Frames refused by the limiter since the last one it let through.
-    pub(super) strikes: u32,
+    /// `--max-msgs-per-sec`, if set. Boxed: most gateways run without it, and
+    /// every idle connection's future would carry it.
+    rate: Option<Box<FrameRate>>,
+    /// When the connection's token expires (its `exp` plus the leeway);
+    /// `None` without tokens. A `refresh` moves it.
+    pub(super) expires_at: Option<Instant>,
+    /// Set when a refresh moved `expires_at`, so the read loop re-arms its timer.
+    pub(super) rearm: bool,
+    /// The read loop stops handling frames: a close was requested.
+    closing: bool,
     opened: Instant,
 }
 
@@ -130,18 +138,27 @@ impl Session {
     fn open(state: AppState, conn: ConnId, outbox: Arc<Outbox>, admitted: Admitted) -> Self {
         state.metrics().connection_opened();
         tracing::debug!(conn, tenant = %admitted.identity.tenant, "connection opened");
-        let limiter = NonZeroU32::new(state.limits().max_msgs_per_sec)
-            .map(|rate| RateLimiter::direct(Quota::per_second(rate)));
+        let rate = FrameRate::new(state.limits().max_msgs_per_sec).map(Box::new);
+        let expires_at = admitted.identity.expires.map(expiry);
         Self {
             state,
             conn,
             outbox,
             rooms: HashSet::new(),
             admitted,
-            limiter,
-            strikes: 0,
+            rate,
+            expires_at,
+            rearm: false,
+            closing: false,
             opened: Instant::now(),
         }
+    }
+
+    /// When the read loop's timer should next fire: the heartbeat deadline or
+    /// the token's expiry, whichever comes first.
+    fn next_due(&self, last_seen: Instant) -> Instant {
+        let heartbeat = last_seen + self.state.limits().heartbeat_timeout;
+        self.expires_at.map_or(heartbeat, |at| at.min(heartbeat))
     }
 
     /// Reads until the connection is done. Returns the write loop's outcome too
@@ -151,14 +168,13 @@ impl Session {
         stream: &mut SplitStream<Ws>,
         writer: &mut JoinHandle<(WsSink, WriteEnd)>,
     ) -> (ReadEnd, Option<Written>) {
-        let heartbeat_timeout = self.state.limits().heartbeat_timeout;
         let shutdown = self.state.shutdown().clone();
         let mut last_seen = Instant::now();
-        // One timer for the connection, re-armed only when it fires: cheaper
-        // than resetting a deadline on every frame.
-        let timer = sleep_until(last_seen + heartbeat_timeout);
+        // One timer for the connection (heartbeat and token expiry), re-armed
+        // only when it fires or a refresh moves the expiry: cheaper than
+        // resetting a deadline on every frame.
+        let timer = sleep_until(self.next_due(last_seen));
         tokio::pin!(timer);
-        let mut closing = false;
         let mut written: Option<Written> = None;
         loop {
             tokio::select! {
@@ -166,8 +182,11 @@ impl Session {
                     last_seen = Instant::now();
                     match frame {
                         Some(Ok(message)) => {
-                            if let Some(end) = self.on_message(message).await {
+                            if let Some(end) = self.on_message(message, last_seen).await {
                                 return (end, written);
+                            }
+                            if std::mem::take(&mut self.rearm) {
+                                timer.as_mut().reset(self.next_due(last_seen));
                             }
                         }
                         Some(Err(e)) => return (self.on_read_error(e), written),
@@ -177,9 +196,9 @@ impl Session {
                         }
                     }
                 }
-                () = shutdown.cancelled(), if !closing => {
+                () = shutdown.cancelled(), if !self.closing => {
                     self.outbox.close(CloseRequest::server(1001, "server shutting down", CloseReason::ServerShutdown));
-                    closing = true;
+                    self.closing = true;
                 }
                 result = &mut *writer, if written.is_none() => {
                     let sent_close = matches!(result, Ok((_, WriteEnd::CloseSent)));
@@ -189,15 +208,22 @@ impl Session {
                         return (ReadEnd::Done, written);
                     }
                     // Our close frame is out: read on briefly for the peer's reply.
-                    closing = true;
+                    self.closing = true;
                     timer.as_mut().reset(Instant::now() + CLOSE_WAIT);
                 }
                 () = &mut timer => {
                     if written.is_some() {
                         return (ReadEnd::Done, written);
                     }
-                    let due = last_seen + heartbeat_timeout;
-                    if due > Instant::now() {
+                    let now = Instant::now();
+                    if self.expires_at.is_some_and(|at| at <= now) {
+                        self.expire();
+                        // The client is alive and may still be sending: its
+                        // input is drained after the close, never handled.
+                        return (ReadEnd::Abandoned, written);
+                    }
+                    let due = self.next_due(last_seen);
+                    if due > now {
                         timer.as_mut().reset(due);
                         continue;
                     }
@@ -210,33 +236,91 @@ impl Session {
         }
     }
 
-    /// Handles one frame; `Some` ends the read loop.
-    async fn on_message(&mut self, message: Message) -> Option<ReadEnd> {
+    /// Handles one frame received at `now`; `Some` ends the read loop.
+    async fn on_message(&mut self, message: Message, now: Instant) -> Option<ReadEnd> {
+        let verdict = match (&message, &mut self.rate) {
+            (Message::Close(_) | Message::Frame(_), _) | (_, None) => Verdict::Allowed,
+            (_, Some(rate)) => rate.check(now),
+        };
+        if verdict == Verdict::Abusive {
+            self.state.metrics().error(ErrorType::RateLimited);
+            self.request_close(CloseRequest::server(
+                1008,
+                "rate limit exceeded",
+                CloseReason::Policy,
+            ));
+            // The client is still sending: drain its input after the close.
+            return Some(ReadEnd::Abandoned);
+        }
         match message {
             Message::Text(text) => {
-                self.on_text(text).await;
+                self.on_text(text, verdict).await;
                 None
             }
             Message::Binary(_) => {
                 let started = std::time::Instant::now();
-                self.refuse(
-                    ErrorCode::UnsupportedBinary,
-                    "binary frames are not supported; send JSON text frames",
-                    None,
-                );
+                if verdict == Verdict::Allowed {
+                    self.refuse(
+                        ErrorCode::UnsupportedBinary,
+                        "binary frames are not supported; send JSON text frames",
+                        None,
+                    );
+                } else {
+                    self.rate_limited(verdict, None);
+                }
                 self.state
                     .metrics()
                     .message_received(ClientFrameType::Invalid, started.elapsed());
                 None
             }
-            // tungstenite answers pings itself; any frame proves the peer alive.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
+            // tungstenite answers pings itself, so a ping over the limit is
+            // still answered; it counts, and a flood of them gets the client
+            // closed. Any frame proves the peer alive.
+            Message::Ping(_) | Message::Pong(_) => {
+                self.rate_limited(verdict, None);
+                None
+            }
+            Message::Frame(_) => None,
             Message::Close(frame) => {
                 let code = frame.map_or(1005, |f| u16::from(f.code));
                 self.outbox
                     .close(CloseRequest::peer(code, CloseReason::ClientClose));
                 Some(ReadEnd::Done)
             }
+        }
+    }
+
+    /// Records a close the session itself decided on (rate-limit abuse, an
+    /// expired token) and stops handling frames.
+    fn request_close(&mut self, request: CloseRequest) {
+        self.closing = true;
+        self.outbox.close(request);
+    }
+
+    /// Closes a connection whose token expired and was not refreshed.
+    fn expire(&mut self) {
+        self.expires_at = None;
+        self.request_close(CloseRequest::server(
+            4001,
+            "token expired",
+            CloseReason::TokenExpired,
+        ));
+    }
+
+    /// Accounts for a frame the rate limit refused (nothing for an allowed
+    /// one): every refusal is counted, and at most one a second is answered.
+    pub(super) fn rate_limited(&self, verdict: Verdict, id: Option<&str>) {
+        let Verdict::Refused { notify } = verdict else {
+            return;
+        };
+        if notify {
+            self.refuse(
+                ErrorCode::RateLimited,
+                "too many frames per second; slow down (further refusals this second are not answered)",
+                id,
+            );
+        } else {
+            self.state.metrics().error(ErrorType::RateLimited);
         }
     }
 
@@ -286,6 +370,16 @@ impl Session {
         }
         end
     }
+}
+
+/// The instant a token expiring at `exp` (Unix seconds) stops being valid,
+/// the leeway included.
+pub(super) fn expiry(exp: u64) -> Instant {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let until = Duration::from_secs(exp.saturating_add(LEEWAY_SECS)).saturating_sub(now);
+    Instant::now() + until
 }
 
 impl Drop for Session {

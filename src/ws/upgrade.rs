@@ -18,6 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use super::progress::{Stamped, WriteProgress};
 use super::session;
 use crate::admission::Refusal;
 use crate::app::AppState;
@@ -148,9 +149,8 @@ fn accept(state: &AppState, req: &mut Request) -> Result<Response, UpgradeError>
                 return;
             }
         };
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
+        let io = Stamped::new(TokioIo::new(upgraded), WriteProgress::new());
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         session::run(session_state, ws, admitted).await;
     });
     let mut response = Response::builder()

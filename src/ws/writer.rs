@@ -4,20 +4,25 @@
 //! tungstenite's write buffer and flushes once, so N frames waiting for one
 //! socket cost one write syscall, not N. Delivery latency is observed after the
 //! flush returns: the histogram ends at the socket write, as promised.
+//!
+//! A write may take as long as it needs while the socket accepts bytes; a socket
+//! that accepts none for `--write-timeout` ends the connection (`write_timeout`).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
-use tokio::time::{MissedTickBehavior, interval_at, timeout};
+use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::Ws;
+use super::progress::WriteProgress;
 use crate::message::{DeliveredAt, PublishedAt};
 use crate::outbox::{CloseRequest, Next, Outbound, Outbox};
 use crate::protocol::ServerFrameType;
@@ -43,9 +48,11 @@ pub(super) struct Writer {
     pub outbox: Arc<Outbox>,
     pub metrics: Metrics,
     pub heartbeat_interval: Duration,
-    /// The longest one batch (or ping, or close) may take to write before the
-    /// client is deemed to have stopped reading.
+    /// How long the socket may accept no bytes at all before the client is
+    /// deemed to have stopped reading (`--write-timeout`).
     pub write_timeout: Duration,
+    /// When the socket last accepted bytes.
+    pub progress: WriteProgress,
 }
 
 impl Writer {
@@ -72,14 +79,18 @@ impl Writer {
             };
             match next {
                 Next::Write => {
+                    let write = write_batch(&mut self.sink, &mut batch, &mut delivered);
                     let outcome = tokio::select! {
-                        r = timeout(self.write_timeout, write_batch(&mut self.sink, &mut batch, &mut delivered)) => r,
+                        r = unless_stalled(write, &self.progress, self.write_timeout) => r,
                         () = self.outbox.abandoned() => Ok(Err(WriteFailure::Kicked)),
                     };
                     match outcome {
-                        Ok(Ok(sent)) => self.record(sent, &mut delivered),
+                        Ok(Ok(written)) => {
+                            self.outbox.written(written.bytes);
+                            self.record(written.frames, &mut delivered);
+                        }
                         Ok(Err(failure)) => return self.fail(failure, &mut batch),
-                        Err(_elapsed) => return self.fail(WriteFailure::TimedOut, &mut batch),
+                        Err(Stalled) => return self.fail(WriteFailure::TimedOut, &mut batch),
                     }
                     shrink_if_idle(&mut batch);
                 }
@@ -96,15 +107,16 @@ impl Writer {
         }
     }
 
-    /// Writes one control frame with the write timeout.
+    /// Writes one control frame, unless the socket stalls.
     async fn write(&mut self, message: Message) -> Result<(), ()> {
-        match timeout(self.write_timeout, self.sink.send(message)).await {
+        let send = self.sink.send(message);
+        match unless_stalled(send, &self.progress, self.write_timeout).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 self.fail(WriteFailure::Io(e), &mut VecDeque::new());
                 Err(())
             }
-            Err(_) => {
+            Err(Stalled) => {
                 self.fail(WriteFailure::TimedOut, &mut VecDeque::new());
                 Err(())
             }
@@ -135,7 +147,7 @@ impl Writer {
     }
 
     /// Records a written batch: frames by type, and one delivery latency each.
-    fn record(&self, sent: [u64; 6], delivered: &mut Vec<PublishedAt>) {
+    fn record(&self, sent: [u64; ServerFrameType::ALL.len()], delivered: &mut Vec<PublishedAt>) {
         for frame_type in ServerFrameType::ALL {
             let n = sent[frame_type.index()];
             if n > 0 {
@@ -154,9 +166,15 @@ impl Writer {
     /// cannot be known to have arrived, so they count as dropped.
     fn fail(&self, failure: WriteFailure, batch: &mut VecDeque<Outbound>) -> WriteEnd {
         let (request, error, drop_reason) = match &failure {
-            WriteFailure::Kicked | WriteFailure::TimedOut => (
+            WriteFailure::Kicked => (
                 CloseRequest::server(1008, "slow consumer", CloseReason::SlowConsumer),
                 ErrorType::SlowConsumer,
+                DropReason::SlowConsumer,
+            ),
+            // No close frame: the socket accepts nothing, so none would arrive.
+            WriteFailure::TimedOut => (
+                CloseRequest::abandon(CloseReason::WriteTimeout),
+                ErrorType::WriteTimeout,
                 DropReason::SlowConsumer,
             ),
             WriteFailure::Io(_) => (
@@ -185,16 +203,49 @@ enum WriteFailure {
     Kicked,
 }
 
-/// Feeds every frame of `batch` and flushes once. On success returns the number
-/// of frames written per type, leaves the message frames' publish times in
-/// `delivered`, and empties `batch`. On failure, or when the future is dropped
-/// mid-write (a kick, a timeout), `batch` still holds every frame of the
-/// attempt: none can be known to have arrived, and all are counted as dropped.
+/// The socket accepted no bytes for the write timeout.
+struct Stalled;
+
+/// Runs `write` to completion unless the socket accepts no bytes for `limit`,
+/// counted from the later of the write's start and the socket's last progress.
+async fn unless_stalled<F: Future>(
+    write: F,
+    progress: &WriteProgress,
+    limit: Duration,
+) -> Result<F::Output, Stalled> {
+    let started = Instant::now();
+    let stall = sleep_until(started + limit);
+    tokio::pin!(write, stall);
+    loop {
+        tokio::select! {
+            output = &mut write => return Ok(output),
+            () = &mut stall => {
+                let due = progress.last().max(started) + limit;
+                if due <= Instant::now() {
+                    return Err(Stalled);
+                }
+                stall.as_mut().reset(due);
+            }
+        }
+    }
+}
+
+/// Frames written per type, and their bytes.
+struct Written {
+    frames: [u64; ServerFrameType::ALL.len()],
+    bytes: usize,
+}
+
+/// Feeds every frame of `batch` and flushes once. On success returns what was
+/// written, leaves the message frames' publish times in `delivered`, and
+/// empties `batch`. On failure, or when the future is dropped mid-write (a
+/// kick, a stall), `batch` still holds every frame of the attempt: none can be
+/// known to have arrived, and all are counted as dropped.
 async fn write_batch(
     sink: &mut WsSink,
     batch: &mut VecDeque<Outbound>,
     delivered: &mut Vec<PublishedAt>,
-) -> Result<[u64; 6], WriteFailure> {
+) -> Result<Written, WriteFailure> {
     for item in batch.iter() {
         // A clone of the frame's bytes is a reference-count bump.
         sink.feed(Message::Text(item.frame.clone()))
@@ -202,14 +253,18 @@ async fn write_batch(
             .map_err(WriteFailure::Io)?;
     }
     sink.flush().await.map_err(WriteFailure::Io)?;
-    let mut sent = [0u64; 6];
+    let mut written = Written {
+        frames: [0; ServerFrameType::ALL.len()],
+        bytes: 0,
+    };
     for item in batch.drain(..) {
-        sent[item.frame_type.index()] += 1;
+        written.frames[item.frame_type.index()] += 1;
+        written.bytes += item.frame.len();
         if let Some(at) = item.published_at {
             delivered.push(at);
         }
     }
-    Ok(sent)
+    Ok(written)
 }
 
 /// Returns a burst's memory once the queue is drained, so an idle connection
