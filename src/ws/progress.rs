@@ -41,7 +41,7 @@ impl WriteProgress {
         self.0.start + std::time::Duration::from_nanos(self.0.last.load(Ordering::Relaxed))
     }
 
-    fn stamp(&self) {
+    pub(super) fn stamp(&self) {
         let nanos = u64::try_from(self.0.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.0.last.store(nanos, Ordering::Relaxed);
     }

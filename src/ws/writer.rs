@@ -274,3 +274,55 @@ fn shrink_if_idle(batch: &mut VecDeque<Outbound>) {
         *batch = VecDeque::new();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_makes_no_progress_stalls_after_the_limit() {
+        let progress = WriteProgress::new();
+        let started = Instant::now();
+        let result = unless_stalled(std::future::pending::<()>(), &progress, LIMIT).await;
+        assert!(result.is_err());
+        assert_eq!(started.elapsed(), LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_write_that_keeps_progressing_is_never_cut() {
+        let progress = WriteProgress::new();
+        // Five limits long, accepting bytes every half limit.
+        let write = {
+            let progress = progress.clone();
+            async move {
+                for _ in 0..10 {
+                    tokio::time::sleep(LIMIT / 2).await;
+                    progress.stamp();
+                }
+                "written"
+            }
+        };
+        assert_eq!(
+            unless_stalled(write, &progress, LIMIT).await.ok(),
+            Some("written")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_stops_progressing_stalls_a_limit_after_its_last_bytes() {
+        let progress = WriteProgress::new();
+        let write = {
+            let progress = progress.clone();
+            async move {
+                tokio::time::sleep(LIMIT / 2).await;
+                progress.stamp();
+                std::future::pending::<()>().await;
+            }
+        };
+        let started = Instant::now();
+        assert!(unless_stalled(write, &progress, LIMIT).await.is_err());
+        assert_eq!(started.elapsed(), LIMIT * 3 / 2);
+    }
+}
