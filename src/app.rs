@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -244,15 +245,21 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until `signal` resolves, then shuts down in order:
+    /// Serves until `signal` resolves, then shuts down in order, within one
+    /// deadline (`--shutdown-grace` from the signal):
     /// 1. stop accepting, `/readyz` turns 503, every session is asked to close
-    ///    with 1001;
-    /// 2. wait up to the grace period for sessions to finish;
-    /// 3. wait for in-flight HTTP requests.
+    ///    with 1001 (after what is already queued for it);
+    /// 2. wait for sessions, then for in-flight HTTP requests, until the
+    ///    deadline, and no longer: a client that stopped reading, or a request
+    ///    body that stalled, is left behind, and its backlog is dropped when
+    ///    the process exits.
     ///
-    /// Telemetry is flushed by the caller afterwards, so the shutdown itself is
-    /// still observed.
-    pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    /// Returns the deadline. Telemetry is flushed by the caller afterwards (so
+    /// the shutdown itself is still observed), bounded by the same deadline.
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<Instant> {
         let Self {
             listener,
             state,
@@ -268,26 +275,29 @@ impl Application {
             handshake_timeout,
         ));
         signal.await;
+        let deadline = Instant::now() + shutdown_grace;
         let open = state.hub().room_count();
         tracing::info!(rooms = open, "shutting down: closing sessions with 1001");
         token.cancel();
         state.sessions().close();
-        if tokio::time::timeout(shutdown_grace, state.sessions().wait())
+        if tokio::time::timeout_at(deadline, state.sessions().wait())
             .await
             .is_err()
         {
             tracing::warn!(
                 remaining = state.sessions().len(),
                 grace = ?shutdown_grace,
-                "sessions still open after the shutdown grace period; leaving them"
+                "sessions still open at the end of the shutdown grace period; leaving them"
             );
         }
-        match tokio::time::timeout(shutdown_grace, server).await {
+        match tokio::time::timeout_at(deadline, server).await {
             Ok(result) => result.context("server task")?,
-            Err(_) => tracing::warn!("HTTP requests still in flight after the grace period"),
+            Err(_) => tracing::warn!(
+                "HTTP requests still in flight at the end of the shutdown grace period; leaving them"
+            ),
         }
         tracing::info!("shutdown complete");
-        Ok(())
+        Ok(deadline)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `wsgate` binary: configuration, telemetry, serve until a signal, flush.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -17,14 +18,23 @@ fn main() -> anyhow::Result<ExitCode> {
     // At least two workers even when pinned to one CPU: the gRPC trace exporter
     // deadlocks on a runtime with a single worker.
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
         .build()
-        .context("starting the tokio runtime")?
-        .block_on(serve(cli.serve))
-        .map(|()| ExitCode::SUCCESS)
+        .context("starting the tokio runtime")?;
+    let result = runtime.block_on(serve(cli.serve));
+    // Sessions and requests still running past the shutdown deadline are
+    // dropped here, not waited for; so is a telemetry flush that overran.
+    runtime.shutdown_timeout(RUNTIME_STOP);
+    result.map(|()| ExitCode::SUCCESS)
 }
+
+/// What the exit may take beyond the shutdown grace period: the final
+/// telemetry flush gets `FLUSH_MARGIN` of it, stopping the runtime the rest.
+/// The process exits within `--shutdown-grace` plus one second.
+const FLUSH_MARGIN: Duration = Duration::from_millis(800);
+const RUNTIME_STOP: Duration = Duration::from_millis(100);
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let node_id = config.node_id();
@@ -32,9 +42,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     telemetry.init_logs(config.log_format)?;
     let app = Application::build(&config, &telemetry).await?;
     tracing::info!(addr = %app.local_addr(), node_id, "wsgate listening");
-    let result = app.run_until(shutdown_signal()).await;
-    telemetry.shutdown().await;
-    result
+    match app.run_until(shutdown_signal()).await {
+        Ok(deadline) => {
+            telemetry.shutdown_by(deadline + FLUSH_MARGIN).await;
+            Ok(())
+        }
+        Err(e) => {
+            telemetry
+                .shutdown_by(tokio::time::Instant::now() + FLUSH_MARGIN)
+                .await;
+            Err(e)
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

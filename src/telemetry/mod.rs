@@ -193,15 +193,17 @@ impl Telemetry {
         Ok(())
     }
 
-    /// Flushes and stops the providers: the tracer first (its last batch may still
-    /// count into metrics), the meter last. The SDK's shutdown blocks, and with the
-    /// gRPC exporter it needs the runtime's other workers free, so it runs on a
-    /// blocking thread.
-    pub async fn shutdown(self) {
+    /// Flushes and stops the providers by `deadline`: the tracer first (its
+    /// last batch may still count into metrics), the meter last. The SDK's
+    /// shutdown blocks, and with the gRPC exporter it needs the runtime's other
+    /// workers free, so it runs on a blocking thread; a collector that hangs
+    /// costs the spans still queued, never a late exit.
+    pub async fn shutdown_by(self, deadline: tokio::time::Instant) {
         let (tracer, meter) = (self.tracer_provider, self.meter_provider);
+        let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
         let done = tokio::task::spawn_blocking(move || {
             if let Some(provider) = tracer
-                && let Err(e) = provider.shutdown()
+                && let Err(e) = provider.shutdown_with_timeout(budget)
             {
                 tracing::warn!(error = %e, "tracer provider shutdown");
             }
@@ -210,10 +212,11 @@ impl Telemetry {
             {
                 tracing::warn!(error = %e, "meter provider shutdown");
             }
-        })
-        .await;
-        if let Err(e) = done {
-            tracing::warn!(error = %e, "telemetry shutdown task failed");
+        });
+        match tokio::time::timeout_at(deadline, done).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "telemetry shutdown task failed"),
+            Err(_) => tracing::warn!("telemetry flush did not finish by the shutdown deadline"),
         }
     }
 }

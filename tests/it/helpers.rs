@@ -49,6 +49,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
             let _ = stopped.await;
         })
         .await
+        .map(drop)
     });
     TestApp {
         addr,

@@ -18,5 +18,6 @@ mod messaging;
 mod metrics;
 mod nats;
 mod security;
+mod shutdown;
 mod tokens;
 mod traces;
