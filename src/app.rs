@@ -13,13 +13,15 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::Admission;
 use crate::auth::Verifier;
-use crate::broker::{Broker, NatsBroker};
+use crate::broker::{Broker, NatsBroker, NatsSettings};
 use crate::config::{Config, Secret};
 use crate::delivery::Delivery;
 use crate::hub::{ConnId, Hub};
 use crate::message::MessageIds;
 use crate::outbox::SlowConsumerPolicy;
-use crate::telemetry::{BrokerMetrics, MessageTracer, MessagingSystem, Metrics, Telemetry};
+use crate::telemetry::{
+    BrokerMetrics, MessageTracer, MessagingSystem, Metrics, Telemetry, Warnings,
+};
 
 /// State shared by every request and connection. Cloning is an `Arc` bump.
 #[derive(Clone)]
@@ -31,6 +33,9 @@ struct Shared {
     hub: Arc<Hub>,
     broker: Broker,
     metrics: Metrics,
+    /// Rate-limited warnings (`wsgate_warnings_total`), for any module that
+    /// logs something a client or a flood can repeat.
+    warnings: Warnings,
     tracer: MessageTracer,
     /// Rendered by `/metrics`.
     registry: prometheus::Registry,
@@ -80,6 +85,9 @@ impl AppState {
     }
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+    pub fn warnings(&self) -> &Warnings {
+        &self.0.warnings
     }
     pub fn tracer(&self) -> &MessageTracer {
         &self.0.tracer
@@ -142,18 +150,22 @@ impl Application {
             tracer.clone(),
             system,
         ));
+        let warnings = Warnings::new(&telemetry.meter, config.warning_log_interval);
         let broker = match &config.nats_url {
             None => Broker::memory(delivery),
-            Some(url) => Broker::Nats(Arc::new(
-                NatsBroker::connect(
-                    url,
-                    &config.nats_subject_prefix,
-                    &node_id,
-                    delivery,
-                    BrokerMetrics::new(&telemetry.meter),
-                )
-                .await?,
-            )),
+            Some(url) => {
+                let settings = NatsSettings {
+                    url: url.clone(),
+                    prefix: config.nats_subject_prefix.clone(),
+                    node_id: node_id.clone(),
+                    max_message_bytes: config.max_message_bytes as usize,
+                    subscription_buffer: config.nats_subscription_buffer as usize,
+                    connect_timeout: config.broker_connect_timeout,
+                };
+                let metrics = BrokerMetrics::new(&telemetry.meter);
+                let nats = NatsBroker::connect(&settings, delivery, metrics, warnings.clone());
+                Broker::Nats(Arc::new(nats.await?))
+            }
         };
         let limits = Limits {
             max_message_bytes: config.max_message_bytes as usize,
@@ -176,6 +188,7 @@ impl Application {
             hub,
             broker,
             metrics,
+            warnings,
             tracer,
             registry: telemetry.registry.clone(),
             ids: MessageIds::new(),

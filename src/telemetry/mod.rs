@@ -21,6 +21,7 @@ mod metrics;
 mod process;
 pub mod propagation;
 pub mod spans;
+mod warnings;
 
 use std::sync::Arc;
 
@@ -38,9 +39,12 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 pub use broker_metrics::BrokerMetrics;
 pub use export::EXPORT_FAILED;
-pub use labels::{CloseReason, DropReason, ErrorType, RejectReason, close_code_label};
+pub use labels::{
+    CloseReason, ConsumeError, DropReason, ErrorType, RejectReason, WarningKind, close_code_label,
+};
 pub use metrics::Metrics;
 pub use spans::{MessageSpan, MessageTracer, MessagingSystem, Origin};
+pub use warnings::Warnings;
 
 use crate::config::LogFormat;
 

@@ -16,5 +16,8 @@ mod helpers;
 mod messaging;
 mod metrics;
 mod nats;
+mod nats_limits;
+mod nats_server;
+mod nats_startup;
 mod security;
 mod traces;
