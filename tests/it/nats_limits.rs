@@ -269,3 +269,75 @@ async fn a_full_subscription_buffer_drops_and_counts_the_overflow() {
         json!({"type": "pong", "id": "end"})
     );
 }
+
+/// A flood that overflows a room's buffer costs counter adds, not log lines:
+/// the node logs one line per interval, and the NATS client library (which
+/// logs each of its events at INFO) none per dropped message.
+#[tokio::test]
+async fn an_overflowing_room_logs_a_line_per_interval_not_per_drop() {
+    const BURST: u64 = 2_000;
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let gw = Gateway::start(
+        &[("OTEL_TRACES_EXPORTER", "none")],
+        &[
+            "--nats-url",
+            &nats.url(),
+            "--nats-subscription-buffer",
+            "1",
+            "--warning-log-interval",
+            "1h",
+        ],
+    )
+    .await;
+    gw.wait_ready().await;
+    let mut subscriber = gw.connect().await;
+    subscriber.subscribe("flood").await;
+    let raw = async_nats::connect(nats.url()).await.expect("raw client");
+    for seq in 0..BURST {
+        publish_raw(&raw, "flood", &format!("m{seq}"), seq.to_string().into()).await;
+    }
+    raw.flush().await.expect("flush");
+
+    let ours = |logs: &[Value]| {
+        logs.iter()
+            .filter(|l| {
+                l["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("buffer was full"))
+            })
+            .count()
+    };
+    // async-nats logs an event before it calls wsgate's handler, which logs
+    // this line: once it is here, the library's line for the same drop would be.
+    let logs = poll_until(async || {
+        let logs = gw.logs();
+        if ours(&logs) > 0 {
+            Ok(logs)
+        } else {
+            Err("the node to log that a buffer was full".to_owned())
+        }
+    })
+    .await;
+    let library = logs
+        .iter()
+        .filter(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("slow consumer"))
+        })
+        .count();
+    assert_eq!(library, 0, "no line per dropped message");
+    // Every drop is counted twice, as a message and as a warning; once the
+    // flood has passed, the two agree.
+    let m = gw
+        .metrics_when("drops counted as messages and as warnings", |m| {
+            m.get(&consumed(Some("slow_consumer")))
+                == m.get("wsgate_warnings_total{kind=\"broker_slow_consumer\"}")
+        })
+        .await;
+    let dropped = m.get(&consumed(Some("slow_consumer")));
+    assert!(dropped >= 1.0);
+    assert_eq!(ours(&gw.logs()), 1, "{dropped} drops, one line an hour");
+}
