@@ -12,12 +12,12 @@
 //! message once, in publish order per publisher.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
 use async_nats::connection::State;
 use opentelemetry::Context;
-use opentelemetry::metrics::ObservableGauge;
 use opentelemetry::propagation::{Injector, TextMapPropagator as _};
 use opentelemetry::trace::TraceContextExt as _;
 use tokio::sync::watch;
@@ -30,7 +30,9 @@ use crate::delivery::Delivery;
 use crate::message::Envelope;
 use crate::room::RoomKey;
 use crate::telemetry::propagation::StrictTraceContext;
-use crate::telemetry::{BrokerMetrics, ConsumeError, WarningKind, Warnings};
+use crate::telemetry::{
+    BrokerMetrics, BrokerState, ConsumeError, ObservedBroker, WarningKind, Warnings,
+};
 
 /// How long a subscription may take to be confirmed by the server.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,8 +73,9 @@ pub struct NatsBroker {
     inbound: Arc<Inbound>,
     /// Rooms this node listens to.
     rooms: Arc<Rooms>,
-    /// Reports the number of rooms (`wsgate_broker_rooms`).
-    _rooms_gauge: ObservableGauge<u64>,
+    /// Keeps the instruments that read the client's state registered (they
+    /// hold a clone of the client, as long as the meter provider lives).
+    _observed: ObservedBroker,
     /// Turns true at the first connection to NATS.
     connected_once: watch::Receiver<bool>,
     /// Until the first connection, and at most until this instant, requests
@@ -91,11 +94,12 @@ impl NatsBroker {
     ) -> Result<Self, BrokerError> {
         let first_connection_deadline = tokio::time::Instant::now() + settings.connect_timeout;
         let (connected_once, connected_once_rx) = watch::channel(false);
-        let events = Events {
+        let events = Events(Arc::new(EventState {
             metrics: metrics.clone(),
             warnings: warnings.clone(),
-            connected_once: Arc::new(connected_once),
-        };
+            connected_once,
+            ever_connected: AtomicBool::new(false),
+        }));
         let url = &settings.url;
         let client = async_nats::ConnectOptions::new()
             .name(format!("wsgate {}", settings.node_id))
@@ -120,9 +124,17 @@ impl NatsBroker {
             BrokerError::Unavailable(format!("subscribing the round-trip responder: {e}"))
         })?;
         let rooms = Arc::new(Rooms::default());
-        let rooms_gauge = metrics.observe_rooms({
-            let rooms = rooms.clone();
-            move || rooms.len()
+        let observed = metrics.observe({
+            let (client, rooms) = (client.clone(), rooms.clone());
+            move || {
+                let stats = client.statistics();
+                BrokerState {
+                    connected: client.connection_state() == State::Connected,
+                    connects: stats.connects.load(Ordering::Relaxed),
+                    received: stats.in_messages.load(Ordering::Relaxed),
+                    rooms: rooms.len(),
+                }
+            }
         });
         Ok(Self {
             client,
@@ -138,7 +150,7 @@ impl NatsBroker {
             metrics,
             warnings,
             rooms,
-            _rooms_gauge: rooms_gauge,
+            _observed: observed,
             connected_once: connected_once_rx,
             first_connection_deadline,
         })
@@ -293,37 +305,44 @@ pub fn subject(prefix: &str, key: &RoomKey) -> String {
     subject
 }
 
-/// What the NATS client's event callback updates.
+/// What the NATS client's event callback needs. Cheap to clone: one `Arc`.
 #[derive(Clone)]
-struct Events {
+struct Events(Arc<EventState>);
+
+struct EventState {
     metrics: BrokerMetrics,
     warnings: Warnings,
-    connected_once: Arc<watch::Sender<bool>>,
+    connected_once: watch::Sender<bool>,
+    /// Whether a `Connected` event came before, to log reconnections as such.
+    ever_connected: AtomicBool,
 }
 
 impl Events {
     /// async-nats hands events over a 128-slot channel it fills with
     /// `try_send`, so in a flood (one `SlowConsumer` per dropped message)
-    /// some events are lost: the slow-consumer count is exact while drops are
-    /// sparse and a lower bound in a burst of more than 128.
+    /// events are lost: the slow-consumer count is exact while drops are
+    /// sparse and a lower bound in a burst. Nothing else depends on events
+    /// arriving: the connection's state is read from the client itself
+    /// (`BrokerState`), and the first-connection signal cannot meet a flood
+    /// (no message arrives before the first connection).
     fn on(&self, event: async_nats::Event) {
+        let this = &self.0;
         match event {
             async_nats::Event::Connected => {
-                self.connected_once.send_replace(true);
-                if self.metrics.connected(true) {
-                    tracing::info!("connected to NATS");
-                } else {
+                this.connected_once.send_replace(true);
+                if this.ever_connected.swap(true, Ordering::Relaxed) {
                     tracing::info!("reconnected to NATS; subscriptions restored");
+                } else {
+                    tracing::info!("connected to NATS");
                 }
             }
             async_nats::Event::Disconnected => {
-                self.metrics.connected(false);
                 tracing::warn!("disconnected from NATS; publishes are refused until it returns");
             }
             // One message dropped: its subscription's buffer was full.
             async_nats::Event::SlowConsumer(_) => {
-                self.metrics.consumed(Some(ConsumeError::SlowConsumer));
-                if let Some(suppressed) = self.warnings.admit(WarningKind::BrokerSlowConsumer) {
+                this.metrics.consumed(Some(ConsumeError::SlowConsumer));
+                if let Some(suppressed) = this.warnings.admit(WarningKind::BrokerSlowConsumer) {
                     tracing::warn!(
                         suppressed,
                         "a NATS subscription's buffer was full and a message was dropped \

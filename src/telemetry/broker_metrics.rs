@@ -3,13 +3,11 @@
 //! function call.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{
-    Counter, Gauge, Histogram, Meter, ObservableCounter, ObservableGauge,
-};
+use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableCounter, ObservableGauge};
 
 use super::labels::{ConsumeError, LabelSet as _};
 use super::metrics::LATENCY_BUCKETS;
@@ -17,7 +15,7 @@ use super::metrics::LATENCY_BUCKETS;
 /// Handles to the broker's instruments.
 #[derive(Clone)]
 pub struct BrokerMetrics {
-    /// For the instruments the broker registers once it exists (the room gauge).
+    /// For the instruments that read the broker client once it exists.
     meter: Meter,
     operation_duration: Histogram<f64>,
     sent: Counter<u64>,
@@ -27,11 +25,32 @@ pub struct BrokerMetrics {
     consumed: Arc<Consumed>,
     /// Keeps the consumed counter's callback registered.
     _consumed: ObservableCounter<u64>,
-    connected: Gauge<i64>,
-    reconnects: Counter<u64>,
-    /// Whether the client has ever connected, so a later `Connected` event is
-    /// counted as a reconnect.
-    ever_connected: Arc<AtomicBool>,
+}
+
+/// The broker client's state, read at each collection. Read, not recorded
+/// from the client's events: async-nats hands those over a channel it fills
+/// without waiting, so in a flood (one event per dropped message) a
+/// disconnection's event can be lost, and a gauge fed by events would say
+/// "connected" through an outage.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BrokerState {
+    pub connected: bool,
+    /// Connections made so far, the first included.
+    pub connects: u64,
+    /// Messages the client read from the broker, for any subscription.
+    pub received: u64,
+    /// Rooms the node listens to.
+    pub rooms: usize,
+}
+
+/// Keeps the instruments that read [`BrokerState`] registered.
+pub struct ObservedBroker {
+    _instruments: (
+        ObservableGauge<i64>,
+        ObservableCounter<u64>,
+        ObservableCounter<u64>,
+        ObservableGauge<u64>,
+    ),
 }
 
 /// Messages received from the broker: delivered, and not, by reason.
@@ -83,18 +102,7 @@ impl BrokerMetrics {
                     }
                 })
                 .build(),
-            connected: meter
-                .i64_gauge("wsgate.broker.connected")
-                .with_description("1 while the node is connected to the broker, else 0.")
-                .build(),
-            reconnects: meter
-                .u64_counter("wsgate.broker.reconnects")
-                .with_description("Times the node reconnected to the broker after losing it.")
-                .build(),
-            ever_connected: Arc::new(AtomicBool::new(false)),
         };
-        m.connected.record(0, &[system()]);
-        m.reconnects.add(0, &[system()]);
         m.sent.add(0, &[system(), operation("publish")]);
         m.sent.add(
             0,
@@ -124,31 +132,41 @@ impl BrokerMetrics {
         count.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Reports `rooms()` as `wsgate_broker_rooms` at each collection: the
-    /// rooms this node holds broker interest in. Keep the returned handle as
-    /// long as the rooms exist.
-    pub fn observe_rooms(
+    /// Reports the client's state, from `probe` at each collection: the
+    /// connection gauge, reconnects, messages received and rooms.
+    pub fn observe(
         &self,
-        rooms: impl Fn() -> usize + Send + Sync + 'static,
-    ) -> ObservableGauge<u64> {
-        self.meter
+        probe: impl Fn() -> BrokerState + Send + Sync + 'static,
+    ) -> ObservedBroker {
+        let probe: Arc<dyn Fn() -> BrokerState + Send + Sync> = Arc::new(probe);
+        let m = &self.meter;
+        let connected = probe.clone();
+        let connected = m
+            .i64_observable_gauge("wsgate.broker.connected")
+            .with_description("1 while the node is connected to the broker, else 0.")
+            .with_callback(move |o| o.observe(i64::from(connected().connected), &[system()]))
+            .build();
+        let reconnects = probe.clone();
+        let reconnects = m
+            .u64_observable_counter("wsgate.broker.reconnects")
+            .with_description("Times the node reconnected to the broker after losing it.")
+            .with_callback(move |o| o.observe(reconnects().connects.saturating_sub(1), &[system()]))
+            .build();
+        let received = probe.clone();
+        let received = m
+            .u64_observable_counter("wsgate.broker.received.messages")
+            .with_description("Messages the broker client read from the server, for every subscription: those the node consumed, those the client dropped (slow_consumer, not all of them reported), and two per subscribe confirmation.")
+            .with_unit("{message}")
+            .with_callback(move |o| o.observe(received().received, &[system()]))
+            .build();
+        let rooms = m
             .u64_observable_gauge("wsgate.broker.rooms")
             .with_description("Rooms this node listens to on the broker (subscribed, or being subscribed): one NATS subscription each.")
             .with_unit("{room}")
-            .with_callback(move |observer| observer.observe(rooms() as u64, &[system()]))
-            .build()
-    }
-
-    /// Records the connection state; returns whether this is the first connection.
-    pub fn connected(&self, up: bool) -> bool {
-        self.connected.record(i64::from(up), &[system()]);
-        if !up {
-            return false;
+            .with_callback(move |o| o.observe(probe().rooms as u64, &[system()]))
+            .build();
+        ObservedBroker {
+            _instruments: (connected, reconnects, received, rooms),
         }
-        let first = !self.ever_connected.swap(true, Ordering::Relaxed);
-        if !first {
-            self.reconnects.add(1, &[system()]);
-        }
-        first
     }
 }

@@ -37,7 +37,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-pub use broker_metrics::BrokerMetrics;
+pub use broker_metrics::{BrokerMetrics, BrokerState, ObservedBroker};
 pub use export::EXPORT_FAILED;
 pub use labels::{
     CloseReason, ConsumeError, DropReason, ErrorType, RejectReason, WarningKind, close_code_label,

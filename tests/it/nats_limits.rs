@@ -15,6 +15,8 @@ use crate::nats::NatsServer;
 
 const ROOMS: &str = "wsgate_broker_rooms{messaging_system=\"nats\"}";
 const SUBSCRIBE_FAILED: &str = "wsgate_warnings_total{kind=\"broker_subscribe_failed\"}";
+/// Everything the NATS client read, reported or not.
+const RECEIVED: &str = "wsgate_broker_received_messages_total{messaging_system=\"nats\"}";
 
 fn consumed(error_type: Option<&str>) -> String {
     let error = error_type.map_or(String::new(), |e| format!("error_type=\"{e}\","));
@@ -215,6 +217,7 @@ async fn a_full_subscription_buffer_drops_and_counts_the_overflow() {
     let mut subscriber = app.connect().await;
     subscriber.subscribe("burst").await;
     let baseline = nats.delivered_to("wsgate overflow").await;
+    let received = app.metrics().await.get(RECEIVED);
 
     let url = nats.url();
     let nats = &nats;
@@ -255,6 +258,7 @@ async fn a_full_subscription_buffer_drops_and_counts_the_overflow() {
         .await;
     assert_eq!(m.get(&consumed(None)), 1.0, "one fits in the buffer");
     assert_eq!(m.get(&slow), (BURST - 1) as f64, "the rest overflowed");
+    assert_eq!(m.get(RECEIVED) - received, BURST as f64);
     assert_eq!(
         m.get("wsgate_warnings_total{kind=\"broker_slow_consumer\"}"),
         (BURST - 1) as f64
@@ -340,4 +344,82 @@ async fn an_overflowing_room_logs_a_line_per_interval_not_per_drop() {
     let dropped = m.get(&consumed(Some("slow_consumer")));
     assert!(dropped >= 1.0);
     assert_eq!(ours(&gw.logs()), 1, "{dropped} drops, one line an hour");
+}
+
+/// async-nats reports events through a 128-slot channel it fills without
+/// waiting, so a flood of drops fills it and the events after are lost: the
+/// node must not learn of an outage from them. Deterministic like the
+/// overflow test: the burst is written and the server stopped while this
+/// thread, which runs the node, is blocked; then the node reads the burst
+/// (127 drops more than the channel holds) and the end of the connection in
+/// one go, before its event handler can run.
+#[tokio::test]
+async fn a_flood_of_drops_does_not_hide_an_outage() {
+    const BURST: u64 = 300;
+    const CONNECTED: &str = "wsgate_broker_connected{messaging_system=\"nats\"}";
+    let Some(mut nats) = NatsServer::start().await else {
+        return;
+    };
+    let app = node(&nats, |c| {
+        c.nats_subscription_buffer = 1;
+        c.node_id = Some("flooded".into());
+    })
+    .await;
+    let mut subscriber = app.connect().await;
+    subscriber.subscribe("burst").await;
+    let before = app.metrics().await;
+    assert_eq!(before.get(CONNECTED), 1.0);
+    let baseline = nats.delivered_to("wsgate flooded").await;
+
+    let url = nats.url();
+    let server = &mut nats;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async {
+                    let raw = async_nats::connect(url).await.expect("raw client");
+                    for seq in 0..BURST {
+                        let data = Bytes::from(seq.to_string());
+                        publish_raw(&raw, "burst", &format!("m{seq}"), data).await;
+                    }
+                    raw.flush().await.expect("flush");
+                    poll_until(async || {
+                        let now = server.delivered_to("wsgate flooded").await;
+                        if now.messages >= baseline.messages + BURST && now.pending_bytes == 0 {
+                            Ok(())
+                        } else {
+                            Err(format!("NATS to write the burst to the node: {now:?}"))
+                        }
+                    })
+                    .await;
+                    server.stop();
+                });
+            })
+            .join()
+            .expect("publisher thread");
+    });
+
+    let m = app
+        .metrics_when("the outage seen", |m| m.get(CONNECTED) == 0.0)
+        .await;
+    let reported = m.get(&consumed(None)) + m.get(&consumed(Some("slow_consumer")));
+    assert!(
+        reported < BURST as f64,
+        "some drop reports were lost ({reported} of {BURST}), so the disconnection's could be"
+    );
+    assert_eq!(
+        m.get(RECEIVED) - before.get(RECEIVED),
+        BURST as f64,
+        "what the client read is counted exactly"
+    );
+    nats.restart().await;
+    app.metrics_when("reconnected", |m| {
+        m.get(CONNECTED) == 1.0
+            && m.get("wsgate_broker_reconnects_total{messaging_system=\"nats\"}") == 1.0
+    })
+    .await;
 }
