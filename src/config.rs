@@ -69,7 +69,8 @@ pub struct Config {
     /// Messages the NATS client holds for one room's subscription while the
     /// node delivers the ones before; further messages are dropped and counted
     /// (`error_type="slow_consumer"`). With `--max-message-bytes` it bounds
-    /// what one room can hold in memory; their product may be at most 1 GiB.
+    /// what one room can hold in memory (their product may be at most 1 GiB);
+    /// messages published straight to NATS are bounded by its max_payload.
     #[arg(long, env = "WSGATE_NATS_SUBSCRIPTION_BUFFER", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub nats_subscription_buffer: u32,

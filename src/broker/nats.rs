@@ -110,8 +110,10 @@ impl NatsBroker {
                 (Duration::from_millis(100) * attempts as u32).min(MAX_RECONNECT_DELAY)
             })
             // Bounds what one room can hold in memory when its listener falls
-            // behind: at most this many messages of at most
-            // --max-message-bytes each. async-nats's default is 65,536.
+            // behind: this many messages (async-nats's default is 65,536).
+            // Gateways publish at most --max-message-bytes each; anything else
+            // publishing on NATS is bounded by the server's max_payload (1 MiB
+            // by default), since the size check comes after the buffer.
             .subscription_capacity(settings.subscription_buffer)
             .event_callback(move |event| {
                 let events = events.clone();
@@ -266,7 +268,7 @@ impl NatsBroker {
 
     /// Withdraws one acquire; the last one unsubscribes. Runs in the background
     /// because a connection's drop path cannot wait.
-    pub fn release(self: &Arc<Self>, room: &RoomKey) {
+    pub fn release(&self, room: &RoomKey) {
         let rooms = self.rooms.clone();
         let room = room.clone();
         tokio::spawn(async move {
