@@ -22,9 +22,14 @@ use super::labels::{LabelSet as _, WarningKind};
 /// The rate-limited warnings of one node, one limiter per [`WarningKind`].
 /// Cheap to clone: one `Arc`.
 ///
-/// ```ignore
+/// ```
+/// # use std::time::Duration;
+/// # use wsgate::telemetry::{WarningKind, Warnings};
+/// # let meter = opentelemetry::global::meter("doc");
+/// let warnings = Warnings::new(&meter, Duration::from_secs(10));
+/// # let (room, error) = ("lobby", "not connected to NATS");
 /// if let Some(suppressed) = warnings.admit(WarningKind::BrokerSubscribeFailed) {
-///     tracing::warn!(room = %room, error = %e, suppressed, "subscribe failed");
+///     tracing::warn!(room, error, suppressed, "subscribe failed");
 /// }
 /// ```
 #[derive(Clone)]
