@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::Admission;
 use crate::auth::Verifier;
-use crate::broker::{Broker, NatsBroker};
+use crate::broker::{Broker, NatsBroker, NatsSettings};
 use crate::config::{Config, Secret};
 use crate::delivery::Delivery;
 use crate::hub::{ConnId, Hub};
@@ -22,6 +22,7 @@ use crate::message::MessageIds;
 use crate::outbox::{QueueLimits, QueuedBytes};
 use crate::telemetry::{
     BrokerMetrics, MessageTracer, MessagingSystem, Metrics, StateGauges, StateReaders, Telemetry,
+    Warnings,
 };
 
 /// State shared by every request and connection. Cloning is an `Arc` bump.
@@ -34,6 +35,9 @@ struct Shared {
     hub: Arc<Hub>,
     broker: Broker,
     metrics: Metrics,
+    /// Rate-limited warnings (`wsgate_warnings_total`), for any module that
+    /// logs something a client or a flood can repeat.
+    warnings: Warnings,
     tracer: MessageTracer,
     /// Rendered by `/metrics`.
     registry: prometheus::Registry,
@@ -92,6 +96,9 @@ impl AppState {
     }
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+    pub fn warnings(&self) -> &Warnings {
+        &self.0.warnings
     }
     pub fn tracer(&self) -> &MessageTracer {
         &self.0.tracer
@@ -157,18 +164,22 @@ impl Application {
             tracer.clone(),
             system,
         ));
+        let warnings = Warnings::new(&telemetry.meter, config.warning_log_interval);
         let broker = match &config.nats_url {
             None => Broker::memory(delivery),
-            Some(url) => Broker::Nats(Arc::new(
-                NatsBroker::connect(
-                    url,
-                    &config.nats_subject_prefix,
-                    &node_id,
-                    delivery,
-                    BrokerMetrics::new(&telemetry.meter),
-                )
-                .await?,
-            )),
+            Some(url) => {
+                let settings = NatsSettings {
+                    url: url.clone(),
+                    prefix: config.nats_subject_prefix.clone(),
+                    node_id: node_id.clone(),
+                    max_message_bytes: config.max_message_bytes as usize,
+                    subscription_buffer: config.nats_subscription_buffer as usize,
+                    connect_timeout: config.broker_connect_timeout,
+                };
+                let metrics = BrokerMetrics::new(&telemetry.meter);
+                let nats = NatsBroker::connect(&settings, delivery, metrics, warnings.clone());
+                Broker::Nats(Arc::new(nats.await?))
+            }
         };
         let limits = Limits {
             max_message_bytes: config.max_message_bytes as usize,
@@ -214,6 +225,7 @@ impl Application {
             hub,
             broker,
             metrics,
+            warnings,
             tracer,
             registry: telemetry.registry.clone(),
             ids: MessageIds::new(),

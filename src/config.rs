@@ -66,6 +66,28 @@ pub struct Config {
     #[arg(long, env = "WSGATE_NATS_SUBJECT_PREFIX", default_value = "wsgate", value_parser = subject_prefix)]
     pub nats_subject_prefix: String,
 
+    /// Messages the NATS client holds for one room's subscription while the
+    /// node delivers the ones before; further messages are dropped and counted
+    /// (`error_type="slow_consumer"`). With `--max-message-bytes` it bounds
+    /// what one room can hold in memory (their product may be at most 1 GiB);
+    /// messages published straight to NATS are bounded by its max_payload.
+    #[arg(long, env = "WSGATE_NATS_SUBSCRIPTION_BUFFER", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub nats_subscription_buffer: u32,
+
+    /// How long after start-up a subscribe or publish waits for the first
+    /// connection to NATS instead of failing with `broker_unavailable`; 0 =
+    /// never wait. After the first connection, a disconnected node refuses at
+    /// once.
+    #[arg(long, env = "WSGATE_BROKER_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub broker_connect_timeout: Duration,
+
+    /// Warnings that can repeat (a failed subscribe, a dropped message from
+    /// NATS) are logged at most once per interval and kind, with the count of
+    /// those left out; all are counted in `wsgate_warnings_total`.
+    #[arg(long, env = "WSGATE_WARNING_LOG_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub warning_log_interval: Duration,
+
     /// Most WebSocket connections served at once; further upgrades get 503.
     #[arg(long, env = "WSGATE_MAX_CONNECTIONS", default_value_t = 100_000,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -202,7 +224,15 @@ pub enum ConfigError {
         "--send-queue-bytes ({queue}) must hold at least one --max-message-bytes ({message}) message"
     )]
     QueueBytes { queue: u32, message: u32 },
+    #[error(
+        "--nats-subscription-buffer ({buffer}) × --max-message-bytes ({bytes}) must be at most \
+         1 GiB: it is what one room may hold in memory"
+    )]
+    RoomBuffer { buffer: u32, bytes: u32 },
 }
+
+/// The most one room's NATS subscription buffer may hold, in bytes.
+const MAX_ROOM_BUFFER_BYTES: u64 = 1 << 30;
 
 impl Config {
     /// Checks the rules that span several flags.
@@ -212,6 +242,7 @@ impl Config {
             ("heartbeat-timeout", self.heartbeat_timeout),
             ("handshake-timeout", self.handshake_timeout),
             ("write-timeout", self.write_timeout),
+            ("warning-log-interval", self.warning_log_interval),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero { flag });
@@ -221,6 +252,14 @@ impl Config {
             return Err(ConfigError::QueueBytes {
                 queue: self.send_queue_bytes,
                 message: self.max_message_bytes,
+            });
+        }
+        if u64::from(self.nats_subscription_buffer) * u64::from(self.max_message_bytes)
+            > MAX_ROOM_BUFFER_BYTES
+        {
+            return Err(ConfigError::RoomBuffer {
+                buffer: self.nats_subscription_buffer,
+                bytes: self.max_message_bytes,
             });
         }
         if self.heartbeat_timeout <= self.heartbeat_interval {
@@ -363,6 +402,30 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.nats_url, None);
         assert_eq!(c.nats_subject_prefix, "wsgate");
+        assert_eq!(c.nats_subscription_buffer, 1024);
+        assert_eq!(c.broker_connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.warning_log_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn nats_flags() {
+        let c = parse(&[
+            "--nats-subscription-buffer=16",
+            "--broker-connect-timeout=0s",
+            "--warning-log-interval=250ms",
+        ])
+        .unwrap();
+        assert_eq!(c.nats_subscription_buffer, 16);
+        assert_eq!(c.broker_connect_timeout, Duration::ZERO, "0 = never wait");
+        assert_eq!(c.warning_log_interval, Duration::from_millis(250));
+        // The largest buffer the default message size allows: 1 GiB.
+        parse(&["--nats-subscription-buffer=16384"]).unwrap();
+        parse(&[
+            "--nats-subscription-buffer=16",
+            "--max-message-bytes=67108864",
+            "--send-queue-bytes=67108864",
+        ])
+        .unwrap();
     }
 
     #[test]
@@ -432,6 +495,24 @@ mod tests {
             (&["--write-timeout=0s"], "greater than zero"),
             (&["--max-rooms=0"], "--max-rooms"),
             (&["--jwt-audience="], "must not be empty"),
+            (
+                &["--nats-subscription-buffer=0"],
+                "--nats-subscription-buffer",
+            ),
+            (
+                &["--nats-subscription-buffer=16385"],
+                "must be at most 1 GiB",
+            ),
+            (
+                &[
+                    "--nats-subscription-buffer=17",
+                    "--max-message-bytes=67108864",
+                    "--send-queue-bytes=67108864",
+                ],
+                "must be at most 1 GiB",
+            ),
+            (&["--broker-connect-timeout=soon"], "examples: 25s"),
+            (&["--warning-log-interval=0s"], "greater than zero"),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");

@@ -5,14 +5,16 @@
 //! of brokers, and an enum keeps every signature free of type parameters. The
 //! hub never sees which variant runs; it only receives deliveries.
 
+mod inbound;
 mod memory;
 mod nats;
+mod rooms;
 mod round_trip;
 
 use std::sync::Arc;
 
 pub use memory::MemoryBroker;
-pub use nats::{NatsBroker, subject};
+pub use nats::{NatsBroker, NatsSettings, subject};
 
 use crate::delivery::Delivery;
 use crate::message::Envelope;

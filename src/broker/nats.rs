@@ -11,34 +11,55 @@
 //! node holds one subscription per room, and each local subscriber gets each
 //! message once, in publish order per publisher.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_nats::{HeaderMap, Subscriber};
-use futures_util::StreamExt as _;
+use async_nats::HeaderMap;
+use async_nats::connection::State;
 use opentelemetry::Context;
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
+use opentelemetry::propagation::{Injector, TextMapPropagator as _};
 use opentelemetry::trace::TraceContextExt as _;
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
 use super::BrokerError;
+use super::inbound::Inbound;
+use super::rooms::Rooms;
 use super::round_trip::RoundTrip;
 use crate::delivery::Delivery;
-use crate::message::{Envelope, PublishedAt};
-use crate::protocol;
+use crate::message::Envelope;
 use crate::room::RoomKey;
-use crate::telemetry::BrokerMetrics;
 use crate::telemetry::propagation::StrictTraceContext;
+use crate::telemetry::{
+    BrokerMetrics, BrokerState, ConsumeError, ObservedBroker, WarningKind, Warnings,
+};
 
 /// How long a subscription may take to be confirmed by the server.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest wait between reconnect attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
-const MSG_ID: &str = "Nats-Msg-Id";
+pub(super) const MSG_ID: &str = "Nats-Msg-Id";
 const ORIGIN: &str = "Wsgate-Origin";
-const PUBLISHED_AT: &str = "Wsgate-Published-At";
+pub(super) const PUBLISHED_AT: &str = "Wsgate-Published-At";
+
+/// How a node uses NATS, from the configuration.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    /// `--nats-url`.
+    pub url: String,
+    /// `--nats-subject-prefix`.
+    pub prefix: String,
+    pub node_id: String,
+    /// `--max-message-bytes`: larger messages from NATS are dropped.
+    pub max_message_bytes: usize,
+    /// `--nats-subscription-buffer`: messages the NATS client holds for one
+    /// room's subscription before it drops them.
+    pub subscription_buffer: usize,
+    /// `--broker-connect-timeout`: how long after start-up requests wait for
+    /// the first connection.
+    pub connect_timeout: Duration,
+}
 
 pub struct NatsBroker {
     client: async_nats::Client,
@@ -46,67 +67,127 @@ pub struct NatsBroker {
     round_trip: RoundTrip,
     prefix: String,
     node_id: String,
-    delivery: Arc<Delivery>,
     metrics: BrokerMetrics,
-    /// Rooms this node listens to. The std mutex is held only to find or create
-    /// a room's entry; the entry's tokio mutex is held across the subscribe
-    /// round trip, so concurrent first subscribers to a room wait for one
-    /// subscription instead of creating two.
-    rooms: std::sync::Mutex<HashMap<RoomKey, Arc<tokio::sync::Mutex<Interest>>>>,
-}
-
-/// This node's interest in one room.
-#[derive(Default)]
-struct Interest {
-    /// Local subscribers that acquired the room.
-    refs: usize,
-    /// The task reading the room's NATS subscription; dropping its subscriber
-    /// (by aborting it) unsubscribes.
-    listener: Option<JoinHandle<()>>,
+    warnings: Warnings,
+    /// What each room's listener task shares.
+    inbound: Arc<Inbound>,
+    /// Rooms this node listens to.
+    rooms: Arc<Rooms>,
+    /// Keeps the instruments that read the client's state registered (they
+    /// hold a clone of the client, as long as the meter provider lives).
+    _observed: ObservedBroker,
+    /// Turns true at the first connection to NATS.
+    connected_once: watch::Receiver<bool>,
+    /// Until the first connection, and at most until this instant, requests
+    /// wait for NATS instead of failing; see [`NatsBroker::available`].
+    first_connection_deadline: tokio::time::Instant,
 }
 
 impl NatsBroker {
     /// Connects in the background: the node starts (not ready) even while NATS
     /// is down, and the client reconnects for as long as the node runs.
     pub async fn connect(
-        url: &str,
-        prefix: &str,
-        node_id: &str,
+        settings: &NatsSettings,
         delivery: Arc<Delivery>,
         metrics: BrokerMetrics,
+        warnings: Warnings,
     ) -> Result<Self, BrokerError> {
-        let events = metrics.clone();
+        let first_connection_deadline = tokio::time::Instant::now() + settings.connect_timeout;
+        let (connected_once, connected_once_rx) = watch::channel(false);
+        let events = Events(Arc::new(EventState {
+            metrics: metrics.clone(),
+            warnings: warnings.clone(),
+            connected_once,
+            ever_connected: AtomicBool::new(false),
+        }));
+        let url = &settings.url;
         let client = async_nats::ConnectOptions::new()
-            .name(format!("wsgate {node_id}"))
+            .name(format!("wsgate {}", settings.node_id))
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(2))
             .reconnect_delay_callback(|attempts| {
                 (Duration::from_millis(100) * attempts as u32).min(MAX_RECONNECT_DELAY)
             })
+            // Bounds what one room can hold in memory when its listener falls
+            // behind: this many messages (async-nats's default is 65,536).
+            // Gateways publish at most --max-message-bytes each; anything else
+            // publishing on NATS is bounded by the server's max_payload (1 MiB
+            // by default), since the size check comes after the buffer.
+            .subscription_capacity(settings.subscription_buffer)
             .event_callback(move |event| {
                 let events = events.clone();
-                async move { on_event(&events, event) }
+                async move { events.on(event) }
             })
-            .connect(url)
+            .connect(url.as_str())
             .await
             .map_err(|e| BrokerError::Unavailable(format!("connecting to {url}: {e}")))?;
         let round_trip = RoundTrip::start(&client).await.map_err(|e| {
             BrokerError::Unavailable(format!("subscribing the round-trip responder: {e}"))
         })?;
+        let rooms = Arc::new(Rooms::default());
+        let observed = metrics.observe({
+            let (client, rooms) = (client.clone(), rooms.clone());
+            move || {
+                let stats = client.statistics();
+                BrokerState {
+                    connected: client.connection_state() == State::Connected,
+                    connects: stats.connects.load(Ordering::Relaxed),
+                    received: stats.in_messages.load(Ordering::Relaxed),
+                    rooms: rooms.len(),
+                }
+            }
+        });
         Ok(Self {
             client,
             round_trip,
-            prefix: prefix.to_owned(),
-            node_id: node_id.to_owned(),
-            delivery,
+            prefix: settings.prefix.clone(),
+            node_id: settings.node_id.clone(),
+            inbound: Arc::new(Inbound {
+                delivery,
+                metrics: metrics.clone(),
+                warnings: warnings.clone(),
+                max_message_bytes: settings.max_message_bytes,
+            }),
             metrics,
-            rooms: std::sync::Mutex::default(),
+            warnings,
+            rooms,
+            _observed: observed,
+            connected_once: connected_once_rx,
+            first_connection_deadline,
         })
     }
 
     pub fn is_connected(&self) -> bool {
-        self.client.connection_state() == async_nats::connection::State::Connected
+        self.client.connection_state() == State::Connected
+    }
+
+    /// Whether NATS can take a request now.
+    ///
+    /// The node opens its port before its first connection to NATS is made,
+    /// so a client can arrive first: until that connection, and at most until
+    /// `--broker-connect-timeout` after start-up, requests wait for it. After
+    /// that (and in any outage after the first connection) a disconnected
+    /// node refuses at once, as documented: nothing is acknowledged and then
+    /// lost, and nothing piles up waiting for an outage to end.
+    async fn available(&self) -> Result<(), BrokerError> {
+        match self.client.connection_state() {
+            State::Connected => Ok(()),
+            State::Disconnected => Err(BrokerError::Unavailable("not connected to NATS".into())),
+            State::Pending => {
+                let mut connected = self.connected_once.clone();
+                let first = connected.wait_for(|connected| *connected);
+                match tokio::time::timeout_at(self.first_connection_deadline, first).await {
+                    // Connected (the event can precede the client's own state
+                    // by a moment; requests made now queue in the client).
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(_)) | Err(_) => Err(BrokerError::Unavailable(
+                        "NATS could not be reached since start-up (--broker-connect-timeout)"
+                            .into(),
+                    )),
+                }
+            }
+        }
     }
 
     /// Publishes an envelope: the payload is the raw `data`, everything else
@@ -120,9 +201,7 @@ impl NatsBroker {
     }
 
     async fn try_publish(&self, envelope: &Envelope) -> Result<(), BrokerError> {
-        if !self.is_connected() {
-            return Err(BrokerError::Unavailable("not connected to NATS".into()));
-        }
+        self.available().await?;
         let mut headers = HeaderMap::new();
         let cx = Context::new().with_remote_span_context(envelope.trace.clone());
         StrictTraceContext::new().inject_context(&cx, &mut NatsHeaders(&mut headers));
@@ -140,27 +219,32 @@ impl NatsBroker {
     }
 
     /// Makes sure this node receives `room`'s messages, subscribing on the first
-    /// local subscriber and waiting until the server has confirmed it.
+    /// local subscriber and waiting until the server has confirmed it. A
+    /// failure (or a cancelled call) leaves no trace of the room behind.
     pub async fn acquire(&self, room: &RoomKey) -> Result<(), BrokerError> {
-        let entry = self.entry(room);
-        let mut interest = entry.lock().await;
+        let claim = self.rooms.claim(room);
+        let mut interest = claim.lock().await;
         if interest.listener.is_none() {
-            let subscriber = self.subscribe(room).await?;
-            interest.listener = Some(tokio::spawn(listen(
-                subscriber,
-                room.clone(),
-                self.delivery.clone(),
-                self.metrics.clone(),
-            )));
+            let subscriber = match self.subscribe(room).await {
+                Ok(subscriber) => subscriber,
+                Err(e) => {
+                    if let Some(suppressed) =
+                        self.warnings.admit(WarningKind::BrokerSubscribeFailed)
+                    {
+                        tracing::warn!(%room, error = %e, suppressed, "subscribe failed");
+                    }
+                    return Err(e);
+                }
+            };
+            let listener = self.inbound.clone().listen(subscriber, room.clone());
+            interest.listener = Some(tokio::spawn(listener));
         }
         interest.refs += 1;
         Ok(())
     }
 
-    async fn subscribe(&self, room: &RoomKey) -> Result<Subscriber, BrokerError> {
-        if !self.is_connected() {
-            return Err(BrokerError::Unavailable("not connected to NATS".into()));
-        }
+    async fn subscribe(&self, room: &RoomKey) -> Result<async_nats::Subscriber, BrokerError> {
+        self.available().await?;
         let subject = subject(&self.prefix, room);
         let subscriber = self
             .client
@@ -169,7 +253,8 @@ impl NatsBroker {
             .map_err(|e| BrokerError::Unavailable(format!("subscribing: {e}")))?;
         // Once a round trip completes the server has processed the SUB, so a
         // publish on any node after our client hears "subscribed" reaches us.
-        // (A flush would only prove the SUB left this process.)
+        // (A flush would only prove the SUB left this process.) On failure the
+        // subscriber is dropped, which unsubscribes.
         match tokio::time::timeout(SUBSCRIBE_TIMEOUT, self.round_trip.complete()).await {
             Ok(Ok(())) => Ok(subscriber),
             Ok(Err(e)) => Err(BrokerError::Unavailable(format!(
@@ -183,82 +268,20 @@ impl NatsBroker {
 
     /// Withdraws one acquire; the last one unsubscribes. Runs in the background
     /// because a connection's drop path cannot wait.
-    pub fn release(self: &Arc<Self>, room: &RoomKey) {
-        let this = self.clone();
+    pub fn release(&self, room: &RoomKey) {
+        let rooms = self.rooms.clone();
         let room = room.clone();
         tokio::spawn(async move {
-            let entry = this.entry(&room);
-            let mut interest = entry.lock().await;
+            let claim = rooms.claim(&room);
+            let mut interest = claim.lock().await;
             interest.refs = interest.refs.saturating_sub(1);
-            if interest.refs > 0 {
-                return;
-            }
-            if let Some(listener) = interest.listener.take() {
-                listener.abort();
-            }
-            drop(interest);
-            // Forget the room unless someone is about to use it: under the map
-            // lock nobody can clone the entry, so the map's reference and ours
-            // being the only two means no acquire is pending on it.
-            let mut rooms = this.rooms.lock().unwrap_or_else(|p| p.into_inner());
-            if rooms.get(&room).is_some_and(|e| Arc::ptr_eq(e, &entry))
-                && Arc::strong_count(&entry) == 2
+            if interest.refs == 0
+                && let Some(listener) = interest.listener.take()
             {
-                rooms.remove(&room);
+                listener.abort();
             }
         });
     }
-
-    fn entry(&self, room: &RoomKey) -> Arc<tokio::sync::Mutex<Interest>> {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        rooms.entry(room.clone()).or_default().clone()
-    }
-}
-
-/// Reads one room's subscription and delivers each message locally, in order.
-async fn listen(
-    mut subscriber: Subscriber,
-    room: RoomKey,
-    delivery: Arc<Delivery>,
-    metrics: BrokerMetrics,
-) {
-    while let Some(message) = subscriber.next().await {
-        match decode(&room, message) {
-            Ok(envelope) => {
-                metrics.consumed(None);
-                delivery.deliver(&envelope);
-            }
-            Err(reason) => {
-                metrics.consumed(Some("invalid_message"));
-                tracing::warn!(%room, reason, "dropped a malformed message from NATS");
-            }
-        }
-    }
-}
-
-/// Rebuilds an envelope from a NATS message. Anything on the subject could have
-/// published it, so nothing is trusted: the payload must be JSON.
-fn decode(room: &RoomKey, message: async_nats::Message) -> Result<Envelope, &'static str> {
-    let data = protocol::parse_data(&message.payload).map_err(|_| "payload is not JSON")?;
-    let headers = message.headers.unwrap_or_default();
-    let id = headers
-        .get(MSG_ID)
-        .map(|v| v.as_str().to_owned())
-        .ok_or("no Nats-Msg-Id header")?;
-    let cx =
-        StrictTraceContext::new().extract_with_context(&Context::new(), &NatsHeadersRef(&headers));
-    let published_at = headers
-        .get(PUBLISHED_AT)
-        .and_then(|v| v.as_str().parse::<u64>().ok())
-        .map(|nanos| UNIX_EPOCH + Duration::from_nanos(nanos))
-        .unwrap_or_else(SystemTime::now);
-    Ok(Envelope {
-        id: id.into(),
-        room: room.clone(),
-        data,
-        trace: cx.span().span_context().clone(),
-        published_at: PublishedAt::Remote(published_at),
-    })
 }
 
 /// The subject of a room: `<prefix>.<tenant>.room.<room>`. A tenant has no `.`
@@ -284,20 +307,53 @@ pub fn subject(prefix: &str, key: &RoomKey) -> String {
     subject
 }
 
-fn on_event(metrics: &BrokerMetrics, event: async_nats::Event) {
-    match event {
-        async_nats::Event::Connected => {
-            if metrics.connected(true) {
-                tracing::info!("connected to NATS");
-            } else {
-                tracing::info!("reconnected to NATS; subscriptions restored");
+/// What the NATS client's event callback needs. Cheap to clone: one `Arc`.
+#[derive(Clone)]
+struct Events(Arc<EventState>);
+
+struct EventState {
+    metrics: BrokerMetrics,
+    warnings: Warnings,
+    connected_once: watch::Sender<bool>,
+    /// Whether a `Connected` event came before, to log reconnections as such.
+    ever_connected: AtomicBool,
+}
+
+impl Events {
+    /// async-nats hands events over a 128-slot channel it fills with
+    /// `try_send`, so in a flood (one `SlowConsumer` per dropped message)
+    /// events are lost: the slow-consumer count is exact while drops are
+    /// sparse and a lower bound in a burst. Nothing else depends on events
+    /// arriving: the connection's state is read from the client itself
+    /// (`BrokerState`), and the first-connection signal cannot meet a flood
+    /// (no message arrives before the first connection).
+    fn on(&self, event: async_nats::Event) {
+        let this = &self.0;
+        match event {
+            async_nats::Event::Connected => {
+                this.connected_once.send_replace(true);
+                if this.ever_connected.swap(true, Ordering::Relaxed) {
+                    tracing::info!("reconnected to NATS; subscriptions restored");
+                } else {
+                    tracing::info!("connected to NATS");
+                }
             }
+            async_nats::Event::Disconnected => {
+                tracing::warn!("disconnected from NATS; publishes are refused until it returns");
+            }
+            // One message dropped: its subscription's buffer was full.
+            async_nats::Event::SlowConsumer(_) => {
+                this.metrics.consumed(Some(ConsumeError::SlowConsumer));
+                if let Some(suppressed) = this.warnings.admit(WarningKind::BrokerSlowConsumer) {
+                    tracing::warn!(
+                        suppressed,
+                        "a NATS subscription's buffer was full and a message was dropped \
+                         (see --nats-subscription-buffer)"
+                    );
+                }
+            }
+            other => tracing::info!(event = %other, "NATS client event"),
         }
-        async_nats::Event::Disconnected => {
-            metrics.connected(false);
-            tracing::warn!("disconnected from NATS; publishes are refused until it returns");
-        }
-        other => tracing::info!(event = %other, "NATS client event"),
     }
 }
 
@@ -317,18 +373,6 @@ impl Injector for NatsHeaders<'_> {
         if !value.is_empty() {
             self.0.insert(key, value);
         }
-    }
-}
-
-struct NatsHeadersRef<'a>(&'a HeaderMap);
-
-impl Extractor for NatsHeadersRef<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(|v| v.as_str())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.iter().map(|(k, _)| k.as_ref()).collect()
     }
 }
 

@@ -98,6 +98,35 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// Why a message from the broker was not delivered: the `error.type` label
+    /// of `messaging.client.consumed.messages` (absent on delivered messages).
+    ConsumeError {
+        /// Not JSON, or without the headers wsgate publishes.
+        InvalidMessage => "invalid_message",
+        /// Payload larger than `--max-message-bytes`.
+        TooLarge => "too_large",
+        /// Dropped by the NATS client: the room's subscription buffer
+        /// (`--nats-subscription-buffer`) was full.
+        SlowConsumer => "slow_consumer",
+    }
+}
+
+label_enum! {
+    /// A condition that is logged as a warning at most once per interval and
+    /// always counted: the `kind` label of `wsgate_warnings_total`.
+    WarningKind {
+        /// A `subscribe` could not be confirmed by the broker.
+        BrokerSubscribeFailed => "broker_subscribe_failed",
+        /// A message from the broker was not JSON or lacked wsgate's headers.
+        BrokerMessageInvalid => "broker_message_invalid",
+        /// A message from the broker was larger than `--max-message-bytes`.
+        BrokerMessageTooLarge => "broker_message_too_large",
+        /// The NATS client dropped messages: a subscription buffer was full.
+        BrokerSlowConsumer => "broker_slow_consumer",
+    }
+}
+
 impl From<ErrorCode> for ErrorType {
     fn from(code: ErrorCode) -> Self {
         match code {
@@ -187,6 +216,8 @@ mod tests {
         dense::<DropReason>();
         dense::<RejectReason>();
         dense::<CloseReason>();
+        dense::<ConsumeError>();
+        dense::<WarningKind>();
         dense::<crate::protocol::ClientFrameType>();
         dense::<crate::protocol::ServerFrameType>();
     }

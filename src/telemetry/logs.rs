@@ -17,8 +17,12 @@ use crate::config::LogFormat;
 
 /// The default filter when `RUST_LOG` is unset. The OTel SDK's own per-batch
 /// export errors are silenced: wsgate counts and rate-limits those itself.
-pub const DEFAULT_FILTER: &str =
-    "info,opentelemetry_sdk=warn,opentelemetry-otlp=error,opentelemetry-http=warn";
+/// So are async-nats's INFO lines: it logs every client event, one per message
+/// dropped from a full subscription buffer among them (a flood anyone who can
+/// publish to NATS can cause); wsgate logs the events that matter itself,
+/// rate-limited, and counts the drops.
+pub const DEFAULT_FILTER: &str = "info,opentelemetry_sdk=warn,opentelemetry-otlp=error,\
+     opentelemetry-http=warn,async_nats=warn";
 
 /// Wraps a formatter and adds the current trace and span ids to each line.
 pub struct WithTraceIds<F> {
@@ -79,5 +83,53 @@ where
                 writeln!(writer, "{out}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::{EnvFilter, Layer};
+
+    use super::DEFAULT_FILTER;
+
+    /// Counts the events that pass the filter.
+    struct Count(Arc<AtomicUsize>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Count {
+        fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[track_caller]
+    fn check(log: impl FnOnce(), expected: usize) {
+        let count = Arc::new(AtomicUsize::new(0));
+        let filter = EnvFilter::try_new(DEFAULT_FILTER).expect("a valid filter");
+        let subscriber =
+            tracing_subscriber::registry().with(Count(count.clone()).with_filter(filter));
+        tracing::subscriber::with_default(subscriber, log);
+        assert_eq!(count.load(Ordering::Relaxed), expected);
+    }
+
+    #[test]
+    fn the_default_filter_keeps_wsgate_and_drops_library_chatter() {
+        check(|| tracing::info!(target: "wsgate::broker", "ours"), 1);
+        check(
+            || tracing::info!(target: "async_nats", "event: slow consumers for subscription 2"),
+            0,
+        );
+        check(
+            || tracing::info!(target: "async_nats::connector", "connected successfully"),
+            0,
+        );
+        check(
+            || tracing::warn!(target: "async_nats", "a library warning"),
+            1,
+        );
+        check(|| tracing::info!(target: "opentelemetry_sdk", "batch"), 0);
     }
 }

@@ -21,6 +21,7 @@ mod metrics;
 mod process;
 pub mod propagation;
 pub mod spans;
+mod warnings;
 
 use std::sync::Arc;
 
@@ -36,11 +37,14 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-pub use broker_metrics::BrokerMetrics;
+pub use broker_metrics::{BrokerMetrics, BrokerState, ObservedBroker};
 pub use export::EXPORT_FAILED;
-pub use labels::{CloseReason, DropReason, ErrorType, RejectReason, close_code_label};
+pub use labels::{
+    CloseReason, ConsumeError, DropReason, ErrorType, RejectReason, WarningKind, close_code_label,
+};
 pub use metrics::{Metrics, StateGauges, StateReaders};
 pub use spans::{MessageSpan, MessageTracer, MessagingSystem, Origin};
+pub use warnings::Warnings;
 
 use crate::config::LogFormat;
 

@@ -97,7 +97,8 @@ impl Session {
             return;
         }
         if let Err(e) = self.state.broker().acquire(&key).await {
-            tracing::warn!(conn = self.conn, room = %key, error = %e, "subscribe failed");
+            // The broker logs the failure, rate-limited: a client must not
+            // be able to write a log line per frame.
             self.refuse(ErrorCode::BrokerUnavailable, &e.to_string(), None);
             return;
         }

@@ -1,8 +1,5 @@
 //! Scale-out: gateway processes sharing rooms through a real `nats-server`.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
@@ -10,109 +7,9 @@ use serde_json::json;
 
 use crate::binary::Gateway;
 use crate::collector::Collector;
-use crate::helpers::{DEADLINE, hs256_token, poll_until, require_tool, within};
-
-/// A `nats-server` on a fixed loopback port, which can be stopped and restarted.
-pub struct NatsServer {
-    bin: PathBuf,
-    port: u16,
-    /// The HTTP monitoring port (`/connz`).
-    monitor: u16,
-    child: Option<Child>,
-}
-
-impl NatsServer {
-    /// Starts one, or returns `None` (loudly) when nats-server is not installed
-    /// outside CI.
-    pub async fn start() -> Option<Self> {
-        let bin = require_tool("nats-server")?;
-        let free_port = || {
-            TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port()
-        };
-        let mut server = Self {
-            bin,
-            port: free_port(),
-            monitor: free_port(),
-            child: None,
-        };
-        server.restart().await;
-        Some(server)
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    pub async fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new(&self.bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-m", &self.monitor.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        poll_until(async || match tokio::net::TcpStream::connect(&addr).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(format!("nats-server to listen ({e})")),
-        })
-        .await;
-    }
-
-    /// How many room subscriptions (subjects under `wsgate.`) the clients
-    /// hold, from the monitoring endpoint. Each node also holds its round-trip
-    /// responder and request inbox, which are not rooms; `/subsz` would also
-    /// count the server's own internal subscriptions.
-    pub async fn subscriptions(&self) -> u64 {
-        let url = format!("http://127.0.0.1:{}/connz?subs=1", self.monitor);
-        let body = within(reqwest::get(url))
-            .await
-            .expect("connz")
-            .text()
-            .await
-            .expect("body");
-        let connz: serde_json::Value = serde_json::from_str(&body).expect("json");
-        connz["connections"]
-            .as_array()
-            .expect("connections")
-            .iter()
-            .flat_map(|c| {
-                c["subscriptions_list"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .filter(|subject| subject.as_str().is_some_and(|s| s.starts_with("wsgate.")))
-            .count() as u64
-    }
-
-    /// Polls until the server holds `n` subscriptions.
-    pub async fn subscriptions_become(&self, n: u64) {
-        poll_until(async || match self.subscriptions().await {
-            now if now == n => Ok(()),
-            now => Err(format!("{n} NATS subscriptions, not {now}")),
-        })
-        .await;
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use crate::helpers::{DEADLINE, hs256_token};
+// The helper lives in its own module; other test modules import it from here.
+pub use crate::nats_server::NatsServer;
 
 async fn node(nats: &NatsServer, id: &str, collector: Option<&Collector>) -> Gateway {
     let url = nats.url();

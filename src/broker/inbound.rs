@@ -1,0 +1,117 @@
+//! Messages arriving from NATS: checked, rebuilt into envelopes, delivered.
+//!
+//! Anything that can publish on a room's subject could have sent a message,
+//! so nothing in it is trusted: it must be no larger than a client may send
+//! (`--max-message-bytes`), its payload must be JSON and it must carry the
+//! headers wsgate publishes. Whatever fails is dropped, counted in
+//! `messaging.client.consumed.messages{error.type}` and logged as a
+//! rate-limited warning: a flood of bad messages costs a counter add each,
+//! not a log line each.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::{HeaderMap, Subscriber};
+use futures_util::StreamExt as _;
+use opentelemetry::Context;
+use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
+use opentelemetry::trace::TraceContextExt as _;
+
+use super::nats::{MSG_ID, PUBLISHED_AT};
+use crate::delivery::Delivery;
+use crate::message::{Envelope, PublishedAt};
+use crate::protocol;
+use crate::room::RoomKey;
+use crate::telemetry::propagation::StrictTraceContext;
+use crate::telemetry::{BrokerMetrics, ConsumeError, WarningKind, Warnings};
+
+/// What every room's listener shares.
+pub(super) struct Inbound {
+    pub delivery: Arc<Delivery>,
+    pub metrics: BrokerMetrics,
+    pub warnings: Warnings,
+    /// `--max-message-bytes`: no client could have published a larger payload.
+    pub max_message_bytes: usize,
+}
+
+impl Inbound {
+    /// Reads one room's subscription and delivers each message locally, in
+    /// order, until the subscription ends or the task is aborted.
+    pub async fn listen(self: Arc<Self>, mut subscriber: Subscriber, room: RoomKey) {
+        while let Some(message) = subscriber.next().await {
+            self.receive(&room, message);
+        }
+    }
+
+    fn receive(&self, room: &RoomKey, message: async_nats::Message) {
+        let bytes = message.payload.len();
+        if bytes > self.max_message_bytes {
+            self.metrics.consumed(Some(ConsumeError::TooLarge));
+            if let Some(suppressed) = self.warnings.admit(WarningKind::BrokerMessageTooLarge) {
+                tracing::warn!(
+                    %room,
+                    bytes,
+                    limit = self.max_message_bytes,
+                    suppressed,
+                    "dropped a message from NATS larger than --max-message-bytes"
+                );
+            }
+            return;
+        }
+        match decode(room, message) {
+            Ok(envelope) => {
+                self.metrics.consumed(None);
+                self.delivery.deliver(&envelope);
+            }
+            Err(reason) => {
+                self.metrics.consumed(Some(ConsumeError::InvalidMessage));
+                if let Some(suppressed) = self.warnings.admit(WarningKind::BrokerMessageInvalid) {
+                    tracing::warn!(
+                        %room,
+                        reason,
+                        suppressed,
+                        "dropped a malformed message from NATS"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Rebuilds an envelope from a NATS message: the payload must be JSON and the
+/// message id header present; a missing or invalid trace context or
+/// publication time is replaced, as for a client that sent none.
+fn decode(room: &RoomKey, message: async_nats::Message) -> Result<Envelope, &'static str> {
+    let data = protocol::parse_data(&message.payload).map_err(|_| "payload is not JSON")?;
+    let headers = message.headers.unwrap_or_default();
+    let id = headers
+        .get(MSG_ID)
+        .map(|v| v.as_str().to_owned())
+        .ok_or("no Nats-Msg-Id header")?;
+    let cx =
+        StrictTraceContext::new().extract_with_context(&Context::new(), &NatsHeadersRef(&headers));
+    let published_at = headers
+        .get(PUBLISHED_AT)
+        .and_then(|v| v.as_str().parse::<u64>().ok())
+        .map(|nanos| UNIX_EPOCH + Duration::from_nanos(nanos))
+        .unwrap_or_else(SystemTime::now);
+    Ok(Envelope {
+        id: id.into(),
+        room: room.clone(),
+        data,
+        trace: cx.span().span_context().clone(),
+        published_at: PublishedAt::Remote(published_at),
+    })
+}
+
+struct NatsHeadersRef<'a>(&'a HeaderMap);
+
+impl Extractor for NatsHeadersRef<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|v| v.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_ref()).collect()
+    }
+}
