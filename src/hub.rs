@@ -253,7 +253,7 @@ mod tests {
 
     async fn drain(outbox: &Outbox) -> Vec<String> {
         let mut batch = VecDeque::new();
-        match outbox.next(&mut batch).await {
+        match outbox.next(&mut batch, &mut 0).await {
             Next::Write => batch.iter().map(|o| o.frame.to_string()).collect(),
             Next::Close { .. } => vec![],
         }

@@ -245,12 +245,17 @@ impl Outbox {
     }
 
     /// Reports `n` bytes of a batch written to the socket: they no longer count
-    /// against the queue's byte bound.
+    /// against the queue's byte bound. (The write loop reports them through
+    /// [`next`](Self::next), saving a lock per batch.)
+    #[cfg(test)]
     pub fn written(&self, n: usize) {
         let mut state = self.lock();
-        let n = n.min(state.bytes);
+        self.release(&mut state, n);
+    }
+
+    fn release(&self, state: &mut State, written: usize) {
+        let n = written.min(state.bytes);
         state.bytes -= n;
-        drop(state);
         self.gauge.sub(n);
     }
 
@@ -295,13 +300,17 @@ impl Outbox {
         }
     }
 
-    /// Waits for work for the write loop. On `Next::Write`, `batch` (which must
-    /// be empty) holds every queued frame, in order.
-    pub async fn next(&self, batch: &mut VecDeque<Outbound>) -> Next {
+    /// Reports `written` bytes of the previous batch written to the socket,
+    /// then waits for work for the write loop. On `Next::Write`, `batch` (which
+    /// must be empty) holds every queued frame, in order.
+    /// `written` is taken (set to 0) once reported, so a call abandoned before
+    /// or after that reports it exactly once.
+    pub async fn next(&self, batch: &mut VecDeque<Outbound>, written: &mut usize) -> Next {
         debug_assert!(batch.is_empty());
         loop {
             {
                 let mut state = self.lock();
+                self.release(&mut state, std::mem::take(written));
                 if let Some(request) = state.close
                     && (request.abandons_backlog() || state.queue.is_empty())
                 {
@@ -392,7 +401,7 @@ mod tests {
             assert_eq!(outbox.push(frame(n)), Pushed::Queued);
         }
         let mut batch = VecDeque::new();
-        assert!(matches!(outbox.next(&mut batch).await, Next::Write));
+        assert!(matches!(outbox.next(&mut batch, &mut 0).await, Next::Write));
         assert_eq!(texts(&batch), ["0", "1", "2"]);
     }
 
@@ -404,7 +413,7 @@ mod tests {
         assert_eq!(outbox.push(frame(2)), Pushed::Dropped);
         assert!(outbox.close_request().is_none());
         let mut batch = VecDeque::new();
-        outbox.next(&mut batch).await;
+        outbox.next(&mut batch, &mut 0).await;
         assert_eq!(texts(&batch), ["0", "1"]);
     }
 
@@ -416,7 +425,7 @@ mod tests {
         assert_eq!(outbox.push(frame(2)), Pushed::Kicked);
         assert_eq!(outbox.push(frame(3)), Pushed::Closed);
         let mut batch = VecDeque::new();
-        match outbox.next(&mut batch).await {
+        match outbox.next(&mut batch, &mut 0).await {
             Next::Close { request, discarded } => {
                 assert_eq!(request.code, 1008);
                 assert_eq!(request.why, CloseReason::SlowConsumer);
@@ -437,11 +446,11 @@ mod tests {
         )));
         assert!(!outbox.close(CloseRequest::peer(1000, CloseReason::ClientClose)));
         let mut batch = VecDeque::new();
-        assert!(matches!(outbox.next(&mut batch).await, Next::Write));
+        assert!(matches!(outbox.next(&mut batch, &mut 0).await, Next::Write));
         assert_eq!(texts(&batch), ["0"]);
         batch.clear();
         assert!(matches!(
-            outbox.next(&mut batch).await,
+            outbox.next(&mut batch, &mut 0).await,
             Next::Close { request, .. } if request.code == 1001
         ));
     }
@@ -468,7 +477,7 @@ mod tests {
             let outbox = outbox.clone();
             tokio::spawn(async move {
                 let mut batch = VecDeque::new();
-                outbox.next(&mut batch).await;
+                outbox.next(&mut batch, &mut 0).await;
                 texts(&batch)
             })
         };
@@ -491,7 +500,7 @@ mod tests {
         assert_eq!(gauge.get(), 100);
         // Handed to the writer, the batch still counts until it is written.
         let mut batch = VecDeque::new();
-        assert!(matches!(outbox.next(&mut batch).await, Next::Write));
+        assert!(matches!(outbox.next(&mut batch, &mut 0).await, Next::Write));
         assert_eq!(outbox.push(sized(1)), Pushed::Dropped, "the batch counts");
         outbox.written(100);
         assert_eq!(gauge.get(), 0);
@@ -514,14 +523,17 @@ mod tests {
             kicked.push(sized(8));
             kicked.push(sized(8));
             let mut batch = VecDeque::new();
-            assert!(matches!(kicked.next(&mut batch).await, Next::Close { .. }));
+            assert!(matches!(
+                kicked.next(&mut batch, &mut 0).await,
+                Next::Close { .. }
+            ));
             let discarded = by_bytes(100, SlowConsumerPolicy::Drop, &gauge);
             discarded.push(sized(30));
             discarded.discard(CloseRequest::abandon(CloseReason::Error));
             let dropped_mid_write = by_bytes(100, SlowConsumerPolicy::Drop, &gauge);
             dropped_mid_write.push(sized(30));
             let mut batch = VecDeque::new();
-            dropped_mid_write.next(&mut batch).await;
+            dropped_mid_write.next(&mut batch, &mut 0).await;
             assert_eq!(gauge.get(), 30, "the unwritten batch is still held");
         }
         assert_eq!(gauge.get(), 0);

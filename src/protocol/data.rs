@@ -41,45 +41,66 @@ pub(super) fn check_data(raw: &str) -> Result<(), DataError> {
         u16::from_str_radix(digits, 16).ok()
     };
     let mut depth = 0usize;
-    let mut in_string = false;
     let mut i = 0;
     while i < bytes.len() {
-        match (in_string, bytes[i]) {
-            (false, b'"') | (true, b'"') => in_string = !in_string,
-            (false, b'[' | b'{') => {
+        match bytes[i] {
+            b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
                     return Err(DataError::TooDeep);
                 }
+                i += 1;
             }
-            (false, b']' | b'}') => depth = depth.saturating_sub(1),
-            (true, b'\\') => {
-                if bytes.get(i + 1) != Some(&b'u') {
-                    i += 2; // a one-character escape such as \n, \" or \/
-                    continue;
-                }
-                let unit = hex4(i + 2).ok_or(DataError::UnpairedSurrogate)?;
-                match unit {
-                    0xD800..=0xDBFF => {
-                        let low = (bytes.get(i + 6) == Some(&b'\\')
-                            && bytes.get(i + 7) == Some(&b'u'))
-                        .then(|| hex4(i + 8))
-                        .flatten();
-                        match low {
-                            Some(0xDC00..=0xDFFF) => i += 12,
-                            _ => return Err(DataError::UnpairedSurrogate),
-                        }
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b'"' => {
+                // Inside a string only a quote (its end) or a backslash (an
+                // escape) matters: skip to the next one. Most of a message's
+                // bytes are string contents, so this is where the time goes.
+                i += 1;
+                loop {
+                    let Some(at) = memchr::memchr2(b'"', b'\\', &bytes[i..]) else {
+                        return Ok(());
+                    };
+                    i += at;
+                    if bytes[i] == b'"' {
+                        i += 1;
+                        break;
                     }
-                    0xDC00..=0xDFFF => return Err(DataError::UnpairedSurrogate),
-                    _ => i += 6,
+                    i += escape_len(bytes, i, hex4)?;
                 }
-                continue;
             }
-            _ => {}
+            _ => i += 1,
         }
-        i += 1;
     }
     Ok(())
+}
+
+/// The length of the escape at `bytes[at]` (a backslash), refusing a `\u`
+/// escape of half a surrogate pair that is not followed by its other half.
+fn escape_len(
+    bytes: &[u8],
+    at: usize,
+    hex4: impl Fn(usize) -> Option<u16>,
+) -> Result<usize, DataError> {
+    if bytes.get(at + 1) != Some(&b'u') {
+        return Ok(2); // a one-character escape such as \n, \" or \/
+    }
+    match hex4(at + 2).ok_or(DataError::UnpairedSurrogate)? {
+        0xD800..=0xDBFF => {
+            let low = (bytes.get(at + 6) == Some(&b'\\') && bytes.get(at + 7) == Some(&b'u'))
+                .then(|| hex4(at + 8))
+                .flatten();
+            match low {
+                Some(0xDC00..=0xDFFF) => Ok(12),
+                _ => Err(DataError::UnpairedSurrogate),
+            }
+        }
+        0xDC00..=0xDFFF => Err(DataError::UnpairedSurrogate),
+        _ => Ok(6),
+    }
 }
 
 #[cfg(test)]

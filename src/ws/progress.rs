@@ -5,7 +5,10 @@
 //! on a slow but healthy link can take longer than any fixed deadline, while a
 //! client that stopped reading holds a small batch forever. What matters is
 //! whether the socket accepts anything, so the write side of the socket is
-//! wrapped and stamps the time of every write that made progress.
+//! wrapped and counts the bytes it accepts. A count rather than a timestamp:
+//! a relaxed add per write costs nothing, a clock read per write costs more
+//! than the rest of a small write's bookkeeping, and the write loop only needs
+//! to notice that the count stopped moving (see `writer::unless_stalled`).
 
 use std::io;
 use std::pin::Pin;
@@ -14,40 +17,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
 
-/// The time of the last write that made progress, shared between the socket
-/// wrapper (which stamps it) and the write loop (which reads it).
-#[derive(Debug, Clone)]
-pub struct WriteProgress(Arc<Stamp>);
-
-#[derive(Debug)]
-struct Stamp {
-    /// When the connection started; stamps are nanoseconds since then.
-    start: Instant,
-    last: AtomicU64,
-}
+/// Bytes the socket has accepted, shared between the socket wrapper (which
+/// adds to it) and the write loop (which watches it move).
+#[derive(Debug, Clone, Default)]
+pub struct WriteProgress(Arc<AtomicU64>);
 
 impl WriteProgress {
     pub fn new() -> Self {
-        Self(Arc::new(Stamp {
-            start: Instant::now(),
-            last: AtomicU64::new(0),
-        }))
+        Self::default()
     }
 
-    /// When the socket last accepted bytes (the connection's start if never).
-    pub fn last(&self) -> Instant {
-        self.0.start + std::time::Duration::from_nanos(self.0.last.load(Ordering::Relaxed))
+    /// Bytes accepted so far.
+    pub fn written(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
     }
 
-    pub(super) fn stamp(&self) {
-        let nanos = u64::try_from(self.0.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.0.last.store(nanos, Ordering::Relaxed);
+    pub(super) fn record(&self, n: usize) {
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
-/// A socket whose successful writes are stamped in a [`WriteProgress`].
+/// A socket whose successful writes are counted in a [`WriteProgress`].
 /// Reads pass through untouched.
 pub struct Stamped<S> {
     inner: S,
@@ -81,10 +72,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stamped<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = polled
-            && n > 0
-        {
-            self.progress.stamp();
+        if let Poll::Ready(Ok(n)) = polled {
+            self.progress.record(n);
         }
         polled
     }
@@ -95,10 +84,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stamped<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = polled
-            && n > 0
-        {
-            self.progress.stamp();
+        if let Poll::Ready(Ok(n)) = polled {
+            self.progress.record(n);
         }
         polled
     }

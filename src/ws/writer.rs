@@ -64,12 +64,14 @@ impl Writer {
     async fn write_loop(&mut self) -> WriteEnd {
         let mut batch = VecDeque::new();
         let mut delivered = Vec::new();
+        // Bytes of the last batch written, reported (and zeroed) by `next`.
+        let mut written_bytes = 0;
         let start = tokio::time::Instant::now() + self.heartbeat_interval;
         let mut ping = interval_at(start, self.heartbeat_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let next = tokio::select! {
-                next = self.outbox.next(&mut batch) => next,
+                next = self.outbox.next(&mut batch, &mut written_bytes) => next,
                 _ = ping.tick() => {
                     if self.write(Message::Ping(Bytes::new())).await.is_err() {
                         return WriteEnd::Failed;
@@ -86,7 +88,7 @@ impl Writer {
                     };
                     match outcome {
                         Ok(Ok(written)) => {
-                            self.outbox.written(written.bytes);
+                            written_bytes = written.bytes;
                             self.record(written.frames, &mut delivered);
                         }
                         Ok(Err(failure)) => return self.fail(failure, &mut batch),
@@ -206,25 +208,35 @@ enum WriteFailure {
 /// The socket accepted no bytes for the write timeout.
 struct Stalled;
 
-/// Runs `write` to completion unless the socket accepts no bytes for `limit`,
-/// counted from the later of the write's start and the socket's last progress.
+/// How often a write in progress checks that the socket still accepts bytes:
+/// a stall is noticed between `limit` and `limit` and a quarter after the
+/// socket's last progress. A write that completes sooner never looks.
+const STALL_CHECKS: u32 = 4;
+
+/// Runs `write` to completion unless the socket accepts no bytes for `limit`
+/// (counted from the write's start, or from when progress was last seen).
 async fn unless_stalled<F: Future>(
     write: F,
     progress: &WriteProgress,
     limit: Duration,
 ) -> Result<F::Output, Stalled> {
-    let started = Instant::now();
-    let stall = sleep_until(started + limit);
-    tokio::pin!(write, stall);
+    let mut quiet_since = Instant::now();
+    let mut seen = progress.written();
+    let check = sleep_until(quiet_since + limit / STALL_CHECKS);
+    tokio::pin!(write, check);
     loop {
         tokio::select! {
             output = &mut write => return Ok(output),
-            () = &mut stall => {
-                let due = progress.last().max(started) + limit;
-                if due <= Instant::now() {
+            () = &mut check => {
+                let now = Instant::now();
+                let written = progress.written();
+                if written != seen {
+                    seen = written;
+                    quiet_since = now;
+                } else if now.duration_since(quiet_since) >= limit {
                     return Err(Stalled);
                 }
-                stall.as_mut().reset(due);
+                check.as_mut().reset(now + limit / STALL_CHECKS);
             }
         }
     }
@@ -291,6 +303,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn progress_before_the_write_started_does_not_count() {
+        let progress = WriteProgress::new();
+        progress.record(100);
+        let started = Instant::now();
+        assert!(
+            unless_stalled(std::future::pending::<()>(), &progress, LIMIT)
+                .await
+                .is_err()
+        );
+        assert_eq!(started.elapsed(), LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_long_write_that_keeps_progressing_is_never_cut() {
         let progress = WriteProgress::new();
         // Five limits long, accepting bytes every half limit.
@@ -299,7 +324,7 @@ mod tests {
             async move {
                 for _ in 0..10 {
                     tokio::time::sleep(LIMIT / 2).await;
-                    progress.stamp();
+                    progress.record(1);
                 }
                 "written"
             }
@@ -316,13 +341,15 @@ mod tests {
         let write = {
             let progress = progress.clone();
             async move {
-                tokio::time::sleep(LIMIT / 2).await;
-                progress.stamp();
+                tokio::time::sleep(LIMIT * 2 / 5).await;
+                progress.record(1);
                 std::future::pending::<()>().await;
             }
         };
         let started = Instant::now();
         assert!(unless_stalled(write, &progress, LIMIT).await.is_err());
+        // The bytes at 0.4 limits are seen at the check at 0.5; the stall is
+        // declared a whole limit after that check.
         assert_eq!(started.elapsed(), LIMIT * 3 / 2);
     }
 }
