@@ -61,7 +61,7 @@ pub struct Config {
     #[arg(long, env = "WSGATE_NATS_URL", value_parser = non_empty)]
     pub nats_url: Option<String>,
 
-    /// First tokens of every NATS subject wsgate uses (`<prefix>.room.<room>`), so
+    /// First tokens of every NATS subject wsgate uses (`<prefix>.<tenant>.room.<room>`), so
     /// several deployments can share one NATS.
     #[arg(long, env = "WSGATE_NATS_SUBJECT_PREFIX", default_value = "wsgate", value_parser = subject_prefix)]
     pub nats_subject_prefix: String,
