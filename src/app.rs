@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Policy};
 use crate::auth::Verifier;
 use crate::broker::{Broker, NatsBroker};
 use crate::config::{Config, Secret};
@@ -166,9 +166,13 @@ impl Application {
         };
         let admission = Admission::new(
             verifier(config)?,
-            &config.allowed_origins,
-            config.max_connections_per_ip,
-            config.max_connections,
+            Policy {
+                allowed_origins: config.allowed_origins.clone(),
+                public_origin: config.public_url.clone(),
+                max_per_ip: config.max_connections_per_ip,
+                max_per_user: config.max_connections_per_user,
+                max_connections: config.max_connections,
+            },
         );
         let shared = Shared {
             node_id,

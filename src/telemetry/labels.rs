@@ -79,6 +79,7 @@ label_enum! {
         Unauthorized => "unauthorized",
         PerIpLimit => "per_ip_limit",
         Capacity => "capacity",
+        PerUserLimit => "per_user_limit",
     }
 }
 

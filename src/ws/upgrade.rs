@@ -77,7 +77,9 @@ impl IntoResponse for UpgradeError {
             }
             Self::Refused(Refusal::Origin) => StatusCode::FORBIDDEN,
             Self::Refused(Refusal::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
-            Self::Refused(Refusal::PerIpLimit) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Refused(Refusal::PerIpLimit | Refusal::PerUserLimit) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         };
         let mut response = (status, self.to_string()).into_response();
         match self {
