@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::{Admission, Policy};
+use crate::api::ApiAccess;
 use crate::auth::Verifier;
 use crate::broker::{Broker, NatsBroker};
 use crate::config::{Config, Secret};
@@ -40,8 +41,9 @@ struct Shared {
     demo_page: String,
     /// Who may open a WebSocket: origins, tokens, per-IP and total caps.
     admission: Admission,
-    /// `--api-key` for POST /api/publish.
-    api_key: Option<Secret>,
+    /// POST /api/publish: the `--api-key` digest, concurrency slots and body
+    /// deadline.
+    api: ApiAccess,
     /// Every session task: axum's graceful shutdown does not wait for upgraded
     /// connections, so shutdown waits on this.
     sessions: TaskTracker,
@@ -105,8 +107,8 @@ impl AppState {
     pub fn admission(&self) -> &Admission {
         &self.0.admission
     }
-    pub fn api_key(&self) -> Option<&Secret> {
-        self.0.api_key.as_ref()
+    pub fn api(&self) -> &ApiAccess {
+        &self.0.api
     }
     /// Whether this node should receive traffic: not shutting down, broker up.
     pub fn is_ready(&self) -> bool {
@@ -186,7 +188,11 @@ impl Application {
             next_conn: AtomicU64::new(1),
             demo_page: crate::demo::render(config.jaeger_ui_url.as_deref()),
             admission,
-            api_key: config.api_key.clone(),
+            api: ApiAccess::new(
+                config.api_key.as_ref().map(Secret::expose),
+                config.max_api_concurrency,
+                config.request_timeout,
+            ),
             sessions: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         };

@@ -246,6 +246,10 @@ async fn the_publish_api_needs_the_key_and_is_closed_by_default_when_tokens_are_
     assert_eq!(post(&app, None).await, 401);
     assert_eq!(post(&app, Some("Bearer wrong")).await, 401);
     assert_eq!(post(&app, Some("Bearer backend-key-and-more")).await, 401);
+    assert_eq!(post(&app, Some("Bearer backend-ke")).await, 401, "a prefix");
+    assert_eq!(post(&app, Some("Bearer b")).await, 401, "a one-byte prefix");
+    assert_eq!(post(&app, Some("Bearer ")).await, 401, "empty");
+    assert_eq!(post(&app, Some("backend-key")).await, 401, "not Bearer");
     assert_eq!(post(&app, Some("Bearer backend-key")).await, 202);
     let tokens_only = spawn_app_with_args(&["--jwt-secret", SECRET]).await;
     assert_eq!(post(&tokens_only, Some("Bearer anything")).await, 403);
