@@ -119,6 +119,8 @@ impl AppState {
 /// A bound, not yet serving, gateway. Tests build it on port 0 and read the port.
 pub struct Application {
     listener: TcpListener,
+    /// `--admin-listen`: `/metrics` and the probes, apart from client traffic.
+    admin_listener: Option<TcpListener>,
     state: AppState,
     shutdown_grace: Duration,
     handshake_timeout: Duration,
@@ -130,6 +132,14 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let admin_listener = match config.admin_listen {
+            None => None,
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding --admin-listen {addr}"))?,
+            ),
+        };
         let node_id = config.node_id();
         let hub = Arc::new(Hub::new());
         let tracer = telemetry.message_tracer(&node_id);
@@ -198,6 +208,7 @@ impl Application {
         };
         Ok(Self {
             listener,
+            admin_listener,
             state: AppState(Arc::new(shared)),
             shutdown_grace: config.shutdown_grace,
             handshake_timeout: config.handshake_timeout,
@@ -209,6 +220,13 @@ impl Application {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The `--admin-listen` address, as bound (tests ask for port 0).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> AppState {
@@ -226,18 +244,28 @@ impl Application {
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let Self {
             listener,
+            admin_listener,
             state,
             shutdown_grace,
             handshake_timeout,
         } = self;
-        let router = crate::http::router(state.clone());
+        let router = crate::http::router(state.clone(), admin_listener.is_none());
         let token = state.shutdown().clone();
-        let server = tokio::spawn(crate::server::serve(
-            listener,
-            router,
-            token.clone(),
-            handshake_timeout,
-        ));
+        let public = crate::server::serve(listener, router, token.clone(), handshake_timeout);
+        let admin = admin_listener.map(|admin| {
+            let router = crate::http::admin_router(state.clone());
+            crate::server::serve(admin, router, token.clone(), handshake_timeout)
+        });
+        // Both listeners stop on the same token; the admin one serves only
+        // short requests, so waiting for both is waiting for the public one.
+        let server = tokio::spawn(async move {
+            match admin {
+                Some(admin) => {
+                    tokio::join!(public, admin);
+                }
+                None => public.await,
+            }
+        });
         signal.await;
         let open = state.hub().room_count();
         tracing::info!(rooms = open, "shutting down: closing sessions with 1001");

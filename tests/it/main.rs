@@ -4,6 +4,7 @@
 //! `/metrics` as a map); `binary` and `collector` run the real executable against
 //! a fake OTLP receiver. Each other module checks one behaviour.
 
+mod admin;
 mod admission;
 mod api;
 mod backpressure;
