@@ -129,14 +129,12 @@ pub struct Application {
 impl Application {
     /// Binds the listener and assembles the state.
     pub async fn build(config: &Config, telemetry: &Telemetry) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.listen)
-            .await
+        let listener = crate::server::bind(config.listen, config.listen_backlog)
             .with_context(|| format!("binding {}", config.listen))?;
         let admin_listener = match config.admin_listen {
             None => None,
             Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
+                crate::server::bind(addr, config.listen_backlog)
                     .with_context(|| format!("binding --admin-listen {addr}"))?,
             ),
         };
@@ -251,10 +249,12 @@ impl Application {
         } = self;
         let router = crate::http::router(state.clone(), admin_listener.is_none());
         let token = state.shutdown().clone();
-        let public = crate::server::serve(listener, router, token.clone(), handshake_timeout);
+        let failures = Some(state.metrics().clone());
+        let public =
+            crate::server::serve(listener, router, token.clone(), handshake_timeout, failures);
         let admin = admin_listener.map(|admin| {
             let router = crate::http::admin_router(state.clone());
-            crate::server::serve(admin, router, token.clone(), handshake_timeout)
+            crate::server::serve(admin, router, token.clone(), handshake_timeout, None)
         });
         // Both listeners stop on the same token; the admin one serves only
         // short requests, so waiting for both is waiting for the public one.

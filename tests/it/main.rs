@@ -14,6 +14,7 @@ mod browser;
 mod collector;
 mod errors;
 mod faults;
+mod handshakes;
 mod helpers;
 mod messaging;
 mod metrics;
