@@ -17,7 +17,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -89,7 +89,7 @@ pub async fn serve(
         ));
         let shutdown = shutdown.clone();
         let failures = failures.clone();
-        let (stream, unanswered) = Watched::new(stream);
+        let (stream, progress) = Watched::new(stream);
         connections.spawn(async move {
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -104,7 +104,9 @@ pub async fn serve(
                     connection.await
                 }
             };
-            let midway = unanswered.load(Ordering::Relaxed);
+            // From here on the socket is either closed or a WebSocket's, whose
+            // reads and writes need not be watched any more.
+            let midway = progress.swap(DONE, Ordering::Relaxed) == MIDWAY;
             log_end(result, peer, midway, failures.as_ref());
         });
     }
@@ -155,27 +157,46 @@ fn log_end(
 
 /// A connection's socket that notes whether bytes arrived since the server
 /// last wrote to it: a request under way. hyper's header-read timeout reports
-/// an idle keep-alive and a stalled request head alike; this flag is what
-/// tells them apart. After an upgrade the WebSocket reads and writes through
-/// it too, at the cost of a relaxed atomic store per read or write.
+/// an idle keep-alive and a stalled request head alike; this is what tells
+/// them apart. Once the HTTP connection is over (`DONE`, set when hyper hands
+/// the socket to a WebSocket), reads and writes only load the state: the
+/// session's reader and writer tasks do not bounce a written cache line.
 struct Watched {
     stream: TcpStream,
-    unanswered: Arc<AtomicBool>,
+    progress: Arc<AtomicU8>,
 }
 
+/// Nothing read since the last write (or ever).
+const IDLE: u8 = 0;
+/// Bytes read since the last write: a request is under way.
+const MIDWAY: u8 = 1;
+/// The HTTP connection has ended; stop watching.
+const DONE: u8 = 2;
+
 impl Watched {
-    fn new(stream: TcpStream) -> (Self, Arc<AtomicBool>) {
-        let unanswered = Arc::new(AtomicBool::new(false));
+    fn new(stream: TcpStream) -> (Self, Arc<AtomicU8>) {
+        let progress = Arc::new(AtomicU8::new(IDLE));
         let watched = Self {
             stream,
-            unanswered: unanswered.clone(),
+            progress: progress.clone(),
         };
-        (watched, unanswered)
+        (watched, progress)
+    }
+
+    /// Moves `from` → `to`; any other state is left alone.
+    fn step(&self, from: u8, to: u8) {
+        if self.progress.load(Ordering::Relaxed) == from {
+            // A race with `DONE` is harmless: `DONE` is read only once, by
+            // the connection task, after the connection has ended.
+            let _ = self
+                .progress
+                .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed);
+        }
     }
 
     fn wrote(&self, result: &Poll<io::Result<usize>>) {
         if matches!(result, Poll::Ready(Ok(n)) if *n > 0) {
-            self.unanswered.store(false, Ordering::Relaxed);
+            self.step(MIDWAY, IDLE);
         }
     }
 }
@@ -189,7 +210,7 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.stream).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.unanswered.store(true, Ordering::Relaxed);
+            self.step(IDLE, MIDWAY);
         }
         result
     }
