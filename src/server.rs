@@ -186,8 +186,7 @@ impl Watched {
     /// Moves `from` → `to`; any other state is left alone.
     fn step(&self, from: u8, to: u8) {
         if self.progress.load(Ordering::Relaxed) == from {
-            // A race with `DONE` is harmless: `DONE` is read only once, by
-            // the connection task, after the connection has ended.
+            // A compare-exchange, so a concurrent `DONE` is never undone.
             let _ = self
                 .progress
                 .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed);
