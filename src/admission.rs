@@ -1,5 +1,6 @@
 //! Who may open a WebSocket, decided before the `101 Switching Protocols`:
-//! the browser origin, the token, and the per-IP and total connection caps.
+//! the browser origin, the token, and the per-IP, per-user and total
+//! connection caps.
 //!
 //! Every refusal is an HTTP status with a short reason, counted in
 //! `websocket_connections_rejected_total{reason}`. Nothing secret (a token, a

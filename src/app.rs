@@ -39,7 +39,8 @@ struct Shared {
     next_conn: AtomicU64,
     /// The demo page, rendered once at start-up.
     demo_page: String,
-    /// Who may open a WebSocket: origins, tokens, per-IP and total caps.
+    /// Who may open a WebSocket: origins, tokens, per-IP, per-user and total
+    /// caps.
     admission: Admission,
     /// POST /api/publish: the `--api-key` digest, concurrency slots and body
     /// deadline.

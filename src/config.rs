@@ -124,8 +124,10 @@ pub struct Config {
     #[arg(long, env = "WSGATE_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
 
-    /// Browser origins allowed besides the gateway's own, comma-separated full
-    /// origins such as `https://app.example.com`.
+    /// Browser origins allowed to open /ws, comma-separated full origins such
+    /// as `https://app.example.com`, compared as (scheme, host, port). When set,
+    /// the `Host` header no longer vouches for the gateway's own origin: add it
+    /// here or with --public-url.
     #[arg(long, env = "WSGATE_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = origin)]
     pub allowed_origins: Vec<Origin>,
 
