@@ -1,19 +1,25 @@
 //! Who may open a WebSocket, decided before the `101 Switching Protocols`:
-//! the browser origin, the token, and the per-IP and total connection caps.
+//! the browser origin, the token, and the per-IP, per-user and total
+//! connection caps.
 //!
 //! Every refusal is an HTTP status with a short reason, counted in
 //! `websocket_connections_rejected_total{reason}`. Nothing secret (a token, a
 //! key) ever appears in a reason.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, Uri, header};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::telemetry::RejectReason;
+
+mod origin;
+mod slots;
+
+pub use origin::{Origin, OriginError};
+use slots::{ClientKey, Slot, Slots, UserKey};
 
 /// The subprotocol a client may offer (with `wsgate.token.<JWT>`), and that
 /// the server then selects.
@@ -29,6 +35,8 @@ pub enum Refusal {
     Unauthorized(AuthError),
     #[error("too many connections from this address")]
     PerIpLimit,
+    #[error("too many connections for this user")]
+    PerUserLimit,
     #[error("server is at its connection limit")]
     Capacity,
 }
@@ -39,6 +47,7 @@ impl Refusal {
             Self::Origin => RejectReason::Origin,
             Self::Unauthorized(_) => RejectReason::Unauthorized,
             Self::PerIpLimit => RejectReason::PerIpLimit,
+            Self::PerUserLimit => RejectReason::PerUserLimit,
             Self::Capacity => RejectReason::Capacity,
         }
     }
@@ -48,41 +57,73 @@ impl Refusal {
 #[derive(Debug)]
 pub struct Admitted {
     pub identity: Identity,
-    /// `Some(SUBPROTOCOL)` when the client offered it: it must be echoed.
-    pub subprotocol: Option<&'static str>,
-    _ip: Option<IpSlot>,
+    _ip: Option<Slot<ClientKey>>,
+    _user: Option<Slot<UserKey>>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// What admission enforces, taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// `--allowed-origins`: browser origins allowed to connect.
+    pub allowed_origins: Vec<Origin>,
+    /// The origin of `--public-url`: the gateway's own, for its demo page.
+    pub public_origin: Option<Origin>,
+    /// `--max-connections-per-ip`; 0 = off.
+    pub max_per_ip: u32,
+    /// `--max-connections-per-user`; 0 = off.
+    pub max_per_user: u32,
+    /// `--max-connections`.
+    pub max_connections: u32,
+}
+
+impl Default for Policy {
+    /// No origin list, no per-client caps, the default total cap.
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            public_origin: None,
+            max_per_ip: 0,
+            max_per_user: 0,
+            max_connections: 100_000,
+        }
+    }
+}
+
+/// Which browser origins may open a WebSocket.
+enum OriginRule {
+    /// The development default (no `--allowed-origins`, no `--public-url`):
+    /// only the gateway itself, as the request's `Host` names it.
+    SameHost,
+    /// Exactly these. The `Host` header plays no part: any name can be pointed
+    /// at the gateway (DNS rebinding), making `Origin` and `Host` agree on a
+    /// page that is not the gateway's.
+    Listed(Vec<Origin>),
 }
 
 pub struct Admission {
     verifier: Option<Verifier>,
-    /// Full origins, lowercased, without a trailing slash.
-    allowed_origins: Vec<String>,
-    per_ip: Option<Arc<PerIp>>,
+    origins: OriginRule,
+    per_ip: Option<Arc<Slots<ClientKey>>>,
+    per_user: Option<Arc<Slots<UserKey>>>,
     /// `--max-connections` slots; a permit lives as long as its session.
     permits: Arc<Semaphore>,
 }
 
 impl Admission {
-    pub fn new(
-        verifier: Option<Verifier>,
-        allowed_origins: &[String],
-        max_per_ip: u32,
-        max_connections: u32,
-    ) -> Self {
+    pub fn new(verifier: Option<Verifier>, policy: Policy) -> Self {
+        let mut listed = policy.allowed_origins;
+        listed.extend(policy.public_origin);
         Self {
             verifier,
-            allowed_origins: allowed_origins
-                .iter()
-                .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
-                .collect(),
-            per_ip: (max_per_ip > 0).then(|| {
-                Arc::new(PerIp {
-                    max: max_per_ip,
-                    counts: Mutex::default(),
-                })
-            }),
-            permits: Arc::new(Semaphore::new(max_connections as usize)),
+            origins: if listed.is_empty() {
+                OriginRule::SameHost
+            } else {
+                OriginRule::Listed(listed)
+            },
+            per_ip: Slots::new(policy.max_per_ip),
+            per_user: Slots::new(policy.max_per_user),
+            permits: Arc::new(Semaphore::new(policy.max_connections as usize)),
         }
     }
 
@@ -115,7 +156,20 @@ impl Admission {
             }
         };
         let ip = match (&self.per_ip, peer) {
-            (Some(per_ip), Some(ip)) => Some(PerIp::take(per_ip, ip).ok_or(Refusal::PerIpLimit)?),
+            (Some(per_ip), Some(ip)) => {
+                Some(Slots::take(per_ip, ClientKey::of(ip)).ok_or(Refusal::PerIpLimit)?)
+            }
+            _ => None,
+        };
+        // Anonymous connections (tokens off) have no user to count.
+        let user = match (&self.per_user, &identity.user) {
+            (Some(per_user), Some(sub)) => {
+                let key = UserKey {
+                    tenant: identity.tenant.clone(),
+                    sub: sub.clone(),
+                };
+                Some(Slots::take(per_user, key).ok_or(Refusal::PerUserLimit)?)
+            }
             _ => None,
         };
         let permit = self
@@ -125,45 +179,33 @@ impl Admission {
             .map_err(|_| Refusal::Capacity)?;
         Ok(Admitted {
             identity,
-            subprotocol: offers_subprotocol(headers).then_some(SUBPROTOCOL),
             _ip: ip,
+            _user: user,
             _permit: permit,
         })
     }
 
-    /// A browser's `Origin` must be this server itself (the request's `Host`) or
-    /// listed in `--allowed-origins`: otherwise any web page could open a
-    /// connection with the visitor's cookies (cross-site WebSocket hijacking).
-    /// Requests without `Origin` come from non-browser clients and are allowed.
+    /// A browser's `Origin` must be allowed (see [`OriginRule`]): otherwise any
+    /// web page could open a connection with the visitor's cookies (cross-site
+    /// WebSocket hijacking). Requests without `Origin` come from non-browser
+    /// clients and are allowed; a present but unparsable one (`null`,
+    /// `http://host:8080:80`) is refused.
     fn origin_allowed(&self, headers: &HeaderMap) -> bool {
         let Some(origin) = headers.get(header::ORIGIN) else {
             return true;
         };
-        let Ok(origin) = origin.to_str() else {
+        let Some(origin) = origin.to_str().ok().and_then(|o| Origin::parse(o).ok()) else {
             return false;
         };
-        let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
-        if self.allowed_origins.contains(&origin) {
-            return true;
+        match &self.origins {
+            OriginRule::Listed(listed) => listed.contains(&origin),
+            OriginRule::SameHost => headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|host| Origin::of_host(origin.scheme(), host))
+                .is_some_and(|own| own == origin),
         }
-        let Some((scheme, authority)) = origin.split_once("://") else {
-            return false;
-        };
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_ascii_lowercase);
-        matches!(scheme, "http" | "https")
-            && host
-                .is_some_and(|host| without_default_port(&host) == without_default_port(authority))
     }
-}
-
-fn without_default_port(authority: &str) -> &str {
-    authority
-        .strip_suffix(":80")
-        .or_else(|| authority.strip_suffix(":443"))
-        .unwrap_or(authority)
 }
 
 /// The token of an upgrade request: `?token=`, then `Authorization: Bearer`,
@@ -198,8 +240,11 @@ fn subprotocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .map(str::trim)
 }
 
-fn offers_subprotocol(headers: &HeaderMap) -> bool {
-    subprotocols(headers).any(|p| p == SUBPROTOCOL)
+/// `Some(SUBPROTOCOL)` when the client offered it: the answer must echo it.
+pub fn offered_subprotocol(headers: &HeaderMap) -> Option<&'static str> {
+    subprotocols(headers)
+        .any(|p| p == SUBPROTOCOL)
+        .then_some(SUBPROTOCOL)
 }
 
 /// Decodes `%XX` escapes (a JWT is base64url and dots, so this is rarely
@@ -228,52 +273,6 @@ fn percent_decode(value: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Connections per client address (`--max-connections-per-ip`).
-struct PerIp {
-    max: u32,
-    /// A std mutex around a map update; never held across `.await`.
-    counts: Mutex<HashMap<IpAddr, u32>>,
-}
-
-impl PerIp {
-    fn take(this: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        let mut counts = this.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= this.max {
-            return None;
-        }
-        *count += 1;
-        Some(IpSlot {
-            per_ip: this.clone(),
-            ip,
-        })
-    }
-}
-
-/// One connection's share of its address's allowance, returned on drop.
-struct IpSlot {
-    per_ip: Arc<PerIp>,
-    ip: IpAddr,
-}
-
-impl std::fmt::Debug for IpSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "IpSlot({})", self.ip)
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut counts = self.per_ip.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
@@ -291,9 +290,24 @@ mod tests {
         h
     }
 
-    fn open(origins: &[&str]) -> Admission {
-        let origins: Vec<String> = origins.iter().map(|s| s.to_string()).collect();
-        Admission::new(None, &origins, 0, 10)
+    fn listing(origins: &[&str], public: Option<&str>) -> Admission {
+        Admission::new(
+            None,
+            Policy {
+                allowed_origins: origins.iter().map(|o| Origin::parse(o).unwrap()).collect(),
+                public_origin: public.map(|p| Origin::of_url(p).unwrap()),
+                ..Policy::default()
+            },
+        )
+    }
+
+    fn limits(max_per_ip: u32, max_per_user: u32, max_connections: u32) -> Policy {
+        Policy {
+            max_per_ip,
+            max_per_user,
+            max_connections,
+            ..Policy::default()
+        }
     }
 
     #[track_caller]
@@ -306,67 +320,61 @@ mod tests {
     }
 
     #[test]
-    fn origins() {
-        let a = open(&["https://app.example.com/"]);
-        check_origin(&a, &[("host", "gw.example.com")], true);
-        check_origin(
-            &a,
-            &[
-                ("host", "gw.example.com"),
-                ("origin", "https://gw.example.com"),
-            ],
-            true,
-        );
-        check_origin(
-            &a,
-            &[
-                ("host", "gw.example.com:443"),
-                ("origin", "https://gw.example.com"),
-            ],
-            true,
-        );
-        check_origin(
-            &a,
-            &[
-                ("host", "127.0.0.1:8080"),
-                ("origin", "http://127.0.0.1:8080"),
-            ],
-            true,
-        );
-        check_origin(
-            &a,
-            &[
-                ("host", "gw.example.com"),
-                ("origin", "https://APP.example.com"),
-            ],
-            true,
-        );
-        check_origin(
-            &a,
-            &[
-                ("host", "gw.example.com"),
-                ("origin", "https://evil.example"),
-            ],
-            false,
-        );
-        check_origin(
-            &a,
-            &[
-                ("host", "gw.example.com"),
-                ("origin", "https://gw.example.com.evil"),
-            ],
-            false,
-        );
-        check_origin(
-            &a,
-            &[
-                ("host", "127.0.0.1:8080"),
-                ("origin", "http://127.0.0.1:9999"),
-            ],
-            false,
-        );
-        check_origin(&a, &[("host", "gw.example.com"), ("origin", "null")], false);
+    fn without_a_list_the_gateways_own_origin_is_the_hosts() {
+        let a = listing(&[], None);
+        for (host, origin, allowed) in [
+            ("gw.example.com", None, true),
+            ("gw.example.com", Some("https://gw.example.com"), true),
+            ("gw.example.com:443", Some("https://gw.example.com"), true),
+            ("gw.example.com:80", Some("http://gw.example.com"), true),
+            ("127.0.0.1:8080", Some("http://127.0.0.1:8080"), true),
+            ("GW.example.com", Some("https://gw.example.com/"), true),
+            // Each scheme's own default port: 443 is not http's, 80 not https's.
+            ("gw.example.com:443", Some("http://gw.example.com"), false),
+            ("gw.example.com:80", Some("https://gw.example.com"), false),
+            ("gw.example.com", Some("https://evil.example"), false),
+            ("gw.example.com", Some("https://gw.example.com.evil"), false),
+            ("127.0.0.1:8080", Some("http://127.0.0.1:9999"), false),
+            ("gw.example.com", Some("null"), false),
+            // Not an origin at all, though its suffix matches the Host.
+            ("host:8080", Some("http://host:8080:80"), false),
+            ("host:8080:80", Some("http://host:8080"), false),
+        ] {
+            let mut pairs = vec![("host", host)];
+            pairs.extend(origin.map(|o| ("origin", o)));
+            check_origin(&a, &pairs, allowed);
+        }
         check_origin(&a, &[("origin", "https://gw.example.com")], false);
+    }
+
+    #[test]
+    fn with_a_list_the_host_header_counts_for_nothing() {
+        let a = listing(&["https://app.example.com/"], None);
+        for (host, origin, allowed) in [
+            ("gw.example.com", None, true),
+            ("gw.example.com", Some("https://APP.example.com:443"), true),
+            ("rebound.evil", Some("http://rebound.evil"), false),
+            ("gw.example.com", Some("https://gw.example.com"), false),
+            ("app.example.com", Some("http://app.example.com"), false),
+        ] {
+            let mut pairs = vec![("host", host)];
+            pairs.extend(origin.map(|o| ("origin", o)));
+            check_origin(&a, &pairs, allowed);
+        }
+        let with_public = listing(&[], Some("https://chat.example.com/demo/"));
+        check_origin(
+            &with_public,
+            &[
+                ("host", "chat.example.com"),
+                ("origin", "https://chat.example.com"),
+            ],
+            true,
+        );
+        check_origin(
+            &with_public,
+            &[("host", "rebound.evil"), ("origin", "http://rebound.evil")],
+            false,
+        );
     }
 
     #[test]
@@ -383,7 +391,7 @@ mod tests {
         );
         let h = headers(&[("sec-websocket-protocol", "wsgate.v1, wsgate.token.x.y.z")]);
         assert_eq!(token(&plain, &h).as_deref(), Some("x.y.z"));
-        assert!(offers_subprotocol(&h));
+        assert_eq!(offered_subprotocol(&h), Some(SUBPROTOCOL));
         assert_eq!(
             token(&plain, &headers(&[("authorization", "Basic Zm9v")])),
             None
@@ -396,7 +404,7 @@ mod tests {
 
     #[test]
     fn per_ip_slots_are_returned_on_drop() {
-        let a = Admission::new(None, &[], 2, 10);
+        let a = Admission::new(None, limits(2, 0, 10));
         let uri: Uri = "/ws".parse().unwrap();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
@@ -413,7 +421,7 @@ mod tests {
 
     #[test]
     fn total_capacity() {
-        let a = Admission::new(None, &[], 0, 1);
+        let a = Admission::new(None, limits(0, 0, 1));
         let uri: Uri = "/ws".parse().unwrap();
         let held = a.admit(&uri, &HeaderMap::new(), None).unwrap();
         assert_eq!(

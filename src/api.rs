@@ -7,18 +7,75 @@
 //! Access: with `--api-key`, callers present `Authorization: Bearer <key>`. With
 //! tokens enabled on `/ws` but no API key, the API refuses everyone (403):
 //! securing the WebSocket side must not leave an open side door.
+//!
+//! Bounds: a body larger than `--max-message-bytes` is refused as soon as its
+//! `Content-Length` or its bytes say so (413); a body must arrive within
+//! `--request-timeout` (408); at most `--max-api-concurrency` requests are
+//! handled at once (503 with `Retry-After`). A request is let into the
+//! handler's slots only after its key and headers passed, so callers without
+//! the key cannot use up the slots.
 
-use axum::body::{Body, to_bytes};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::app::AppState;
-use subtle::ConstantTimeEq as _;
-
 use crate::protocol::{self, ErrorCode, HttpReply};
 use crate::room::{RoomKey, Tenant};
+
+/// Who may publish over HTTP, how many requests at once, and how long a body
+/// may take.
+pub struct ApiAccess {
+    /// SHA-256 of `--api-key`, computed once: hashing the key per request
+    /// would take time that grows with the key's length.
+    key_digest: Option<[u8; 32]>,
+    /// `--max-api-concurrency` slots; a permit lives as long as its request.
+    permits: Arc<Semaphore>,
+    /// `--request-timeout`.
+    body_timeout: Duration,
+}
+
+impl ApiAccess {
+    /// `api_key` is `--api-key`'s value (see `config::Secret`).
+    pub fn new(api_key: Option<&str>, max_concurrency: u32, body_timeout: Duration) -> Self {
+        Self {
+            key_digest: api_key.map(digest),
+            permits: Arc::new(Semaphore::new(max_concurrency as usize)),
+            body_timeout,
+        }
+    }
+
+    /// Whether `presented` is the API key. Both sides are compared as SHA-256
+    /// digests, in constant time: comparing the strings themselves, even with
+    /// `subtle`, returns at once when the lengths differ, which tells a prober
+    /// how long the key is. Digests are always 32 bytes, and hashing the
+    /// presented value costs time that depends only on what the caller sent.
+    fn key_matches(&self, presented: &str) -> bool {
+        self.key_digest
+            .is_some_and(|key| bool::from(digest(presented).ct_eq(&key)))
+    }
+
+    /// A slot for one request, or `None` when every slot is taken: the caller
+    /// is told to come back rather than queued, so waiting costs the server
+    /// nothing.
+    fn enter(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+}
+
+fn digest(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
 
 /// Why a publish request was refused; each maps to one status and a stable code.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +88,12 @@ pub enum ApiError {
     ContentType,
     #[error("body is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("the request body did not arrive within {0:?} (--request-timeout)")]
+    Timeout(Duration),
+    #[error("could not read the request body: {0}")]
+    Body(String),
+    #[error("too many publish requests at once; retry shortly")]
+    Overloaded,
     #[error("{message}")]
     Invalid { code: ErrorCode, message: String },
     #[error("{0}")]
@@ -44,8 +107,9 @@ impl ApiError {
             Self::Disabled => StatusCode::FORBIDDEN,
             Self::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Invalid { .. } => StatusCode::BAD_REQUEST,
-            Self::BrokerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Body(_) | Self::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Self::BrokerUnavailable(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -55,6 +119,9 @@ impl ApiError {
             Self::Disabled => "forbidden",
             Self::ContentType => "unsupported_media_type",
             Self::TooLarge(_) => "too_large",
+            Self::Timeout(_) => "request_timeout",
+            Self::Body(_) => ErrorCode::InvalidMessage.as_str(),
+            Self::Overloaded => "overloaded",
             Self::Invalid { code, .. } => code.as_str(),
             Self::BrokerUnavailable(_) => ErrorCode::BrokerUnavailable.as_str(),
         }
@@ -68,7 +135,21 @@ impl IntoResponse for ApiError {
             code: self.code(),
             message: &message,
         };
-        json(self.status(), body.to_json())
+        let mut response = json(self.status(), body.to_json());
+        let headers = response.headers_mut();
+        match self {
+            Self::Overloaded => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // The body was not read to its end, so the connection cannot
+            // carry another request: say so, rather than leave the client
+            // to find out.
+            Self::TooLarge(_) | Self::Timeout(_) | Self::Body(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        response
     }
 }
 
@@ -97,9 +178,18 @@ async fn accept(
         return Err(ApiError::ContentType);
     }
     let limit = state.max_message_bytes();
-    let bytes = to_bytes(body, limit)
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::TooLarge(limit));
+    }
+    let api = state.api();
+    let _permit = api.enter().ok_or(ApiError::Overloaded)?;
+    let bytes = tokio::time::timeout(api.body_timeout, read_body(body, limit, announced))
         .await
-        .map_err(|_| ApiError::TooLarge(limit))?;
+        .map_err(|_| ApiError::Timeout(api.body_timeout))??;
     let request = protocol::decode_http_publish(&bytes).map_err(|e| ApiError::Invalid {
         code: e.code,
         message: e.message,
@@ -114,24 +204,41 @@ async fn accept(
         .map_err(|e| ApiError::BrokerUnavailable(e.to_string()))
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    match state.api_key() {
-        Some(key) => {
-            let presented = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            // Constant time, so the comparison does not reveal how much of a
-            // guess was right.
-            if bool::from(presented.as_bytes().ct_eq(key.expose().as_bytes())) {
-                Ok(())
-            } else {
-                Err(ApiError::Unauthorized)
-            }
+/// The body, up to `limit` bytes. Only exceeding the limit is `TooLarge`;
+/// any other failure (a broken chunked encoding, a peer gone mid-body) is the
+/// request's fault too, but a different one.
+async fn read_body(body: Body, limit: usize, announced: Option<u64>) -> Result<Bytes, ApiError> {
+    // `announced` was checked against `limit`, so this allocation is bounded.
+    let mut buf = BytesMut::with_capacity(announced.map_or(0, |n| n as usize));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Body(e.to_string()))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge(limit));
         }
-        None if state.admission().tokens_enabled() => Err(ApiError::Disabled),
-        None => Ok(()),
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let api = state.api();
+    if api.key_digest.is_none() {
+        return if state.admission().tokens_enabled() {
+            Err(ApiError::Disabled)
+        } else {
+            Ok(())
+        };
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if api.key_matches(presented) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
     }
 }
 
@@ -141,4 +248,27 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_matches_itself_and_nothing_else() {
+        let api = ApiAccess::new(Some("backend-key"), 1, Duration::from_secs(1));
+        assert!(api.key_matches("backend-key"));
+        for wrong in [
+            "",
+            "b",
+            "backend-ke",
+            "backend-key ",
+            "backend-key-and-more",
+            "BACKEND-KEY",
+        ] {
+            assert!(!api.key_matches(wrong), "{wrong:?}");
+        }
+        let open = ApiAccess::new(None, 1, Duration::from_secs(1));
+        assert!(!open.key_matches(""), "no key configured: nothing matches");
+    }
 }

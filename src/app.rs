@@ -12,7 +12,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Policy};
+use crate::api::ApiAccess;
 use crate::auth::Verifier;
 use crate::broker::{Broker, NatsBroker, NatsSettings};
 use crate::config::{Config, Secret};
@@ -45,10 +46,12 @@ struct Shared {
     next_conn: AtomicU64,
     /// The demo page, rendered once at start-up.
     demo_page: String,
-    /// Who may open a WebSocket: origins, tokens, per-IP and total caps.
+    /// Who may open a WebSocket: origins, tokens, per-IP, per-user and total
+    /// caps.
     admission: Admission,
-    /// `--api-key` for POST /api/publish.
-    api_key: Option<Secret>,
+    /// POST /api/publish: the `--api-key` digest, concurrency slots and body
+    /// deadline.
+    api: ApiAccess,
     /// Every session task: axum's graceful shutdown does not wait for upgraded
     /// connections, so shutdown waits on this.
     sessions: TaskTracker,
@@ -127,8 +130,8 @@ impl AppState {
     pub fn admission(&self) -> &Admission {
         &self.0.admission
     }
-    pub fn api_key(&self) -> Option<&Secret> {
-        self.0.api_key.as_ref()
+    pub fn api(&self) -> &ApiAccess {
+        &self.0.api
     }
     /// Whether this node should receive traffic: not shutting down, broker up.
     pub fn is_ready(&self) -> bool {
@@ -139,6 +142,8 @@ impl AppState {
 /// A bound, not yet serving, gateway. Tests build it on port 0 and read the port.
 pub struct Application {
     listener: TcpListener,
+    /// `--admin-listen`: `/metrics` and the probes, apart from client traffic.
+    admin_listener: Option<TcpListener>,
     state: AppState,
     shutdown_grace: Duration,
     handshake_timeout: Duration,
@@ -147,9 +152,15 @@ pub struct Application {
 impl Application {
     /// Binds the listener and assembles the state.
     pub async fn build(config: &Config, telemetry: &Telemetry) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.listen)
-            .await
+        let listener = crate::server::bind(config.listen, config.listen_backlog)
             .with_context(|| format!("binding {}", config.listen))?;
+        let admin_listener = match config.admin_listen {
+            None => None,
+            Some(addr) => Some(
+                crate::server::bind(addr, config.listen_backlog)
+                    .with_context(|| format!("binding --admin-listen {addr}"))?,
+            ),
+        };
         let node_id = config.node_id();
         let hub = Arc::new(Hub::new(config.max_rooms as usize));
         let tracer = telemetry.message_tracer(&node_id);
@@ -197,9 +208,13 @@ impl Application {
         };
         let admission = Admission::new(
             verifier(config)?,
-            &config.allowed_origins,
-            config.max_connections_per_ip,
-            config.max_connections,
+            Policy {
+                allowed_origins: config.allowed_origins.clone(),
+                public_origin: config.public_url.clone(),
+                max_per_ip: config.max_connections_per_ip,
+                max_per_user: config.max_connections_per_user,
+                max_connections: config.max_connections,
+            },
         );
         let queued_bytes = QueuedBytes::default();
         let gauges = StateGauges::new(
@@ -232,7 +247,11 @@ impl Application {
             next_conn: AtomicU64::new(1),
             demo_page: crate::demo::render(config.jaeger_ui_url.as_deref()),
             admission,
-            api_key: config.api_key.clone(),
+            api: ApiAccess::new(
+                config.api_key.as_ref().map(Secret::expose),
+                config.max_api_concurrency,
+                config.request_timeout,
+            ),
             sessions: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             queued_bytes,
@@ -240,6 +259,7 @@ impl Application {
         };
         Ok(Self {
             listener,
+            admin_listener,
             state: AppState(Arc::new(shared)),
             shutdown_grace: config.shutdown_grace,
             handshake_timeout: config.handshake_timeout,
@@ -251,6 +271,13 @@ impl Application {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The `--admin-listen` address, as bound (tests ask for port 0).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn state(&self) -> AppState {
@@ -274,18 +301,30 @@ impl Application {
     ) -> anyhow::Result<Instant> {
         let Self {
             listener,
+            admin_listener,
             state,
             shutdown_grace,
             handshake_timeout,
         } = self;
-        let router = crate::http::router(state.clone());
+        let router = crate::http::router(state.clone(), admin_listener.is_none());
         let token = state.shutdown().clone();
-        let server = tokio::spawn(crate::server::serve(
-            listener,
-            router,
-            token.clone(),
-            handshake_timeout,
-        ));
+        let failures = Some(state.metrics().clone());
+        let public =
+            crate::server::serve(listener, router, token.clone(), handshake_timeout, failures);
+        let admin = admin_listener.map(|admin| {
+            let router = crate::http::admin_router(state.clone());
+            crate::server::serve(admin, router, token.clone(), handshake_timeout, None)
+        });
+        // Both listeners stop on the same token; the admin one serves only
+        // short requests, so waiting for both is waiting for the public one.
+        let server = tokio::spawn(async move {
+            match admin {
+                Some(admin) => {
+                    tokio::join!(public, admin);
+                }
+                None => public.await,
+            }
+        });
         signal.await;
         let deadline = Instant::now() + shutdown_grace;
         let open = state.hub().room_count();

@@ -20,6 +20,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::Deserialize;
@@ -61,24 +62,30 @@ impl Identity {
 #[derive(Debug, Clone)]
 pub enum Permissions {
     All,
-    Listed {
-        subscribe: Vec<String>,
-        publish: Vec<String>,
-    },
+    /// Behind an `Arc`: every connection holds its permissions for life, and
+    /// most have none listed, so the lists must not widen every session.
+    Listed(Arc<RoomGrants>),
+}
+
+/// The room patterns a token's `rooms` claim lists.
+#[derive(Debug)]
+pub struct RoomGrants {
+    pub subscribe: Vec<String>,
+    pub publish: Vec<String>,
 }
 
 impl Permissions {
     pub fn may_subscribe(&self, room: &RoomName) -> bool {
         match self {
             Self::All => true,
-            Self::Listed { subscribe, .. } => subscribe.iter().any(|p| matches(p, room.as_str())),
+            Self::Listed(grants) => grants.subscribe.iter().any(|p| matches(p, room.as_str())),
         }
     }
 
     pub fn may_publish(&self, room: &RoomName) -> bool {
         match self {
             Self::All => true,
-            Self::Listed { publish, .. } => publish.iter().any(|p| matches(p, room.as_str())),
+            Self::Listed(grants) => grants.publish.iter().any(|p| matches(p, room.as_str())),
         }
     }
 }
@@ -263,10 +270,10 @@ impl Verifier {
         };
         let permissions = match claims.rooms {
             None => Permissions::All,
-            Some(rooms) => Permissions::Listed {
+            Some(rooms) => Permissions::Listed(Arc::new(RoomGrants {
                 subscribe: rooms.subscribe,
                 publish: rooms.publish,
-            },
+            })),
         };
         Ok(Identity {
             user: Some(claims.sub),

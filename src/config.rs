@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::admission::Origin;
 use crate::outbox::SlowConsumerPolicy;
 
 /// The command line.
@@ -170,10 +171,12 @@ pub struct Config {
     #[arg(long, env = "WSGATE_JWT_ISSUER", value_parser = non_empty)]
     pub jwt_issuer: Option<String>,
 
-    /// Browser origins allowed besides the gateway's own, comma-separated full
-    /// origins such as `https://app.example.com`.
+    /// Browser origins allowed to open /ws, comma-separated full origins such
+    /// as `https://app.example.com`, compared as (scheme, host, port). When set,
+    /// the `Host` header no longer vouches for the gateway's own origin: add it
+    /// here or with --public-url.
     #[arg(long, env = "WSGATE_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = origin)]
-    pub allowed_origins: Vec<String>,
+    pub allowed_origins: Vec<Origin>,
 
     /// Key that backends must present (`Authorization: Bearer <key>`) to use
     /// POST /api/publish. With tokens enabled and no key, the API is refused.
@@ -194,6 +197,41 @@ pub struct Config {
     #[arg(long, env = "WSGATE_MAX_ROOMS_PER_CONNECTION", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_rooms_per_connection: u32,
+
+    /// WebSocket connections per user (a token's `sub`, within its tenant);
+    /// 0 = unlimited. Further upgrades get 429.
+    #[arg(long, env = "WSGATE_MAX_CONNECTIONS_PER_USER", default_value_t = 0)]
+    pub max_connections_per_user: u32,
+
+    /// How long an HTTP request's body may take to arrive once its headers
+    /// have (POST /api/publish); a slower request gets 408.
+    #[arg(long, env = "WSGATE_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub request_timeout: Duration,
+
+    /// POST /api/publish requests handled at once; further ones get 503 with
+    /// `Retry-After`.
+    #[arg(long, env = "WSGATE_MAX_API_CONCURRENCY", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_api_concurrency: u32,
+
+    /// The URL browsers reach this gateway at, e.g. `https://chat.example.com`:
+    /// its origin is allowed, for the demo page. With it or --allowed-origins,
+    /// the `Host` header no longer makes an origin acceptable.
+    #[arg(long, env = "WSGATE_PUBLIC_URL", value_parser = public_url)]
+    pub public_url: Option<Origin>,
+
+    /// Address for /metrics, /healthz and /readyz, e.g. `127.0.0.1:9091`. When
+    /// set, /metrics is served only there (404 on --listen), so it can stay
+    /// internal.
+    #[arg(long, env = "WSGATE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// Connections the kernel may queue before wsgate accepts them, so a
+    /// reconnect storm waits instead of failing. The kernel caps it at
+    /// `net.core.somaxconn` (4096 by default on Linux 5.4 and later).
+    #[arg(long, env = "WSGATE_LISTEN_BACKLOG", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    pub listen_backlog: u32,
 
     /// Log line format.
     #[arg(long, env = "WSGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -229,6 +267,8 @@ pub enum ConfigError {
          1 GiB: it is what one room may hold in memory"
     )]
     RoomBuffer { buffer: u32, bytes: u32 },
+    #[error("--admin-listen ({0}) must differ from --listen")]
+    AdminListen(SocketAddr),
 }
 
 /// The most one room's NATS subscription buffer may hold, in bytes.
@@ -243,6 +283,7 @@ impl Config {
             ("handshake-timeout", self.handshake_timeout),
             ("write-timeout", self.write_timeout),
             ("warning-log-interval", self.warning_log_interval),
+            ("request-timeout", self.request_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero { flag });
@@ -267,6 +308,12 @@ impl Config {
                 timeout: self.heartbeat_timeout,
                 interval: self.heartbeat_interval,
             });
+        }
+        if let Some(admin) = self.admin_listen
+            && admin == self.listen
+            && admin.port() != 0
+        {
+            return Err(ConfigError::AdminListen(admin));
         }
         Ok(())
     }
@@ -316,21 +363,12 @@ fn secret(s: &str) -> Result<Secret, String> {
     }
 }
 
-fn origin(s: &str) -> Result<String, String> {
-    let s = s.trim();
-    let rest = s
-        .strip_prefix("http://")
-        .or_else(|| s.strip_prefix("https://"));
-    match rest {
-        Some(authority)
-            if !authority.is_empty() && !authority.trim_end_matches('/').contains('/') =>
-        {
-            Ok(s.to_owned())
-        }
-        _ => Err(format!(
-            "{s:?} is not an origin like https://app.example.com"
-        )),
-    }
+fn origin(s: &str) -> Result<Origin, String> {
+    Origin::parse(s).map_err(|e| e.to_string())
+}
+
+fn public_url(s: &str) -> Result<Origin, String> {
+    Origin::of_url(s).map_err(|e| e.to_string())
 }
 
 fn http_url(s: &str) -> Result<String, String> {
@@ -405,6 +443,12 @@ mod tests {
         assert_eq!(c.nats_subscription_buffer, 1024);
         assert_eq!(c.broker_connect_timeout, Duration::from_secs(5));
         assert_eq!(c.warning_log_interval, Duration::from_secs(10));
+        assert_eq!(c.max_connections_per_user, 0);
+        assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_api_concurrency, 1024);
+        assert_eq!(c.public_url, None);
+        assert_eq!(c.admin_listen, None);
+        assert_eq!(c.listen_backlog, 4096);
     }
 
     #[test]
@@ -426,6 +470,30 @@ mod tests {
             "--send-queue-bytes=67108864",
         ])
         .unwrap();
+    }
+
+    #[test]
+    fn hardening_flags_parse() {
+        let c = parse(&[
+            "--max-connections-per-user=3",
+            "--request-timeout=2s",
+            "--max-api-concurrency=8",
+            "--public-url=https://chat.example.com/app/",
+            "--admin-listen=127.0.0.1:9091",
+            "--listen-backlog=1024",
+        ])
+        .unwrap();
+        assert_eq!(c.max_connections_per_user, 3);
+        assert_eq!(c.request_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_api_concurrency, 8);
+        assert_eq!(
+            c.public_url.map(|o| o.to_string()).as_deref(),
+            Some("https://chat.example.com")
+        );
+        assert_eq!(c.admin_listen, Some("127.0.0.1:9091".parse().unwrap()));
+        assert_eq!(c.listen_backlog, 1024);
+        // Port 0 on both: two ephemeral ports, as tests use.
+        parse(&["--listen=127.0.0.1:0", "--admin-listen=127.0.0.1:0"]).unwrap();
     }
 
     #[test]
@@ -476,6 +544,18 @@ mod tests {
             (
                 &["--allowed-origins=https://a.example/path"],
                 "is not an origin",
+            ),
+            (
+                &["--allowed-origins=http://host:8080:80"],
+                "invalid port number",
+            ),
+            (&["--public-url=chat.example.com"], "is not an origin"),
+            (&["--request-timeout=0s"], "--request-timeout"),
+            (&["--max-api-concurrency=0"], "--max-api-concurrency"),
+            (&["--listen-backlog=0"], "--listen-backlog"),
+            (
+                &["--listen=127.0.0.1:9000", "--admin-listen=127.0.0.1:9000"],
+                "must differ from --listen",
             ),
             (&["--jwt-secret="], "must not be empty"),
             (
@@ -529,10 +609,8 @@ mod tests {
             "--max-connections-per-ip=10",
         ])
         .unwrap();
-        assert_eq!(
-            c.allowed_origins,
-            ["https://a.example", "https://b.example/"]
-        );
+        let origins: Vec<String> = c.allowed_origins.iter().map(|o| o.to_string()).collect();
+        assert_eq!(origins, ["https://a.example", "https://b.example"]);
         assert_eq!(c.max_msgs_per_sec, 50);
         assert_eq!(c.max_rooms_per_connection, 256);
         let printed = format!("{c:?}");

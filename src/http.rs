@@ -18,16 +18,36 @@ use crate::demo;
 use crate::telemetry::propagation;
 use crate::ws;
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The routes of `--listen`. `/metrics` is among them only when there is no
+/// admin listener to keep it apart (`with_metrics`).
+pub fn router(state: AppState, with_metrics: bool) -> Router {
+    let router = Router::new()
         .route("/", get(demo::page))
         .route("/ws", get(ws::upgrade::handler))
-        .route("/api/publish", post(api::publish))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/api/publish", post(api::publish));
+    let router = if with_metrics {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    };
+    probes(router)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// The routes of `--admin-listen`: what operators and orchestrators use.
+pub fn admin_router(state: AppState) -> Router {
+    probes(Router::new().route("/metrics", get(metrics)))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Liveness and readiness answer on both listeners: an orchestrator may probe
+/// either, and the public one is what a load balancer checks.
+fn probes(router: Router<AppState>) -> Router<AppState> {
+    router
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
 
 /// Prometheus text exposition of every OTel instrument and the process metrics.

@@ -41,7 +41,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let telemetry = Telemetry::from_env(&node_id).context("configuring telemetry")?;
     telemetry.init_logs(config.log_format)?;
     let app = Application::build(&config, &telemetry).await?;
-    tracing::info!(addr = %app.local_addr(), node_id, "wsgate listening");
+    tracing::info!(
+        addr = %app.local_addr(),
+        admin_addr = app.admin_addr().map(tracing::field::display),
+        node_id,
+        "wsgate listening"
+    );
     match app.run_until(shutdown_signal()).await {
         Ok(deadline) => {
             telemetry.shutdown_by(deadline + FLUSH_MARGIN).await;

@@ -52,15 +52,18 @@ pub async fn execute_with(
     let addrs = ramp::resolve(&plan.targets).await?;
     let plan = Arc::new(plan);
     let deadline = Instant::now() + plan.timeout;
+    let pace = match plan.connect_rate {
+        0 => "all at once".to_owned(),
+        rate => format!("{rate}/s"),
+    };
     ui.line(format_args!(
-        "connecting {} to {} ({}/s)",
+        "connecting {} to {} ({pace})",
         plan.connections,
         plan.targets
             .iter()
             .map(|t| t.url.as_str())
             .collect::<Vec<_>>()
             .join(", "),
-        plan.connect_rate
     ));
     let mut ramp = ramp::connect_all(&plan, &addrs, deadline, ui).await;
     let connected = ramp.connected;

@@ -1,5 +1,6 @@
 //! The connect phase: open every connection at `--connect-rate`, overlapping
-//! up to a bound, each subscribed before the phase ends.
+//! up to a bound, each subscribed before the phase ends. `--connect-rate 0`
+//! opens them all at once, unbounded: a reconnect storm.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -43,7 +44,7 @@ pub async fn resolve(targets: &[Target]) -> anyhow::Result<Vec<SocketAddr>> {
 }
 
 /// Opens connection i to target i mod targets and subscribes it to room i mod
-/// rooms, at most `connect_rate` new connections per second.
+/// rooms, at most `connect_rate` new connections per second (0: all at once).
 pub async fn connect_all(
     plan: &Arc<Plan>,
     addrs: &[SocketAddr],
@@ -53,8 +54,11 @@ pub async fn connect_all(
     let n = plan.connections;
     let started = Instant::now();
     let bar = ui.bar(n as u64, "connecting");
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let spacing = 1.0 / f64::from(plan.connect_rate);
+    let (spacing, max_in_flight) = match plan.connect_rate {
+        0 => (0.0, n),
+        rate => (1.0 / f64::from(rate), MAX_IN_FLIGHT),
+    };
+    let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let mut tasks = JoinSet::new();
     let mut ramp = Ramp {
         conns: (0..n).map(|_| None).collect(),

@@ -83,6 +83,12 @@ label_enum! {
         Unauthorized => "unauthorized",
         PerIpLimit => "per_ip_limit",
         Capacity => "capacity",
+        PerUserLimit => "per_user_limit",
+        /// The request head did not arrive within `--handshake-timeout`
+        /// (counted by the accept loop, before any handler).
+        HandshakeTimeout => "handshake_timeout",
+        /// The bytes received were not an HTTP/1 request head.
+        MalformedRequest => "malformed_request",
     }
 }
 

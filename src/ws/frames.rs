@@ -239,7 +239,6 @@ impl Session {
             .cloned()
             .collect();
         self.admitted.identity = identity;
-        self.expires_at = Some(super::session::expiry(exp));
         self.rearm = true;
         self.reply(&Reply::Refreshed { exp });
         for room in revoked {

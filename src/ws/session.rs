@@ -124,10 +124,8 @@ pub(super) struct Session {
     /// `--max-msgs-per-sec`, if set. Boxed: most gateways run without it, and
     /// every idle connection's future would carry it.
     rate: Option<Box<FrameRate>>,
-    /// When the connection's token expires (its `exp` plus the leeway);
-    /// `None` without tokens. A `refresh` moves it.
-    pub(super) expires_at: Option<Instant>,
-    /// Set when a refresh moved `expires_at`, so the read loop re-arms its timer.
+    /// Set when a refresh moved the token's expiry, so the read loop re-arms
+    /// its timer.
     pub(super) rearm: bool,
     /// The read loop stops handling frames: a close was requested.
     closing: bool,
@@ -139,7 +137,6 @@ impl Session {
         state.metrics().connection_opened();
         tracing::debug!(conn, tenant = %admitted.identity.tenant, "connection opened");
         let rate = FrameRate::new(state.limits().max_msgs_per_sec).map(Box::new);
-        let expires_at = admitted.identity.expires.map(expiry);
         Self {
             state,
             conn,
@@ -147,18 +144,24 @@ impl Session {
             rooms: HashSet::new(),
             admitted,
             rate,
-            expires_at,
             rearm: false,
             closing: false,
             opened: Instant::now(),
         }
     }
 
+    /// When the connection's token expires (its `exp` plus the leeway);
+    /// `None` without tokens. Derived from the identity rather than stored: a
+    /// `refresh` replaces the identity, and the session stays smaller.
+    fn expires_at(&self) -> Option<Instant> {
+        self.admitted.identity.expires.map(expiry)
+    }
+
     /// When the read loop's timer should next fire: the heartbeat deadline or
     /// the token's expiry, whichever comes first.
     fn next_due(&self, last_seen: Instant) -> Instant {
         let heartbeat = last_seen + self.state.limits().heartbeat_timeout;
-        self.expires_at.map_or(heartbeat, |at| at.min(heartbeat))
+        self.expires_at().map_or(heartbeat, |at| at.min(heartbeat))
     }
 
     /// Reads until the connection is done. Returns the write loop's outcome too
@@ -216,7 +219,7 @@ impl Session {
                         return (ReadEnd::Done, written);
                     }
                     let now = Instant::now();
-                    if self.expires_at.is_some_and(|at| at <= now) {
+                    if self.expires_at().is_some_and(|at| at <= now) {
                         self.expire();
                         // The client is alive and may still be sending: its
                         // input is drained after the close, never handled.
@@ -299,7 +302,7 @@ impl Session {
 
     /// Closes a connection whose token expired and was not refreshed.
     fn expire(&mut self) {
-        self.expires_at = None;
+        self.admitted.identity.expires = None;
         self.request_close(CloseRequest::server(
             4001,
             "token expired",
@@ -374,7 +377,7 @@ impl Session {
 
 /// The instant a token expiring at `exp` (Unix seconds) stops being valid,
 /// the leeway included.
-pub(super) fn expiry(exp: u64) -> Instant {
+fn expiry(exp: u64) -> Instant {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

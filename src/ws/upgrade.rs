@@ -78,7 +78,9 @@ impl IntoResponse for UpgradeError {
             }
             Self::Refused(Refusal::Origin) => StatusCode::FORBIDDEN,
             Self::Refused(Refusal::Unauthorized(_)) => StatusCode::UNAUTHORIZED,
-            Self::Refused(Refusal::PerIpLimit) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Refused(Refusal::PerIpLimit | Refusal::PerUserLimit) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         };
         let mut response = (status, self.to_string()).into_response();
         match self {
@@ -133,7 +135,7 @@ fn accept(state: &AppState, req: &mut Request) -> Result<Response, UpgradeError>
         .admission()
         .admit(req.uri(), req.headers(), peer)
         .map_err(UpgradeError::Refused)?;
-    let subprotocol = admitted.subprotocol;
+    let subprotocol = crate::admission::offered_subprotocol(req.headers());
     let on_upgrade = hyper::upgrade::on(req);
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)

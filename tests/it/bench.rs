@@ -105,3 +105,15 @@ async fn an_unreachable_gateway_is_reported_not_waited_for() {
     );
     assert_eq!(report.lost, report.expected_deliveries);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_storm_connects_everyone_at_once() {
+    let app = spawn_app().await;
+    let url = format!("--url={}", app.ws_url());
+    // --connect-rate 0: no pacing and no cap on connects in flight.
+    let report = bench(&[&url, "-c=300", "-r=3", "-p=3", "-m=10", "--connect-rate=0"]).await;
+    assert_clean(&report);
+    assert_eq!(report.connected, 300);
+    assert!(report.connect_failures.is_empty(), "{report:#?}");
+    app.stop().await;
+}

@@ -13,6 +13,8 @@ use crate::helpers::{Client, Metrics, poll_until, within};
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin listener (`--admin-listen`), where `/metrics` is then served.
+    pub admin_addr: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<Value>>>,
 }
 
@@ -49,22 +51,24 @@ impl Gateway {
                     if entry["fields"]["message"] == "wsgate listening"
                         && let Some(tx) = addr_tx.take()
                     {
-                        let addr = entry["fields"]["addr"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned();
-                        let _ = tx.send(addr);
+                        let field = |name: &str| entry["fields"][name].as_str().map(str::to_owned);
+                        let _ = tx.send((field("addr").unwrap_or_default(), field("admin_addr")));
                     }
                     logs.lock().expect("logs").push(entry);
                 }
             });
         }
-        let addr = within(addr_rx)
+        let (addr, admin_addr) = within(addr_rx)
             .await
-            .expect("wsgate logged its listening address")
-            .parse()
-            .expect("a socket address");
-        Self { child, addr, logs }
+            .expect("wsgate logged its listening address");
+        let addr = addr.parse().expect("a socket address");
+        let admin_addr = admin_addr.map(|a| a.parse().expect("an admin socket address"));
+        Self {
+            child,
+            addr,
+            admin_addr,
+            logs,
+        }
     }
 
     pub async fn connect(&self) -> Client {
@@ -85,6 +89,11 @@ impl Gateway {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `path` on the admin listener, or on the main one without `--admin-listen`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr.unwrap_or(self.addr))
+    }
+
     /// Every log line so far.
     pub fn logs(&self) -> Vec<Value> {
         self.logs.lock().expect("logs").clone()
@@ -100,7 +109,7 @@ impl Gateway {
 
     /// `/metrics`, parsed.
     pub async fn metrics(&self) -> Metrics {
-        let text = within(reqwest::get(self.url("/metrics")))
+        let text = within(reqwest::get(self.admin_url("/metrics")))
             .await
             .expect("scrape")
             .text()

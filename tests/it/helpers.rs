@@ -26,6 +26,8 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// A gateway running in this test process.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The admin listener (`--admin-listen`), where `/metrics` is then served.
+    pub admin_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -41,6 +43,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         .await
         .expect("app builds");
     let addr = app.local_addr();
+    let admin_addr = app.admin_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         // Keep the providers alive as long as the app runs.
@@ -53,6 +56,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     });
     TestApp {
         addr,
+        admin_addr,
         stop: Some(stop),
         server: Some(server),
     }
@@ -108,8 +112,13 @@ impl TestApp {
         Metrics::parse(&self.metrics_text().await)
     }
 
+    /// `path` on the admin listener, or on the main one without `--admin-listen`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr.unwrap_or(self.addr))
+    }
+
     pub async fn metrics_text(&self) -> String {
-        let response = within(reqwest::get(self.http_url("/metrics")))
+        let response = within(reqwest::get(self.admin_url("/metrics")))
             .await
             .expect("scrape");
         assert_eq!(response.status(), 200);

@@ -4,6 +4,8 @@
 //! `/metrics` as a map); `binary` and `collector` run the real executable against
 //! a fake OTLP receiver. Each other module checks one behaviour.
 
+mod admin;
+mod admission;
 mod api;
 mod backpressure;
 mod bench;
@@ -12,6 +14,7 @@ mod browser;
 mod collector;
 mod errors;
 mod faults;
+mod handshakes;
 mod helpers;
 mod limits;
 mod messaging;

@@ -189,8 +189,14 @@ async fn two_tenants_with_the_same_room_never_see_each_other() {
 }
 
 #[tokio::test]
-async fn cross_site_origins_are_refused_and_the_gateways_own_allowed() {
-    let app = spawn_app_with_args(&["--allowed-origins", "https://app.example.com"]).await;
+async fn cross_site_origins_are_refused_and_the_public_url_allowed() {
+    let app = spawn_app_with_args(&[
+        "--allowed-origins",
+        "https://app.example.com",
+        "--public-url",
+        "https://chat.example.com",
+    ])
+    .await;
     let with_origin = |origin: &'static str| {
         move |r: &mut tokio_tungstenite::tungstenite::handshake::client::Request| {
             r.headers_mut()
@@ -211,13 +217,9 @@ async fn cross_site_origins_are_refused_and_the_gateways_own_allowed() {
     app.try_connect_with("/ws", with_origin("https://app.example.com"))
         .await
         .expect("listed origin");
-    let own = format!("http://{}", app.addr);
-    app.try_connect_with("/ws", move |r| {
-        r.headers_mut()
-            .insert("origin", HeaderValue::from_str(&own).unwrap());
-    })
-    .await
-    .expect("the gateway's own origin (its demo page)");
+    app.try_connect_with("/ws", with_origin("https://chat.example.com"))
+        .await
+        .expect("the gateway's own origin (its demo page), from --public-url");
     app.try_connect_with("/ws", |_| {})
         .await
         .expect("no Origin: not a browser");
@@ -244,6 +246,10 @@ async fn the_publish_api_needs_the_key_and_is_closed_by_default_when_tokens_are_
     assert_eq!(post(&app, None).await, 401);
     assert_eq!(post(&app, Some("Bearer wrong")).await, 401);
     assert_eq!(post(&app, Some("Bearer backend-key-and-more")).await, 401);
+    assert_eq!(post(&app, Some("Bearer backend-ke")).await, 401, "a prefix");
+    assert_eq!(post(&app, Some("Bearer b")).await, 401, "a one-byte prefix");
+    assert_eq!(post(&app, Some("Bearer ")).await, 401, "empty");
+    assert_eq!(post(&app, Some("backend-key")).await, 401, "not Bearer");
     assert_eq!(post(&app, Some("Bearer backend-key")).await, 202);
     let tokens_only = spawn_app_with_args(&["--jwt-secret", SECRET]).await;
     assert_eq!(post(&tokens_only, Some("Bearer anything")).await, 403);
