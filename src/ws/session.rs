@@ -157,6 +157,18 @@ impl Session {
         self.admitted.identity.expires.map(expiry)
     }
 
+    /// Whether the connection's token has expired, the leeway included. Asked
+    /// of the wall clock, like the token's `exp`: an instant computed from it
+    /// afresh would always lie a little ahead of the timer that fired for it.
+    fn token_expired(&self) -> bool {
+        self.admitted.identity.expires.is_some_and(|exp| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            now >= Duration::from_secs(exp.saturating_add(LEEWAY_SECS))
+        })
+    }
+
     /// When the read loop's timer should next fire: the heartbeat deadline or
     /// the token's expiry, whichever comes first.
     fn next_due(&self, last_seen: Instant) -> Instant {
@@ -219,21 +231,23 @@ impl Session {
                         return (ReadEnd::Done, written);
                     }
                     let now = Instant::now();
-                    if self.expires_at().is_some_and(|at| at <= now) {
+                    if self.token_expired() {
                         self.expire();
                         // The client is alive and may still be sending: its
                         // input is drained after the close, never handled.
                         return (ReadEnd::Abandoned, written);
                     }
-                    let due = self.next_due(last_seen);
-                    if due > now {
-                        timer.as_mut().reset(due);
-                        continue;
+                    if last_seen + self.state.limits().heartbeat_timeout <= now {
+                        if self.outbox.close(CloseRequest::server(1001, "heartbeat timeout", CloseReason::HeartbeatTimeout)) {
+                            self.state.metrics().error(ErrorType::HeartbeatTimeout);
+                        }
+                        return (ReadEnd::Done, written);
                     }
-                    if self.outbox.close(CloseRequest::server(1001, "heartbeat timeout", CloseReason::HeartbeatTimeout)) {
-                        self.state.metrics().error(ErrorType::HeartbeatTimeout);
-                    }
-                    return (ReadEnd::Done, written);
+                    // Nothing is due yet: frames arrived since the timer was
+                    // armed, or the wall clock has not quite reached the
+                    // token's expiry. Wait again, at least a millisecond.
+                    let due = self.next_due(last_seen).max(now + Duration::from_millis(1));
+                    timer.as_mut().reset(due);
                 }
             }
         }
