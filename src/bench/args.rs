@@ -78,6 +78,25 @@ pub struct BenchArgs {
     /// (for memory measurements). SIGINT or SIGTERM ends it early.
     #[arg(long, default_value = "0s", value_parser = duration)]
     pub hold: Duration,
+
+    /// While the publishers run, --churners extra connections join and leave
+    /// room 0 this many times a second in all (each join is followed by a
+    /// leave), to show what membership churn costs the fan-out. Churners are
+    /// not receivers: their deliveries are not tracked.
+    #[arg(long, value_name = "JOINS_PER_SEC")]
+    pub churn: Option<f64>,
+
+    /// Connections that share the --churn work.
+    #[arg(long, default_value_t = 50, requires = "churn")]
+    pub churners: usize,
+}
+
+/// Membership churn during a run (`--churn`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChurnPlan {
+    /// Joins per second across all churners, each followed by a leave.
+    pub joins_per_sec: f64,
+    pub churners: usize,
 }
 
 /// How publishers pace themselves.
@@ -116,6 +135,7 @@ pub struct Plan {
     /// Room names are `<room_prefix>-<index>`, unique per run, so two benches
     /// against the same gateway never see each other's messages.
     pub room_prefix: String,
+    pub churn: Option<ChurnPlan>,
 }
 
 /// Arguments that parsed but make no sense.
@@ -136,6 +156,8 @@ pub enum ArgsError {
     WindowAndRate,
     #[error("--rate must be a positive number of messages per second, not {0}")]
     Rate(f64),
+    #[error("--churn must be a positive number of joins per second, not {0}")]
+    Churn(f64),
     #[error("--payload ({0} bytes) is larger than 1 MiB")]
     Payload(usize),
     #[error("--url {url:?}: {reason}")]
@@ -182,6 +204,15 @@ impl BenchArgs {
                 per_publisher: r / self.publishers.max(1) as f64,
             },
         };
+        let churn = match self.churn {
+            None => None,
+            Some(r) if !(r.is_finite() && r > 0.0) => return Err(ArgsError::Churn(r)),
+            Some(_) if self.churners == 0 => return Err(ArgsError::Zero("churners")),
+            Some(joins_per_sec) => Some(ChurnPlan {
+                joins_per_sec,
+                churners: self.churners,
+            }),
+        };
         if self.urls.is_empty() {
             return Err(ArgsError::Url {
                 url: String::new(),
@@ -207,6 +238,7 @@ impl BenchArgs {
             connect_rate: self.connect_rate,
             hold: self.hold,
             room_prefix: format!("bench-{:08x}", rand::random::<u32>()),
+            churn,
         })
     }
 }

@@ -90,6 +90,13 @@ fn nonsense_is_refused_with_a_reason() {
         (&["--url=not a url"], "not a URL"),
         (&["--url="], "not a URL"),
         (&["--connections=-1"], "invalid value"),
+        (&["--churn=0"], "positive number of joins"),
+        (&["--churn=inf"], "positive number of joins"),
+        (
+            &["--churn=10", "--churners=0"],
+            "--churners must be greater",
+        ),
+        (&["--churners=5"], "required arguments were not provided"),
     ] {
         let err = plan(args).unwrap_err();
         assert!(err.contains(needle), "{args:?}: {err}");
@@ -109,4 +116,24 @@ fn boundaries_are_accepted() {
     plan(&["-c=1", "-r=1", "-p=1", "--payload=1048576"]).unwrap();
     plan(&["-c=5", "-r=5", "-p=0", "-m=0"]).unwrap();
     plan(&["-c=3", "-r=3", "-p=3"]).unwrap();
+}
+
+#[test]
+fn churn_is_planned_only_when_asked_for() {
+    let plain = BenchArgs::try_parse_from(["bench"])
+        .unwrap()
+        .plan()
+        .unwrap();
+    assert_eq!(plain.churn, None);
+    let churned = BenchArgs::try_parse_from(["bench", "--churn=1000"])
+        .unwrap()
+        .plan()
+        .unwrap();
+    assert_eq!(
+        churned.churn,
+        Some(ChurnPlan {
+            joins_per_sec: 1000.0,
+            churners: 50
+        })
+    );
 }

@@ -22,6 +22,10 @@ pub fn subscribe(room: &str) -> String {
     format!(r#"{{"type":"subscribe","room":"{room}"}}"#)
 }
 
+pub fn unsubscribe(room: &str) -> String {
+    format!(r#"{{"type":"unsubscribe","room":"{room}"}}"#)
+}
+
 /// The `type` of a server frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

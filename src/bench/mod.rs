@@ -6,6 +6,7 @@
 //! - `ramp`: the rate-limited connect phase.
 //! - `client`: connecting, subscribing, and each connection's reader task.
 //! - `publisher`: a publisher's writer task, closed or open loop.
+//! - `churn`: connections that join and leave a room while the publishers run.
 //! - `frames`: the client side of the protocol (the bench is a client: this is
 //!   the one place besides `protocol` that knows JSON).
 //! - `tracker`: per-publisher sequence tracking, for exact loss and duplicates.
@@ -15,6 +16,7 @@
 //! - `ui`: progress bars and phase lines on stderr.
 
 mod args;
+mod churn;
 mod client;
 mod frames;
 mod orchestrator;
@@ -28,7 +30,8 @@ mod ui;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-pub use args::{ArgsError, BenchArgs, Pace, Plan};
+pub use args::{ArgsError, BenchArgs, ChurnPlan, Pace, Plan};
+pub use churn::ChurnReport;
 pub use orchestrator::{execute, execute_with};
 pub use report::{Latency, Report};
 pub use tracker::{Seen, SeqTracker};

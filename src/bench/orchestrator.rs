@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::args::Plan;
+use super::churn::Churn;
 use super::client::{self, Reader, Shared, Sink, Stop};
 use super::publisher::{self, Outcome, Publisher};
 use super::ramp;
@@ -146,6 +147,7 @@ pub async fn execute_with(
         };
         writers.spawn(async move { (i, publisher::publish(sink, p).await) });
     }
+    let churn = Churn::start(&plan, &addrs);
     let bar = ui.bar(planned, "acked");
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(publishing);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -174,6 +176,10 @@ pub async fn execute_with(
     }
     bar.finish_and_clear();
     let publish_end = Instant::now();
+    let churned = match churn {
+        Some(churn) => Some(churn.stop().await),
+        None => None,
+    };
 
     // Settle: wait for deliveries still in flight, as many as can still come:
     // what was published, times the connected members of its room.
@@ -239,6 +245,7 @@ pub async fn execute_with(
         publish_end,
         timed_out,
     );
+    report.churn = churned;
     report.judge();
     on_report(&report);
 

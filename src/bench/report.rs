@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::args::{Pace, Plan};
+use super::churn::ChurnReport;
 use super::publisher::Outcome;
 use super::ramp::Ramp;
 use super::stats::Totals;
@@ -61,6 +62,8 @@ pub struct Report {
     /// Distinct deliveries per second over `elapsed_secs`.
     pub deliveries_per_sec: f64,
     pub latency_ms: Latency,
+    /// What the `--churn` connections did, when there were any.
+    pub churn: Option<ChurnReport>,
     /// No loss, no duplicate, no error of any kind: the exit status is 0.
     pub ok: bool,
 }
@@ -155,6 +158,7 @@ impl Report {
             publish_rate: per_sec(published, publish_secs),
             deliveries_per_sec: per_sec(totals.delivered, elapsed_secs),
             latency_ms: Latency::from_micros(&totals.latency),
+            churn: None,
             ok: false,
         }
     }
@@ -168,6 +172,7 @@ impl Report {
             && self.closed.is_empty()
             && self.stalled_publishers == 0
             && self.unexpected_frames == 0
+            && self.churn.as_ref().is_none_or(|c| c.failures == 0)
             && !self.timed_out;
     }
 
@@ -189,6 +194,10 @@ impl Report {
         );
         count(self.stalled_publishers, "publishers stalled without acks");
         count(self.unexpected_frames, "unexpected frames");
+        count(
+            self.churn.as_ref().map_or(0, |c| c.failures),
+            "churners failed",
+        );
         if self.timed_out {
             p.push("timed out".to_owned());
         }
@@ -248,6 +257,20 @@ impl Report {
             format!("{} msgs/s", grouped(self.publish_rate)),
         );
         row("deliveries/s", grouped(self.deliveries_per_sec));
+        if let Some(c) = &self.churn {
+            row(
+                "churn",
+                format!(
+                    "{} joins, {} leaves by {} connections ({} joins/s, asked {}); {} failed",
+                    c.joins,
+                    c.leaves,
+                    c.connections,
+                    grouped(c.joins_per_sec),
+                    grouped(c.target_joins_per_sec),
+                    c.failures
+                ),
+            );
+        }
         let l = &self.latency_ms;
         for (name, v) in [
             ("latency p50", l.p50),

@@ -117,3 +117,29 @@ async fn a_reconnect_storm_connects_everyone_at_once() {
     assert!(report.connect_failures.is_empty(), "{report:#?}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_joins_and_leaves_the_room_while_nothing_is_lost() {
+    let app = spawn_app().await;
+    let url = format!("--url={}", app.ws_url());
+    // Two seconds of publishing at 100 msgs/s while 5 churners make 50 joins
+    // (and 50 leaves) a second in the publishers' room.
+    let report = bench(&[
+        &url,
+        "-c=20",
+        "-r=1",
+        "-p=1",
+        "-m=200",
+        "--rate=100",
+        "--churn=50",
+        "--churners=5",
+    ])
+    .await;
+    assert_clean(&report);
+    let churn = report.churn.as_ref().expect("a churn report");
+    assert_eq!(churn.failures, 0, "{churn:?}");
+    assert!(churn.joins >= 50 && churn.leaves >= 50, "{churn:?}");
+    // Churners are not receivers: only the 20 members' deliveries count.
+    assert_eq!(report.expected_deliveries, 200 * 20);
+    app.stop().await;
+}
