@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -220,10 +221,19 @@ async fn unless_stalled<F: Future>(
     progress: &WriteProgress,
     limit: Duration,
 ) -> Result<F::Output, Stalled> {
+    tokio::pin!(write);
+    // Most writes complete at once, the socket having room: they arm no
+    // timer. (Arming one per batch, with a deadline sooner than any other,
+    // made the runtime wake its driver through an eventfd write per batch.)
+    if let Poll::Ready(output) =
+        std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await
+    {
+        return Ok(output);
+    }
     let mut quiet_since = Instant::now();
     let mut seen = progress.written();
     let check = sleep_until(quiet_since + limit / STALL_CHECKS);
-    tokio::pin!(write, check);
+    tokio::pin!(check);
     loop {
         tokio::select! {
             output = &mut write => return Ok(output),
