@@ -49,10 +49,6 @@ impl<S> Stamped<S> {
     pub fn new(inner: S, progress: WriteProgress) -> Self {
         Self { inner, progress }
     }
-
-    pub fn progress(&self) -> &WriteProgress {
-        &self.progress
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Stamped<S> {

@@ -151,9 +151,10 @@ fn accept(state: &AppState, req: &mut Request) -> Result<Response, UpgradeError>
                 return;
             }
         };
-        let io = Stamped::new(TokioIo::new(upgraded), WriteProgress::new());
+        let progress = WriteProgress::new();
+        let io = Stamped::new(TokioIo::new(upgraded), progress.clone());
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-        session::run(session_state, ws, admitted).await;
+        session::run(session_state, ws, admitted, progress).await;
     });
     let mut response = Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -82,10 +83,12 @@ impl Writer {
             };
             match next {
                 Next::Write => {
-                    let write = write_batch(&mut self.sink, &mut batch, &mut delivered);
-                    let outcome = tokio::select! {
-                        r = unless_stalled(write, &self.progress, self.write_timeout) => r,
-                        () = self.outbox.abandoned() => Ok(Err(WriteFailure::Kicked)),
+                    let outcome = {
+                        let write = pin!(write_batch(&mut self.sink, &mut batch, &mut delivered));
+                        tokio::select! {
+                            r = unless_stalled(write, &self.progress, self.write_timeout) => r,
+                            () = self.outbox.abandoned() => Ok(Err(WriteFailure::Kicked)),
+                        }
                     };
                     match outcome {
                         Ok(Ok(written)) => {
@@ -112,8 +115,11 @@ impl Writer {
 
     /// Writes one control frame, unless the socket stalls.
     async fn write(&mut self, message: Message) -> Result<(), ()> {
-        let send = self.sink.send(message);
-        match unless_stalled(send, &self.progress, self.write_timeout).await {
+        let sent = {
+            let send = pin!(self.sink.send(message));
+            unless_stalled(send, &self.progress, self.write_timeout).await
+        };
+        match sent {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 self.fail(WriteFailure::Io(e), &mut VecDeque::new());
@@ -216,12 +222,15 @@ const STALL_CHECKS: u32 = 4;
 
 /// Runs `write` to completion unless the socket accepts no bytes for `limit`
 /// (counted from the write's start, or from when progress was last seen).
+///
+/// The write is pinned by the caller, so its future is stored once, in the
+/// caller's state: moved in by value, it was laid out twice, and every
+/// connection's write loop carried the copy.
 async fn unless_stalled<F: Future>(
-    write: F,
+    mut write: Pin<&mut F>,
     progress: &WriteProgress,
     limit: Duration,
 ) -> Result<F::Output, Stalled> {
-    tokio::pin!(write);
     // Most writes complete at once, the socket having room: they arm no
     // timer. (Arming one per batch, with a deadline sooner than any other,
     // made the runtime wake its driver through an eventfd write per batch.)
@@ -232,11 +241,12 @@ async fn unless_stalled<F: Future>(
     }
     let mut quiet_since = Instant::now();
     let mut seen = progress.written();
-    let check = sleep_until(quiet_since + limit / STALL_CHECKS);
-    tokio::pin!(check);
+    // Boxed: this is the rare path, and an inline timer would widen every
+    // connection's write loop by its size.
+    let mut check = Box::pin(sleep_until(quiet_since + limit / STALL_CHECKS));
     loop {
         tokio::select! {
-            output = &mut write => return Ok(output),
+            output = write.as_mut() => return Ok(output),
             () = &mut check => {
                 let now = Instant::now();
                 let written = progress.written();
@@ -307,7 +317,7 @@ mod tests {
     async fn a_write_that_makes_no_progress_stalls_after_the_limit() {
         let progress = WriteProgress::new();
         let started = Instant::now();
-        let result = unless_stalled(std::future::pending::<()>(), &progress, LIMIT).await;
+        let result = unless_stalled(pin!(std::future::pending::<()>()), &progress, LIMIT).await;
         assert!(result.is_err());
         assert_eq!(started.elapsed(), LIMIT);
     }
@@ -318,7 +328,7 @@ mod tests {
         progress.record(100);
         let started = Instant::now();
         assert!(
-            unless_stalled(std::future::pending::<()>(), &progress, LIMIT)
+            unless_stalled(pin!(std::future::pending::<()>()), &progress, LIMIT)
                 .await
                 .is_err()
         );
@@ -340,7 +350,7 @@ mod tests {
             }
         };
         assert_eq!(
-            unless_stalled(write, &progress, LIMIT).await.ok(),
+            unless_stalled(pin!(write), &progress, LIMIT).await.ok(),
             Some("written")
         );
     }
@@ -357,9 +367,41 @@ mod tests {
             }
         };
         let started = Instant::now();
-        assert!(unless_stalled(write, &progress, LIMIT).await.is_err());
+        assert!(unless_stalled(pin!(write), &progress, LIMIT).await.is_err());
         // The bytes at 0.4 limits are seen at the check at 0.5; the stall is
         // declared a whole limit after that check.
         assert_eq!(started.elapsed(), LIMIT * 3 / 2);
+    }
+}
+#[cfg(test)]
+mod size_probe {
+    use super::*;
+    fn size3<F, A, B, C, Fut>(_: &F) -> usize
+    where
+        F: Fn(A, B, C) -> Fut,
+        Fut: Future,
+    {
+        std::mem::size_of::<Fut>()
+    }
+    fn size2<F, A, B, Fut>(_: &F) -> usize
+    where
+        F: Fn(A, B) -> Fut,
+        Fut: Future,
+    {
+        std::mem::size_of::<Fut>()
+    }
+    #[test]
+    fn probe() {
+        eprintln!(
+            "PROBE unless_stalled {}",
+            size3(&unless_stalled::<std::future::Pending<()>>)
+        );
+        eprintln!("PROBE write_batch {}", size3(&write_batch));
+        eprintln!("PROBE write {}", size2(&Writer::write));
+        eprintln!("PROBE close {}", size2(&Writer::close));
+        eprintln!("PROBE sleep {}", std::mem::size_of::<tokio::time::Sleep>());
+        eprintln!("PROBE writer {}", std::mem::size_of::<Writer>());
+        eprintln!("PROBE next {}", size3(&Outbox::next));
+        eprintln!("PROBE abandoned {}", std::mem::size_of_val(&0));
     }
 }
