@@ -176,16 +176,17 @@ impl Application {
             system,
         ));
         let warnings = Warnings::new(&telemetry.meter, config.warning_log_interval);
-        let broker = match &config.nats_url {
+        let broker = match config.nats_access()? {
             None => Broker::memory(delivery),
-            Some(url) => {
+            Some(access) => {
                 let settings = NatsSettings {
-                    url: url.clone(),
+                    access,
                     prefix: config.nats_subject_prefix.clone(),
                     node_id: node_id.clone(),
                     max_message_bytes: config.max_message_bytes as usize,
                     subscription_buffer: config.nats_subscription_buffer as usize,
                     connect_timeout: config.broker_connect_timeout,
+                    warning_log_interval: config.warning_log_interval,
                 };
                 let metrics = BrokerMetrics::new(&telemetry.meter);
                 let nats = NatsBroker::connect(&settings, delivery, metrics, warnings.clone());

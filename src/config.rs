@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::admission::Origin;
+use crate::broker::{ClientCert, NatsAccess, NatsUrl, NatsUrlError};
 use crate::outbox::SlowConsumerPolicy;
 
 /// The command line.
@@ -57,15 +58,36 @@ pub struct Config {
     pub node_id: Option<String>,
 
     /// NATS server(s) to share rooms with other nodes, e.g. `nats://127.0.0.1:4222`
-    /// (comma-separated for a cluster). Without it, the embedded in-memory broker
-    /// serves this node alone.
-    #[arg(long, env = "WSGATE_NATS_URL", value_parser = non_empty)]
-    pub nats_url: Option<String>,
+    /// (comma-separated for a cluster). `tls://` requires TLS (see --nats-ca);
+    /// `nats://user:pass@host` or `nats://token@host` log in (prefer the
+    /// environment variable then: command lines are visible to `ps`). Without
+    /// it, the embedded in-memory broker serves this node alone.
+    #[arg(long, env = "WSGATE_NATS_URL", hide_env_values = true, value_parser = nats_url)]
+    pub nats_url: Option<NatsUrl>,
 
     /// First tokens of every NATS subject wsgate uses (`<prefix>.<tenant>.room.<room>`), so
     /// several deployments can share one NATS.
     #[arg(long, env = "WSGATE_NATS_SUBJECT_PREFIX", default_value = "wsgate", value_parser = subject_prefix)]
     pub nats_subject_prefix: String,
+
+    /// PEM file of the CA(s) that sign the NATS servers' certificates, to
+    /// verify them with instead of the system's CAs. Makes TLS required.
+    #[arg(long, env = "WSGATE_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+
+    /// PEM client certificate (then any intermediates) for NATS servers that
+    /// verify clients; needs --nats-key. Makes TLS required.
+    #[arg(long, env = "WSGATE_NATS_CERT")]
+    pub nats_cert: Option<PathBuf>,
+
+    /// PEM private key of --nats-cert.
+    #[arg(long, env = "WSGATE_NATS_KEY")]
+    pub nats_key: Option<PathBuf>,
+
+    /// NATS credentials file (a user JWT and its nkey seed, as `nsc` and the
+    /// `nats` CLI write them), read at start-up.
+    #[arg(long, env = "WSGATE_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
 
     /// Messages the NATS client holds for one room's subscription while the
     /// node delivers the ones before; further messages are dropped and counted
@@ -269,6 +291,17 @@ pub enum ConfigError {
     RoomBuffer { buffer: u32, bytes: u32 },
     #[error("--admin-listen ({0}) must differ from --listen")]
     AdminListen(SocketAddr),
+    #[error("--nats-url: {0}")]
+    NatsUrl(#[from] NatsUrlError),
+    #[error("--{0} is for NATS: it needs --nats-url")]
+    NatsFlagWithoutUrl(&'static str),
+    #[error("--{given} needs --{missing}: a client certificate goes with its key")]
+    NatsCertKey {
+        given: &'static str,
+        missing: &'static str,
+    },
+    #[error("--nats-creds and credentials in --nats-url are two logins to NATS: give one of them")]
+    NatsTwoLogins,
 }
 
 /// The most one room's NATS subscription buffer may hold, in bytes.
@@ -315,7 +348,54 @@ impl Config {
         {
             return Err(ConfigError::AdminListen(admin));
         }
-        Ok(())
+        self.nats_access().map(drop)
+    }
+
+    /// The NATS settings (`--nats-url` and the TLS and credential flags),
+    /// checked; `None` without `--nats-url`.
+    pub fn nats_access(&self) -> Result<Option<NatsAccess>, ConfigError> {
+        let Some(url) = &self.nats_url else {
+            for (flag, given) in [
+                ("nats-ca", self.nats_ca.is_some()),
+                ("nats-cert", self.nats_cert.is_some()),
+                ("nats-key", self.nats_key.is_some()),
+                ("nats-creds", self.nats_creds.is_some()),
+            ] {
+                if given {
+                    return Err(ConfigError::NatsFlagWithoutUrl(flag));
+                }
+            }
+            return Ok(None);
+        };
+        let servers = url.servers()?;
+        let client_cert = match (&self.nats_cert, &self.nats_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(ClientCert {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (Some(_), None) => {
+                return Err(ConfigError::NatsCertKey {
+                    given: "nats-cert",
+                    missing: "nats-key",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::NatsCertKey {
+                    given: "nats-key",
+                    missing: "nats-cert",
+                });
+            }
+        };
+        if self.nats_creds.is_some() && servers.credentials.is_some() {
+            return Err(ConfigError::NatsTwoLogins);
+        }
+        Ok(Some(NatsAccess {
+            servers,
+            ca: self.nats_ca.clone(),
+            client_cert,
+            creds: self.nats_creds.clone(),
+        }))
     }
 
     /// The node id, defaulted to `<hostname>-<pid>`.
@@ -344,6 +424,10 @@ fn duration(s: &str) -> Result<Duration, String> {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(secret: String) -> Self {
+        Self(secret)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -401,6 +485,12 @@ fn subject_prefix(s: &str) -> Result<String, String> {
     } else {
         Err("must be dot-separated tokens of A-Z a-z 0-9 _ -".into())
     }
+}
+
+/// Only checks that there is something: the URLs are parsed by `validate`,
+/// whose errors never quote them (clap's would).
+fn nats_url(s: &str) -> Result<NatsUrl, String> {
+    s.parse()
 }
 
 fn non_empty(s: &str) -> Result<String, String> {

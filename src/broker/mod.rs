@@ -5,16 +5,23 @@
 //! of brokers, and an enum keeps every signature free of type parameters. The
 //! hub never sees which variant runs; it only receives deliveries.
 
+mod connect;
+mod connect_failures;
 mod inbound;
 mod memory;
 mod nats;
+mod nats_url;
 mod rooms;
 mod round_trip;
+mod tls;
 
 use std::sync::Arc;
 
+pub use connect::{NatsAccess, SetupError};
 pub use memory::MemoryBroker;
 pub use nats::{NatsBroker, NatsSettings, subject};
+pub use nats_url::{NatsServers, NatsUrl, NatsUrlError, UrlCredentials};
+pub use tls::ClientCert;
 
 use crate::delivery::Delivery;
 use crate::message::Envelope;
@@ -26,6 +33,9 @@ use crate::telemetry::MessagingSystem;
 pub enum BrokerError {
     #[error("the message broker is unavailable: {0}")]
     Unavailable(String),
+    /// Only from start-up: the NATS settings cannot be used.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
 }
 
 pub enum Broker {

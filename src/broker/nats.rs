@@ -23,6 +23,8 @@ use opentelemetry::trace::TraceContextExt as _;
 use tokio::sync::watch;
 
 use super::BrokerError;
+use super::connect::{self, NatsAccess};
+use super::connect_failures::ConnectFailures;
 use super::inbound::Inbound;
 use super::rooms::Rooms;
 use super::round_trip::RoundTrip;
@@ -46,8 +48,8 @@ pub(super) const PUBLISHED_AT: &str = "Wsgate-Published-At";
 /// How a node uses NATS, from the configuration.
 #[derive(Debug, Clone)]
 pub struct NatsSettings {
-    /// `--nats-url`.
-    pub url: String,
+    /// `--nats-url` and the TLS and credential flags.
+    pub access: NatsAccess,
     /// `--nats-subject-prefix`.
     pub prefix: String,
     pub node_id: String,
@@ -59,6 +61,8 @@ pub struct NatsSettings {
     /// `--broker-connect-timeout`: how long after start-up requests wait for
     /// the first connection.
     pub connect_timeout: Duration,
+    /// `--warning-log-interval`: how often a failing connection is logged.
+    pub warning_log_interval: Duration,
 }
 
 pub struct NatsBroker {
@@ -94,14 +98,16 @@ impl NatsBroker {
     ) -> Result<Self, BrokerError> {
         let first_connection_deadline = tokio::time::Instant::now() + settings.connect_timeout;
         let (connected_once, connected_once_rx) = watch::channel(false);
+        let (options, cert_refusals) = connect::options(&settings.access)?;
         let events = Events(Arc::new(EventState {
             metrics: metrics.clone(),
             warnings: warnings.clone(),
             connected_once,
             ever_connected: AtomicBool::new(false),
+            failures: ConnectFailures::new(settings.warning_log_interval, cert_refusals),
         }));
-        let url = &settings.url;
-        let client = async_nats::ConnectOptions::new()
+        let servers = &settings.access.servers;
+        let client = options
             .name(format!("wsgate {}", settings.node_id))
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -119,9 +125,10 @@ impl NatsBroker {
                 let events = events.clone();
                 async move { events.on(event) }
             })
-            .connect(url.as_str())
+            // Bare addresses: the credentials were taken out into `options`.
+            .connect(servers.addrs.clone())
             .await
-            .map_err(|e| BrokerError::Unavailable(format!("connecting to {url}: {e}")))?;
+            .map_err(|e| BrokerError::Unavailable(format!("connecting to {servers}: {e}")))?;
         let round_trip = RoundTrip::start(&client).await.map_err(|e| {
             BrokerError::Unavailable(format!("subscribing the round-trip responder: {e}"))
         })?;
@@ -317,6 +324,8 @@ struct EventState {
     connected_once: watch::Sender<bool>,
     /// Whether a `Connected` event came before, to log reconnections as such.
     ever_connected: AtomicBool,
+    /// Failed connection attempts, logged at most once per interval.
+    failures: ConnectFailures,
 }
 
 impl Events {
@@ -331,6 +340,7 @@ impl Events {
         let this = &self.0;
         match event {
             async_nats::Event::Connected => {
+                this.failures.connected();
                 this.connected_once.send_replace(true);
                 if this.ever_connected.swap(true, Ordering::Relaxed) {
                     tracing::info!("reconnected to NATS; subscriptions restored");
@@ -351,6 +361,11 @@ impl Events {
                          (see --nats-subscription-buffer)"
                     );
                 }
+            }
+            // A connection attempt failed (async-nats sends only the kind of
+            // error: "IO error", "TLS error", "authorization violation").
+            async_nats::Event::ClientError(async_nats::ClientError::Other(error)) => {
+                this.failures.failed(&error);
             }
             other => tracing::info!(event = %other, "NATS client event"),
         }

@@ -71,8 +71,8 @@ async fn two_nodes_through_nats_lose_nothing() {
     let Some(nats) = NatsServer::start().await else {
         return;
     };
-    let a = spawn_app_with(|c| c.nats_url = Some(nats.url())).await;
-    let b = spawn_app_with(|c| c.nats_url = Some(nats.url())).await;
+    let a = spawn_app_with(|c| c.nats_url = Some(nats.url().into())).await;
+    let b = spawn_app_with(|c| c.nats_url = Some(nats.url().into())).await;
     for app in [&a, &b] {
         ready(app).await;
     }

@@ -129,7 +129,7 @@ async fn failed_subscribes_leave_no_rooms_behind_and_log_a_line_per_interval() {
 async fn node(nats: &NatsServer, configure: impl FnOnce(&mut wsgate::Config)) -> TestApp {
     let url = nats.url();
     let app = spawn_app_with(|c| {
-        c.nats_url = Some(url);
+        c.nats_url = Some(url.into());
         configure(c);
     })
     .await;

@@ -26,7 +26,7 @@ async fn requests_made_before_the_first_connection_wait_for_it() {
     // Nothing listens on the NATS port yet.
     let url = nats.url();
     let app = spawn_app_with(|c| {
-        c.nats_url = Some(url);
+        c.nats_url = Some(url.into());
         c.broker_connect_timeout = DEADLINE;
     })
     .await;
@@ -81,7 +81,7 @@ async fn past_the_connect_timeout_requests_are_refused_as_in_an_outage() {
     };
     let url = nats.url();
     let app = spawn_app_with(|c| {
-        c.nats_url = Some(url);
+        c.nats_url = Some(url.into());
         c.broker_connect_timeout = Duration::from_millis(200);
     })
     .await;
