@@ -13,6 +13,7 @@ COPY tests ./tests
 RUN cargo build --release --locked --bin wsgate
 
 FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin wsgate
 COPY --from=build /src/target/release/wsgate /usr/local/bin/wsgate
 USER wsgate

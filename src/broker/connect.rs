@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use async_nats::ConnectOptions;
 
 use super::nats_url::{NatsServers, UrlCredentials};
-use super::tls::{CertRefusals, ClientCert};
+use super::tls::{ClientCert, TlsNotes};
 
 /// What `--nats-url`, `--nats-ca`, `--nats-cert`, `--nats-key` and
 /// `--nats-creds` say.
@@ -57,16 +57,16 @@ pub enum SetupError {
     Tls(String),
 }
 
-/// The client's options for `access`, and where refusals of the server's
-/// certificate are noted (with TLS).
-pub fn options(access: &NatsAccess) -> Result<(ConnectOptions, Option<CertRefusals>), SetupError> {
+/// The client's options for `access`, and (with TLS) where troubles in its
+/// handshakes are noted.
+pub fn options(access: &NatsAccess) -> Result<(ConnectOptions, Option<TlsNotes>), SetupError> {
     let mut options = ConnectOptions::new();
-    let mut refusals = None;
+    let mut tls_notes = None;
     if access.tls() {
         let (config, noted) =
             super::tls::client_config(access.ca.as_deref(), access.client_cert.as_ref())?;
         options = options.tls_client_config(config).require_tls(true);
-        refusals = Some(noted);
+        tls_notes = Some(noted);
     }
     match &access.servers.credentials {
         None => {}
@@ -102,5 +102,5 @@ pub fn options(access: &NatsAccess) -> Result<(ConnectOptions, Option<CertRefusa
              secret)"
         );
     }
-    Ok((options, refusals))
+    Ok((options, tls_notes))
 }

@@ -10,13 +10,13 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::tls::CertRefusals;
+use super::tls::{TlsNotes, TlsTrouble};
 
 pub struct ConnectFailures {
     interval: Duration,
-    /// With TLS: why the server's certificate was refused, which async-nats's
-    /// event does not say.
-    cert_refusals: Option<CertRefusals>,
+    /// With TLS: what went wrong in the handshake, which async-nats's event
+    /// does not say.
+    tls_notes: Option<TlsNotes>,
     /// Locked only to update a few fields, never across an await.
     state: Mutex<State>,
 }
@@ -30,19 +30,19 @@ struct State {
 }
 
 impl ConnectFailures {
-    pub fn new(interval: Duration, cert_refusals: Option<CertRefusals>) -> Self {
+    pub fn new(interval: Duration, tls_notes: Option<TlsNotes>) -> Self {
         Self {
             interval,
-            cert_refusals,
+            tls_notes,
             state: Mutex::default(),
         }
     }
 
     /// One failed attempt; `error` is async-nats's description of it.
     pub fn failed(&self, error: &str) {
-        // Taken on every failure, so a refusal is never blamed for a later
+        // Taken on every failure, so a note is never blamed for a later
         // failure of another kind.
-        let refusal = self.cert_refusals.as_ref().and_then(CertRefusals::take);
+        let trouble = self.tls_notes.as_ref().and_then(TlsNotes::take);
         let suppressed = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let due = state
@@ -55,18 +55,24 @@ impl ConnectFailures {
             state.logged_at = Some(Instant::now());
             std::mem::take(&mut state.unlogged)
         };
-        match refusal {
-            Some(refusal) => tracing::warn!(
-                error = %refusal,
+        match trouble {
+            Some(TlsTrouble::CertRefused(reason)) => tracing::warn!(
+                error = %reason,
                 suppressed,
                 "cannot connect to NATS: the server's TLS certificate was refused (is --nats-ca \
                  the CA that signed it?); /readyz answers 503 until a connection is made"
             ),
+            Some(TlsTrouble::ClientCertWanted) => tracing::warn!(
+                error,
+                suppressed,
+                "cannot connect to NATS: the server wants a client certificate (give it with \
+                 --nats-cert and --nats-key); /readyz answers 503 until a connection is made"
+            ),
             None => tracing::warn!(
                 error,
                 suppressed,
-                "cannot connect to NATS (check --nats-url and, as the server requires, --nats-ca, \
-                 --nats-cert and --nats-key, --nats-creds); /readyz answers 503 until a \
+                "cannot connect to NATS (check --nats-url and what the server requires: TLS, \
+                 --nats-ca, a client certificate, --nats-creds); /readyz answers 503 until a \
                  connection is made"
             ),
         }
@@ -74,6 +80,9 @@ impl ConnectFailures {
 
     /// A connection was made: the next failure is news again.
     pub fn connected(&self) {
+        if let Some(notes) = &self.tls_notes {
+            notes.take();
+        }
         *self.state.lock().unwrap_or_else(PoisonError::into_inner) = State::default();
     }
 }

@@ -98,13 +98,13 @@ impl NatsBroker {
     ) -> Result<Self, BrokerError> {
         let first_connection_deadline = tokio::time::Instant::now() + settings.connect_timeout;
         let (connected_once, connected_once_rx) = watch::channel(false);
-        let (options, cert_refusals) = connect::options(&settings.access)?;
+        let (options, tls_notes) = connect::options(&settings.access)?;
         let events = Events(Arc::new(EventState {
             metrics: metrics.clone(),
             warnings: warnings.clone(),
             connected_once,
             ever_connected: AtomicBool::new(false),
-            failures: ConnectFailures::new(settings.warning_log_interval, cert_refusals),
+            failures: ConnectFailures::new(settings.warning_log_interval, tls_notes),
         }));
         let servers = &settings.access.servers;
         let client = options

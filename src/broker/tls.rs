@@ -1,6 +1,6 @@
 //! TLS to NATS: the trust roots (`--nats-ca`, or the system's), the client
-//! certificate (`--nats-cert`, `--nats-key`), and a record of why the server's
-//! certificate was last refused.
+//! certificate (`--nats-cert`, `--nats-key`), and notes on why the last
+//! handshake went wrong.
 //!
 //! wsgate builds the rustls configuration itself, once, at start-up, rather
 //! than handing async-nats the file names (which it would read again on each
@@ -8,19 +8,21 @@
 //! key that does not match its certificate is then a start-up error naming
 //! the flag, instead of a node that retries forever and never says why.
 //!
-//! The record exists because async-nats reports a failed connection attempt
-//! as a bare "IO error": the node's log line can then say that the server's
-//! certificate was refused, and why (an unknown issuer, a name mismatch).
+//! The notes exist because async-nats reports a failed connection attempt as
+//! a bare "IO error": with them the node's log line can say that the server's
+//! certificate was refused and why (an unknown issuer, a name mismatch), or
+//! that the server wants a client certificate and none was given.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use async_nats::rustls::client::WebPkiServerVerifier;
 use async_nats::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
+use async_nats::rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use async_nats::rustls::pki_types::pem::PemObject as _;
 use async_nats::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use async_nats::rustls::sign::CertifiedKey;
 use async_nats::rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::connect::SetupError;
@@ -34,18 +36,26 @@ pub struct ClientCert {
     pub key: PathBuf,
 }
 
-/// Why the NATS server's certificate was last refused, if it was since the
-/// last look. Cheap to clone: one `Arc`.
-#[derive(Debug, Clone, Default)]
-pub struct CertRefusals(Arc<Mutex<Option<String>>>);
+/// What went wrong in a TLS handshake with NATS, as far as the client sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsTrouble {
+    /// The server's certificate was refused, for this reason.
+    CertRefused(String),
+    /// The server asked for a client certificate and none was configured.
+    ClientCertWanted,
+}
 
-impl CertRefusals {
-    fn record(&self, error: &async_nats::rustls::Error) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
+/// The last [`TlsTrouble`] since the last look. Cheap to clone: one `Arc`.
+#[derive(Debug, Clone, Default)]
+pub struct TlsNotes(Arc<Mutex<Option<TlsTrouble>>>);
+
+impl TlsNotes {
+    fn note(&self, trouble: TlsTrouble) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(trouble);
     }
 
-    /// The last refusal, forgotten once taken.
-    pub fn take(&self) -> Option<String> {
+    /// The last trouble noted, forgotten once taken.
+    pub fn take(&self) -> Option<TlsTrouble> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
@@ -55,7 +65,7 @@ impl CertRefusals {
 pub fn client_config(
     ca: Option<&Path>,
     client: Option<&ClientCert>,
-) -> Result<(ClientConfig, CertRefusals), SetupError> {
+) -> Result<(ClientConfig, TlsNotes), SetupError> {
     let roots = match ca {
         Some(path) => roots_from(path)?,
         None => system_roots()?,
@@ -63,10 +73,10 @@ pub fn client_config(
     let webpki = WebPkiServerVerifier::builder(Arc::new(roots))
         .build()
         .map_err(|e| SetupError::Tls(e.to_string()))?;
-    let refusals = CertRefusals::default();
+    let notes = TlsNotes::default();
     let verifier = Arc::new(Recording {
         inner: webpki,
-        refusals: refusals.clone(),
+        notes: notes.clone(),
     });
     // `dangerous` is the only way to give rustls a verifier of one's own;
     // this one changes nothing about verification, it delegates every check
@@ -75,7 +85,7 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let config = match client {
-        None => builder.with_no_client_auth(),
+        None => builder.with_client_cert_resolver(Arc::new(NoClientCert(notes.clone()))),
         Some(client) => {
             let chain = certificates(&client.cert, "nats-cert")?;
             let bytes = read(&client.key, "nats-key")?;
@@ -93,7 +103,7 @@ pub fn client_config(
                 })?
         }
     };
-    Ok((config, refusals))
+    Ok((config, notes))
 }
 
 fn read(path: &Path, flag: &'static str) -> Result<Vec<u8>, SetupError> {
@@ -156,11 +166,27 @@ fn system_roots() -> Result<RootCertStore, SetupError> {
     Ok(roots)
 }
 
+/// No client certificate, noting when a server asks for one.
+#[derive(Debug)]
+struct NoClientCert(TlsNotes);
+
+impl ResolvesClientCert for NoClientCert {
+    /// Called only when the server asks for a client certificate.
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.0.note(TlsTrouble::ClientCertWanted);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
+    }
+}
+
 /// The standard verifier, noting why it refused a certificate.
 #[derive(Debug)]
 struct Recording {
     inner: Arc<WebPkiServerVerifier>,
-    refusals: CertRefusals,
+    notes: TlsNotes,
 }
 
 impl ServerCertVerifier for Recording {
@@ -174,7 +200,7 @@ impl ServerCertVerifier for Recording {
     ) -> Result<ServerCertVerified, async_nats::rustls::Error> {
         self.inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            .inspect_err(|e| self.refusals.record(e))
+            .inspect_err(|e| self.notes.note(TlsTrouble::CertRefused(e.to_string())))
     }
 
     fn verify_tls12_signature(

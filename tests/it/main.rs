@@ -23,6 +23,8 @@ mod nats;
 mod nats_limits;
 mod nats_server;
 mod nats_startup;
+mod nats_tls;
+mod pki;
 mod security;
 mod shutdown;
 mod tokens;

@@ -15,6 +15,9 @@ pub struct NatsServer {
     port: u16,
     /// The HTTP monitoring port (`/connz`).
     monitor: u16,
+    /// More command-line options: TLS (`--tls`, `--tlsverify`), users
+    /// (`--user`, `--pass`), a configuration file (`-c`).
+    options: Vec<String>,
     child: Option<Child>,
 }
 
@@ -31,7 +34,13 @@ impl NatsServer {
     /// Starts one, or returns `None` (loudly) when nats-server is not installed
     /// outside CI.
     pub async fn start() -> Option<Self> {
+        Self::start_with(&[] as &[&str]).await
+    }
+
+    /// Starts one with more command-line `options`; `None` as for `start`.
+    pub async fn start_with(options: &[impl AsRef<str>]) -> Option<Self> {
         let mut server = Self::unstarted()?;
+        server.options = options.iter().map(|o| o.as_ref().to_owned()).collect();
         server.restart().await;
         Some(server)
     }
@@ -50,6 +59,7 @@ impl NatsServer {
             bin,
             port: free_port(),
             monitor: free_port(),
+            options: Vec::new(),
             child: None,
         })
     }
@@ -58,12 +68,24 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The URL that asks for TLS.
+    pub fn tls_url(&self) -> String {
+        format!("tls://127.0.0.1:{}", self.port)
+    }
+
+    /// The `nats://` URL with `userinfo` (`user:pass` or a token) before the
+    /// host.
+    pub fn url_with_login(&self, userinfo: &str) -> String {
+        format!("nats://{userinfo}@127.0.0.1:{}", self.port)
+    }
+
     /// Starts the server (again) and waits until it accepts connections.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         let child = Command::new(&self.bin)
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor.to_string()])
+            .args(&self.options)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -133,6 +155,17 @@ impl NatsServer {
             messages: count("out_msgs"),
             pending_bytes: count("pending_bytes"),
         }
+    }
+
+    /// The TLS version of the connection of the client named `name` (a
+    /// gateway's is `wsgate <node id>`), `None` for a connection in clear.
+    pub async fn tls_version_of(&self, name: &str) -> Option<String> {
+        let connections = self.connections().await;
+        let client = connections
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no NATS client named {name:?}: {connections:#?}"));
+        client["tls_version"].as_str().map(str::to_owned)
     }
 
     pub fn stop(&mut self) {
