@@ -682,11 +682,69 @@ mod tests {
                 "must be at most 1 GiB",
             ),
             (&["--broker-connect-timeout=soon"], "examples: 25s"),
+            (
+                &["--nats-url=nats://a:99999"],
+                "--nats-url: URL 1 is not a URL",
+            ),
+            (&["--nats-url=http://a"], "use nats:// or tls://"),
+            (&["--nats-url=nats://a,,nats://b"], "URL 2 is empty"),
+            (
+                &["--nats-ca=/ca.pem"],
+                "--nats-ca is for NATS: it needs --nats-url",
+            ),
+            (&["--nats-creds=/x.creds"], "--nats-creds is for NATS"),
+            (
+                &["--nats-url=tls://a", "--nats-cert=/c.pem"],
+                "--nats-cert needs --nats-key",
+            ),
+            (
+                &["--nats-url=tls://a", "--nats-key=/k.pem"],
+                "--nats-key needs --nats-cert",
+            ),
+            (
+                &["--nats-url=nats://u:p@a", "--nats-creds=/x.creds"],
+                "two logins",
+            ),
             (&["--warning-log-interval=0s"], "greater than zero"),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn nats_tls_and_login_flags() {
+        let c = parse(&[
+            "--nats-url=tls://wsgate:hunter2@n1:4443,tls://n2:4443",
+            "--nats-ca=/etc/wsgate/ca.pem",
+            "--nats-cert=/etc/wsgate/cert.pem",
+            "--nats-key=/etc/wsgate/key.pem",
+        ])
+        .unwrap();
+        let access = c.nats_access().unwrap().expect("NATS is configured");
+        assert_eq!(access.servers.to_string(), "tls://n1:4443,tls://n2:4443");
+        assert!(access.tls());
+        assert_eq!(access.ca, Some(PathBuf::from("/etc/wsgate/ca.pem")));
+        assert_eq!(
+            access.client_cert,
+            Some(ClientCert {
+                cert: "/etc/wsgate/cert.pem".into(),
+                key: "/etc/wsgate/key.pem".into(),
+            })
+        );
+        // The password is in no Debug output, the configuration's included.
+        let printed = format!("{c:?} {access:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+
+        let c = parse(&[
+            "--nats-url=nats://n1",
+            "--nats-creds=/etc/wsgate/node.creds",
+        ])
+        .unwrap();
+        let access = c.nats_access().unwrap().expect("NATS is configured");
+        assert_eq!(access.creds, Some(PathBuf::from("/etc/wsgate/node.creds")));
+        assert!(!access.tls(), "no TLS flag, no tls:// URL");
+        assert!(parse(&[]).unwrap().nats_access().unwrap().is_none());
     }
 
     #[test]

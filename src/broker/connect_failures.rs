@@ -43,17 +43,8 @@ impl ConnectFailures {
         // Taken on every failure, so a note is never blamed for a later
         // failure of another kind.
         let trouble = self.tls_notes.as_ref().and_then(TlsNotes::take);
-        let suppressed = {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            let due = state
-                .logged_at
-                .is_none_or(|at| at.elapsed() >= self.interval);
-            if !due {
-                state.unlogged += 1;
-                return;
-            }
-            state.logged_at = Some(Instant::now());
-            std::mem::take(&mut state.unlogged)
+        let Some(suppressed) = self.admit() else {
+            return;
         };
         match trouble {
             Some(TlsTrouble::CertRefused(reason)) => tracing::warn!(
@@ -78,11 +69,66 @@ impl ConnectFailures {
         }
     }
 
+    /// Whether this failure is logged: `Some(failures left out since the
+    /// last line)` for the first since a connection, then once per interval.
+    fn admit(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let due = state
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= self.interval);
+        if due {
+            state.logged_at = Some(Instant::now());
+            Some(std::mem::take(&mut state.unlogged))
+        } else {
+            state.unlogged += 1;
+            None
+        }
+    }
+
     /// A connection was made: the next failure is news again.
     pub fn connected(&self) {
         if let Some(notes) = &self.tls_notes {
             notes.take();
         }
         *self.state.lock().unwrap_or_else(PoisonError::into_inner) = State::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_failure_is_logged_then_one_per_interval_with_the_count_left_out() {
+        let failures = ConnectFailures::new(Duration::from_secs(3600), None);
+        assert_eq!(failures.admit(), Some(0));
+        assert_eq!(failures.admit(), None);
+        assert_eq!(failures.admit(), None);
+        // After a connection, the next failure is news.
+        failures.connected();
+        assert_eq!(failures.admit(), Some(0));
+        // Once the interval has passed, a line reports those left out.
+        let failures = ConnectFailures::new(Duration::from_millis(1), None);
+        assert_eq!(failures.admit(), Some(0));
+        let mut left_out = 0;
+        let reported = loop {
+            match failures.admit() {
+                None => left_out += 1,
+                Some(reported) => break reported,
+            }
+        };
+        assert_eq!(reported, left_out);
+    }
+
+    #[test]
+    fn a_tls_note_is_taken_by_the_failure_it_explains() {
+        let notes = TlsNotes::default();
+        let failures = ConnectFailures::new(Duration::ZERO, Some(notes.clone()));
+        notes.note(TlsTrouble::ClientCertWanted);
+        failures.failed("IO error");
+        assert_eq!(notes.take(), None, "taken by the failure");
+        notes.note(TlsTrouble::ClientCertWanted);
+        failures.connected();
+        assert_eq!(notes.take(), None, "forgotten at a connection");
     }
 }

@@ -50,7 +50,7 @@ pub enum TlsTrouble {
 pub struct TlsNotes(Arc<Mutex<Option<TlsTrouble>>>);
 
 impl TlsNotes {
-    fn note(&self, trouble: TlsTrouble) {
+    pub(super) fn note(&self, trouble: TlsTrouble) {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(trouble);
     }
 

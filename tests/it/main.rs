@@ -20,6 +20,8 @@ mod limits;
 mod messaging;
 mod metrics;
 mod nats;
+mod nats_auth;
+mod nats_jwt;
 mod nats_limits;
 mod nats_server;
 mod nats_startup;
