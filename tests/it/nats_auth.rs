@@ -64,6 +64,28 @@ async fn a_user_and_password_in_the_url_log_in_and_a_wrong_password_is_refused()
 }
 
 #[tokio::test]
+async fn a_list_of_urls_is_a_cluster_and_shares_one_login() {
+    let password = "cluster-password-that-must-not-leak";
+    let Some(nats) = NatsServer::start_with(&["--user", "wsgate", "--pass", password]).await else {
+        return;
+    };
+    // Nobody listens on the first server: the node goes on to the second,
+    // with the login the first URL carries.
+    let down = NatsServer::unstarted().expect("nats-server is installed");
+    let url = format!(
+        "{},{}",
+        down.url_with_login(&format!("wsgate:{password}")),
+        nats.url()
+    );
+    let a = chatty_node("list-a", &[("WSGATE_NATS_URL", &url)], &[]).await;
+    let b = chatty_node("list-b", &[("WSGATE_NATS_URL", &url)], &[]).await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+    nodes_talk(&a, &b).await;
+    never_logged(&[&a, &b], &[password]);
+}
+
+#[tokio::test]
 async fn a_token_in_the_url_logs_in() {
     let token = "nats-token-that-must-not-leak";
     let Some(nats) = NatsServer::start_with(&["--auth", token]).await else {
