@@ -14,12 +14,22 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 /// How often an ongoing export failure is logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// Which trace exporter `OTEL_TRACES_EXPORTER` asks for.
+/// Which trace exporter the environment asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TracesExporter {
     Otlp,
+    /// `OTEL_TRACES_EXPORTER=none`: the user turned traces off.
     None,
+    /// Nothing says where spans should go: traces stay off, and a line at
+    /// start says how to turn them on.
+    NotConfigured,
 }
+
+/// The variables that name an OTLP endpoint for traces.
+pub const ENDPOINT_VARS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportConfigError {
@@ -31,12 +41,18 @@ pub enum ExportConfigError {
     Build(#[from] opentelemetry_otlp::ExporterBuildError),
 }
 
-/// Reads `OTEL_TRACES_EXPORTER` (default `otlp`), which the SDK itself ignores.
+/// Reads `OTEL_TRACES_EXPORTER`, which the SDK itself ignores. Unset, traces
+/// are exported only when an OTLP endpoint is configured: the specification's
+/// default (`otlp` to `localhost`) makes every gateway without a collector
+/// beside it log export failures and fire the traces-lost alert, and traces
+/// every message, which nobody wants by accident.
 pub fn traces_exporter() -> Result<TracesExporter, ExportConfigError> {
     match env("OTEL_TRACES_EXPORTER").as_deref() {
-        None | Some("otlp") => Ok(TracesExporter::Otlp),
+        Some("otlp") => Ok(TracesExporter::Otlp),
         Some("none") => Ok(TracesExporter::None),
         Some(other) => Err(ExportConfigError::Exporter(other.to_owned())),
+        None if ENDPOINT_VARS.iter().any(|var| env(var).is_some()) => Ok(TracesExporter::Otlp),
+        None => Ok(TracesExporter::NotConfigured),
     }
 }
 
