@@ -6,10 +6,14 @@ use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
-use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_otlp::{
+    Protocol, WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _,
+};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+
+use super::tls;
 
 /// How often an ongoing export failure is logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -37,6 +41,8 @@ pub enum ExportConfigError {
     Exporter(String),
     #[error("{var}={value:?} is not supported (use `grpc` or `http/protobuf`)")]
     Protocol { var: &'static str, value: String },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsConfigError),
     #[error("building the OTLP exporter: {0}")]
     Build(#[from] opentelemetry_otlp::ExporterBuildError),
 }
@@ -76,21 +82,73 @@ pub fn protocol() -> Result<Protocol, ExportConfigError> {
     Ok(Protocol::HttpBinary)
 }
 
-/// Builds the OTLP span exporter. Endpoint, headers and timeout come from the
-/// standard variables, read by the exporter itself. Must run inside the tokio
-/// runtime: the gRPC channel spawns its worker there.
+/// Builds the OTLP span exporter. Endpoint, headers and compression come from
+/// the standard variables, read by the exporter itself; TLS and, for HTTP, the
+/// timeout are wsgate's ([`tls`]). Must run inside the tokio runtime: the gRPC
+/// channel spawns its worker there.
 pub fn otlp_exporter(
     protocol: Protocol,
 ) -> Result<opentelemetry_otlp::SpanExporter, ExportConfigError> {
+    let tls = tls::TlsSettings::from_env()?;
+    let https = endpoint_is_https(protocol);
     let builder = opentelemetry_otlp::SpanExporter::builder();
     let exporter = match protocol {
+        Protocol::Grpc if https => builder.with_tonic().with_tls_config(tls.grpc()?).build()?,
         Protocol::Grpc => builder.with_tonic().build()?,
-        _ => builder.with_http().with_protocol(protocol).build()?,
+        _ => builder
+            .with_http()
+            .with_protocol(protocol)
+            // A client of wsgate's own: the exporter's default one has no TLS.
+            // The exporter still applies headers and compression to each
+            // request, but the timeout is the client's.
+            .with_http_client(tls.http_client(https, timeout())?)
+            .build()?,
     };
     Ok(exporter)
 }
 
-fn env(var: &str) -> Option<String> {
+/// Whether the traces endpoint the exporter will use is `https`, by the
+/// exporter's own rules: the per-signal variable, then the general one, then
+/// the default (plain HTTP on localhost). A gRPC endpoint without a scheme is
+/// `https` unless `OTEL_EXPORTER_OTLP_(TRACES_)INSECURE=true`.
+fn endpoint_is_https(protocol: Protocol) -> bool {
+    let Some(endpoint) = ENDPOINT_VARS.iter().find_map(|var| env(var)) else {
+        return false;
+    };
+    match endpoint.split_once("://") {
+        Some((scheme, _)) if !scheme.contains(['/', '?', '#']) => {
+            scheme.eq_ignore_ascii_case("https")
+        }
+        _ => {
+            protocol == Protocol::Grpc
+                && ![
+                    "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
+                    "OTEL_EXPORTER_OTLP_INSECURE",
+                ]
+                .iter()
+                .find_map(|var| std::env::var(var).ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        }
+    }
+}
+
+/// The export timeout, as the exporter reads it: milliseconds in
+/// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, then `OTEL_EXPORTER_OTLP_TIMEOUT`
+/// (a value that does not parse is skipped), else 10 s.
+fn timeout() -> Duration {
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]
+    .iter()
+    .find_map(|var| std::env::var(var).ok()?.parse().ok())
+    .map_or(DEFAULT_TIMEOUT, Duration::from_millis)
+}
+
+/// The specification's default export timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) fn env(var: &str) -> Option<String> {
     std::env::var(var)
         .ok()
         .map(|v| v.trim().to_owned())

@@ -21,6 +21,7 @@ mod metrics;
 mod process;
 pub mod propagation;
 pub mod spans;
+mod tls;
 mod warnings;
 
 use std::sync::Arc;

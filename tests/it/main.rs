@@ -23,6 +23,7 @@ mod nats;
 mod nats_limits;
 mod nats_server;
 mod nats_startup;
+mod otlp_tls;
 mod quiet_defaults;
 mod security;
 mod shutdown;
