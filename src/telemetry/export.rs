@@ -90,7 +90,7 @@ pub fn otlp_exporter(
     protocol: Protocol,
 ) -> Result<opentelemetry_otlp::SpanExporter, ExportConfigError> {
     let tls = tls::TlsSettings::from_env()?;
-    let https = endpoint_is_https(protocol);
+    let https = endpoint_is_https(protocol, env);
     let builder = opentelemetry_otlp::SpanExporter::builder();
     let exporter = match protocol {
         Protocol::Grpc if https => builder.with_tonic().with_tls_config(tls.grpc()?).build()?,
@@ -110,9 +110,10 @@ pub fn otlp_exporter(
 /// Whether the traces endpoint the exporter will use is `https`, by the
 /// exporter's own rules: the per-signal variable, then the general one, then
 /// the default (plain HTTP on localhost). A gRPC endpoint without a scheme is
-/// `https` unless `OTEL_EXPORTER_OTLP_(TRACES_)INSECURE=true`.
-fn endpoint_is_https(protocol: Protocol) -> bool {
-    let Some(endpoint) = ENDPOINT_VARS.iter().find_map(|var| env(var)) else {
+/// `https` unless `OTEL_EXPORTER_OTLP_(TRACES_)INSECURE=true`. `var` reads a
+/// variable (the environment, or a table in tests).
+fn endpoint_is_https(protocol: Protocol, var: impl Fn(&str) -> Option<String>) -> bool {
+    let Some(endpoint) = ENDPOINT_VARS.iter().find_map(|name| var(name)) else {
         return false;
     };
     match endpoint.split_once("://") {
@@ -120,14 +121,14 @@ fn endpoint_is_https(protocol: Protocol) -> bool {
             scheme.eq_ignore_ascii_case("https")
         }
         _ => {
-            protocol == Protocol::Grpc
-                && ![
-                    "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
-                    "OTEL_EXPORTER_OTLP_INSECURE",
-                ]
-                .iter()
-                .find_map(|var| std::env::var(var).ok())
-                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            let insecure = [
+                "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
+                "OTEL_EXPORTER_OTLP_INSECURE",
+            ]
+            .iter()
+            .find_map(|name| var(name))
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            protocol == Protocol::Grpc && !insecure
         }
     }
 }
@@ -241,4 +242,48 @@ pub fn resource(node_id: &str) -> Resource {
         builder = builder.with_attribute(KeyValue::new("service.instance.id", node_id.to_owned()));
     }
     builder.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_scheme_decides_tls_as_the_exporter_does() {
+        use Protocol::{Grpc, HttpBinary as Http};
+        let t = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+        let g = "OTEL_EXPORTER_OTLP_ENDPOINT";
+        let insecure = "OTEL_EXPORTER_OTLP_INSECURE";
+        let cases: &[(Protocol, &[(&str, &str)], bool)] = &[
+            (Grpc, &[], false),
+            (Http, &[], false),
+            (Grpc, &[(g, "http://c:4317")], false),
+            (Grpc, &[(g, "https://c:4317")], true),
+            (Http, &[(g, "HTTPS://c:4318")], true),
+            (
+                Http,
+                &[(t, "https://c/v1/traces"), (g, "http://c:4318")],
+                true,
+            ),
+            (Grpc, &[(t, "http://c:4317"), (g, "https://c:4317")], false),
+            // No scheme: gRPC is secure unless told otherwise; HTTP cannot be.
+            (Grpc, &[(g, "c:4317")], true),
+            (Grpc, &[(g, "c:4317"), (insecure, "true")], false),
+            (Grpc, &[(g, "https://c:4317"), (insecure, "true")], true),
+            (Grpc, &[(g, "c:4317/p://q")], true),
+            (Http, &[(g, "c:4318")], false),
+        ];
+        for (protocol, vars, https) in cases {
+            let var = |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            };
+            assert_eq!(
+                endpoint_is_https(*protocol, var),
+                *https,
+                "{protocol:?} {vars:?}"
+            );
+        }
+    }
 }
