@@ -251,27 +251,29 @@ mod tests {
     #[test]
     fn the_endpoint_scheme_decides_tls_as_the_exporter_does() {
         use Protocol::{Grpc, HttpBinary as Http};
-        let t = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
-        let g = "OTEL_EXPORTER_OTLP_ENDPOINT";
-        let insecure = "OTEL_EXPORTER_OTLP_INSECURE";
-        let cases: &[(Protocol, &[(&str, &str)], bool)] = &[
+        const T: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+        const G: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+        const INSECURE: &str = "OTEL_EXPORTER_OTLP_INSECURE";
+        /// The protocol, the variables set, and whether the endpoint is https.
+        type Case = (Protocol, &'static [(&'static str, &'static str)], bool);
+        let cases: &[Case] = &[
             (Grpc, &[], false),
             (Http, &[], false),
-            (Grpc, &[(g, "http://c:4317")], false),
-            (Grpc, &[(g, "https://c:4317")], true),
-            (Http, &[(g, "HTTPS://c:4318")], true),
+            (Grpc, &[(G, "http://c:4317")], false),
+            (Grpc, &[(G, "https://c:4317")], true),
+            (Http, &[(G, "HTTPS://c:4318")], true),
             (
                 Http,
-                &[(t, "https://c/v1/traces"), (g, "http://c:4318")],
+                &[(T, "https://c/v1/traces"), (G, "http://c:4318")],
                 true,
             ),
-            (Grpc, &[(t, "http://c:4317"), (g, "https://c:4317")], false),
+            (Grpc, &[(T, "http://c:4317"), (G, "https://c:4317")], false),
             // No scheme: gRPC is secure unless told otherwise; HTTP cannot be.
-            (Grpc, &[(g, "c:4317")], true),
-            (Grpc, &[(g, "c:4317"), (insecure, "true")], false),
-            (Grpc, &[(g, "https://c:4317"), (insecure, "true")], true),
-            (Grpc, &[(g, "c:4317/p://q")], true),
-            (Http, &[(g, "c:4318")], false),
+            (Grpc, &[(G, "c:4317")], true),
+            (Grpc, &[(G, "c:4317"), (INSECURE, "true")], false),
+            (Grpc, &[(G, "https://c:4317"), (INSECURE, "true")], true),
+            (Grpc, &[(G, "c:4317/p://q")], true),
+            (Http, &[(G, "c:4318")], false),
         ];
         for (protocol, vars, https) in cases {
             let var = |name: &str| {
