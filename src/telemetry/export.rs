@@ -30,7 +30,7 @@ pub enum TracesExporter {
 }
 
 /// The variables that name an OTLP endpoint for traces.
-pub const ENDPOINT_VARS: [&str; 2] = [
+const ENDPOINT_VARS: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
