@@ -89,7 +89,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Gives each request a SERVER span (continuing an incoming `traceparent`) and an
+/// The routes that get no span: scrapes and probes arrive every few seconds
+/// from every Prometheus and orchestrator, and would bury real requests in the
+/// trace backend. Their count and latency are still in the histogram.
+const UNTRACED_ROUTES: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
+
+/// The `url.scheme` of every request: TLS terminates in front of wsgate, which
+/// itself only speaks plain HTTP.
+const URL_SCHEME: &str = "http";
+
+/// Gives each request a SERVER span (continuing an incoming `traceparent`),
+/// except scrapes and probes ([`UNTRACED_ROUTES`]), and an
 /// `http.server.request.duration` observation. A WebSocket upgrade's span ends
 /// at the 101; upgrades are not observed in the histogram, whose job is request
 /// latency, not connection lifetime.
@@ -100,7 +110,35 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
-    let name = match &route {
+    let traced = !route
+        .as_deref()
+        .is_some_and(|route| UNTRACED_ROUTES.contains(&route));
+    let response = if traced {
+        traced_request(method, route.as_deref(), req, next).await
+    } else {
+        next.run(req).await
+    };
+    let status = response.status();
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        state.metrics().http_request(
+            method,
+            URL_SCHEME,
+            route,
+            status.as_u16(),
+            started.elapsed(),
+        );
+    }
+    response
+}
+
+/// Runs the request under its SERVER span.
+async fn traced_request(
+    method: &'static str,
+    route: Option<&str>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let name = match route {
         Some(route) => format!("{method} {route}"),
         None => method.to_owned(),
     };
@@ -111,8 +149,9 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = method,
-        http.route = route.as_deref(),
+        http.route = route,
         url.path = req.uri().path(),
+        url.scheme = URL_SCHEME,
         http.response.status_code = tracing::field::Empty,
     );
     // An invalid or absent traceparent leaves the span a new root.
@@ -122,11 +161,6 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
-    }
-    if status != StatusCode::SWITCHING_PROTOCOLS {
-        state
-            .metrics()
-            .http_request(method, route, status.as_u16(), started.elapsed());
     }
     response
 }

@@ -10,6 +10,11 @@ use wsgate::telemetry::Telemetry;
 use wsgate::{Application, Config};
 
 fn main() -> anyhow::Result<ExitCode> {
+    // One rustls crypto provider for the whole process, chosen before any TLS
+    // client is built: with two compiled in (a dependency may bring aws-lc-rs
+    // one day), rustls panics where it has to pick one itself. ring is what
+    // async-nats and the OTLP exporters use.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     if let Some(Command::Bench(args)) = cli.command {
         return Ok(wsgate::bench::run(args));

@@ -210,10 +210,12 @@ impl Metrics {
     }
 
     /// One HTTP request. `route` is the matched route template (a bounded set),
-    /// absent for unmatched paths.
+    /// absent for unmatched paths; `scheme` is the semantic conventions'
+    /// required `url.scheme`.
     pub fn http_request(
         &self,
         method: &'static str,
+        scheme: &'static str,
         route: Option<String>,
         status: u16,
         took: Duration,
@@ -221,6 +223,7 @@ impl Metrics {
         let mut attrs = vec![
             KeyValue::new("http.request.method", method),
             KeyValue::new("http.response.status_code", i64::from(status)),
+            KeyValue::new("url.scheme", scheme),
         ];
         if let Some(route) = route {
             attrs.push(KeyValue::new("http.route", route));

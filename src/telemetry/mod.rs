@@ -3,9 +3,11 @@
 //! | variable | effect |
 //! |---|---|
 //! | `OTEL_SDK_DISABLED=true` | no-op meter and tracer: no OTel series on `/metrics`, no spans |
-//! | `OTEL_TRACES_EXPORTER` | `otlp` (default) or `none`: no spans are made; an incoming trace context still reaches delivered frames |
+//! | `OTEL_TRACES_EXPORTER` | `otlp`, or `none`: no spans are made; an incoming trace context still reaches delivered frames. Unset: `otlp` when an endpoint is set, else `none` with one INFO line at start |
 //! | `OTEL_EXPORTER_OTLP_PROTOCOL` | `http/protobuf` (default) or `grpc` |
-//! | `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`, `_HEADERS`, `_TIMEOUT` | read by the exporter |
+//! | `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`, `_HEADERS`, `_COMPRESSION` (`gzip`) | read by the exporter |
+//! | `OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT` | read by the gRPC exporter; applied by wsgate's own client for HTTP |
+//! | `OTEL_EXPORTER_OTLP_(TRACES_)CERTIFICATE`, `_CLIENT_CERTIFICATE`, `_CLIENT_KEY` | TLS, read by wsgate (`tls.rs`) |
 //! | `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_BSP_*` | read by the SDK |
 //! | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | resource; defaults `wsgate` and the node id |
 //!
@@ -21,6 +23,7 @@ mod metrics;
 mod process;
 pub mod propagation;
 pub mod spans;
+mod tls;
 mod warnings;
 
 use std::sync::Arc;
@@ -65,6 +68,9 @@ pub struct Telemetry {
     pub registry: Registry,
     tracer_provider: Option<SdkTracerProvider>,
     meter_provider: Option<SdkMeterProvider>,
+    /// Traces are off because nothing configured them (not because the user
+    /// said `none`): [`Telemetry::init_logs`] says how to turn them on.
+    traces_not_configured: bool,
 }
 
 impl Telemetry {
@@ -84,11 +90,17 @@ impl Telemetry {
         // set before the tracer provider builds that processor.
         opentelemetry::global::set_meter_provider(meter_provider.clone());
         let meter = meter_provider.meter(SCOPE);
-        if export::traces_exporter()? == export::TracesExporter::None {
-            // Nothing would receive spans, so none are made: a no-op tracer
-            // still passes an incoming trace context through to delivered
-            // frames, and the message path skips span and id work entirely.
-            return Ok(Self::untraced(registry, meter, Some(meter_provider)));
+        match export::traces_exporter()? {
+            export::TracesExporter::Otlp => {}
+            exporter => {
+                // Nothing would receive spans, so none are made: a no-op
+                // tracer still passes an incoming trace context through to
+                // delivered frames, and the message path skips span and id
+                // work entirely.
+                let mut telemetry = Self::untraced(registry, meter, Some(meter_provider));
+                telemetry.traces_not_configured = exporter == export::TracesExporter::NotConfigured;
+                return Ok(telemetry);
+            }
         }
         let exporter = export::otlp_exporter(export::protocol()?)?;
         let counted = export::CountingExporter::new(exporter, span_export_counter(&meter));
@@ -109,6 +121,7 @@ impl Telemetry {
             registry,
             tracer_provider: Some(tracer_provider),
             meter_provider: Some(meter_provider),
+            traces_not_configured: false,
         })
     }
 
@@ -140,6 +153,7 @@ impl Telemetry {
             registry,
             tracer_provider: None,
             meter_provider,
+            traces_not_configured: false,
         }
     }
 
@@ -194,6 +208,13 @@ impl Telemetry {
             .with(otel)
             .try_init()
             .context("installing the log subscriber")?;
+        if self.traces_not_configured {
+            tracing::info!(
+                "traces are off: no OTLP endpoint is configured; set \
+                 OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) to export \
+                 spans, or OTEL_TRACES_EXPORTER=none to silence this line"
+            );
+        }
         Ok(())
     }
 

@@ -101,7 +101,7 @@ async fn bad_requests_get_a_clear_status_and_code() {
     }
     let m = app.metrics().await;
     assert_eq!(
-        m.get("http_server_request_duration_seconds_count{http_request_method=\"POST\",http_response_status_code=\"400\",http_route=\"/api/publish\"}"),
+        m.get("http_server_request_duration_seconds_count{http_request_method=\"POST\",http_response_status_code=\"400\",http_route=\"/api/publish\",url_scheme=\"http\"}"),
         4.0
     );
 }
@@ -132,7 +132,7 @@ fn check_answer(answer: &str, status: &str, code: &str) {
 
 fn http_count(m: &crate::helpers::Metrics, status: u16) -> f64 {
     m.get_or_zero(&format!(
-        "http_server_request_duration_seconds_count{{http_request_method=\"POST\",http_response_status_code=\"{status}\",http_route=\"/api/publish\"}}"
+        "http_server_request_duration_seconds_count{{http_request_method=\"POST\",http_response_status_code=\"{status}\",http_route=\"/api/publish\",url_scheme=\"http\"}}"
     ))
 }
 

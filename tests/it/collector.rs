@@ -1,7 +1,9 @@
 //! A fake OpenTelemetry collector: OTLP over gRPC (tonic) and over HTTP/protobuf,
+//! in plain text or over TLS (optionally requiring a client certificate),
 //! keeping every exported span for assertions.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -14,6 +16,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tokio::task::JoinHandle;
+use tonic::codec::CompressionEncoding;
 
 use crate::helpers::poll_until;
 
@@ -56,16 +59,22 @@ fn find(attrs: &[KeyValue], key: &str) -> Option<String> {
 }
 
 #[derive(Clone, Default)]
-struct Store(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
+struct Store {
+    requests: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    /// The headers of each OTLP/HTTP request.
+    headers: Arc<Mutex<Vec<axum::http::HeaderMap>>>,
+    /// TLS handshakes that failed: the client was refused, or refused us.
+    failed_handshakes: Arc<AtomicUsize>,
+}
 
 impl Store {
     fn push(&self, request: ExportTraceServiceRequest) {
-        self.0.lock().expect("store").push(request);
+        self.requests.lock().expect("store").push(request);
     }
 
     fn spans(&self) -> Vec<Span> {
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        let requests = self.0.lock().expect("store");
+        let requests = self.requests.lock().expect("store");
         let mut out = Vec::new();
         for request in requests.iter() {
             for rs in &request.resource_spans {
@@ -109,6 +118,7 @@ impl TraceService for Store {
 /// A running fake collector.
 pub struct Collector {
     pub addr: SocketAddr,
+    scheme: &'static str,
     store: Store,
     server: JoinHandle<()>,
 }
@@ -130,6 +140,7 @@ impl Collector {
         });
         Self {
             addr,
+            scheme: "http",
             store,
             server,
         }
@@ -137,39 +148,86 @@ impl Collector {
 
     /// OTLP/HTTP with protobuf bodies on 127.0.0.1:0, at `/v1/traces`.
     pub async fn http() -> Self {
-        use axum::body::Bytes;
-        use axum::extract::State;
-        use prost::Message as _;
-
-        async fn traces(State(store): State<Store>, body: Bytes) -> axum::http::StatusCode {
-            match ExportTraceServiceRequest::decode(body) {
-                Ok(request) => {
-                    store.push(request);
-                    axum::http::StatusCode::OK
-                }
-                Err(_) => axum::http::StatusCode::BAD_REQUEST,
-            }
-        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind collector");
         let addr = listener.local_addr().expect("collector addr");
         let store = Store::default();
-        let router = axum::Router::new()
-            .route("/v1/traces", axum::routing::post(traces))
-            .with_state(store.clone());
+        let router = http_router(store.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
         Self {
             addr,
+            scheme: "http",
+            store,
+            server,
+        }
+    }
+
+    /// OTLP/gRPC over TLS on 127.0.0.1:0.
+    pub async fn grpc_tls(tls: &ServerTls) -> Self {
+        let store = Store::default();
+        let router = tonic::service::Routes::new(
+            TraceServiceServer::new(store.clone()).accept_compressed(CompressionEncoding::Gzip),
+        )
+        .prepare()
+        .into_axum_router();
+        Self::serve_tls(tls, store, router).await
+    }
+
+    /// OTLP/HTTP over TLS on 127.0.0.1:0, at `/v1/traces`.
+    pub async fn http_tls(tls: &ServerTls) -> Self {
+        let store = Store::default();
+        let router = http_router(store.clone());
+        Self::serve_tls(tls, store, router).await
+    }
+
+    async fn serve_tls(tls: &ServerTls, store: Store, router: axum::Router) -> Self {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use hyper_util::service::TowerToHyperService;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind collector");
+        let addr = listener.local_addr().expect("collector addr");
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+        let failed = store.failed_handshakes.clone();
+        let server = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                let (acceptor, router, failed) = (acceptor.clone(), router.clone(), failed.clone());
+                connections.spawn(async move {
+                    let Ok(tls) = acceptor.accept(socket).await else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    };
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(router))
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            scheme: "https",
             store,
             server,
         }
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// The headers of every OTLP/HTTP request received.
+    pub fn http_headers(&self) -> Vec<axum::http::HeaderMap> {
+        self.store.headers.lock().expect("headers").clone()
+    }
+
+    /// How many TLS handshakes failed (on a TLS collector).
+    pub fn failed_handshakes(&self) -> usize {
+        self.store.failed_handshakes.load(Ordering::Relaxed)
     }
 
     pub fn spans(&self) -> Vec<Span> {
@@ -193,5 +251,86 @@ impl Collector {
 impl Drop for Collector {
     fn drop(&mut self) {
         self.server.abort();
+    }
+}
+
+/// `/v1/traces`: protobuf bodies, gzip-compressed or not.
+fn http_router(store: Store) -> axum::Router {
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode, header};
+    use prost::Message as _;
+
+    async fn traces(State(store): State<Store>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        let body = match headers.get(header::CONTENT_ENCODING) {
+            None => body.to_vec(),
+            Some(encoding) if encoding == "gzip" => {
+                let mut plain = Vec::new();
+                let read = std::io::Read::read_to_end(
+                    &mut flate2::read::GzDecoder::new(&body[..]),
+                    &mut plain,
+                );
+                if read.is_err() {
+                    return StatusCode::BAD_REQUEST;
+                }
+                plain
+            }
+            Some(_) => return StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        };
+        store.headers.lock().expect("headers").push(headers);
+        match ExportTraceServiceRequest::decode(&body[..]) {
+            Ok(request) => {
+                store.push(request);
+                StatusCode::OK
+            }
+            Err(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+    axum::Router::new()
+        .route("/v1/traces", axum::routing::post(traces))
+        .with_state(store)
+}
+
+/// A TLS collector's side: its certificate chain and key, and the CA its
+/// clients' certificates must chain to (mutual TLS), if it requires one.
+pub struct ServerTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub client_ca_pem: Option<String>,
+}
+
+impl ServerTls {
+    fn config(&self) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("server certificate");
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).expect("server key");
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions");
+        let builder = match &self.client_ca_pem {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                    roots.add(cert.expect("client CA")).expect("client CA");
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    roots.into(),
+                    provider,
+                )
+                .build()
+                .expect("client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(chain, key).expect("server config");
+        // gRPC clients insist on h2; OTLP/HTTP clients may speak either.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
     }
 }

@@ -135,18 +135,18 @@ async fn http_requests_are_measured_by_route_and_upgrades_are_not() {
     };
     assert_eq!(
         count(
-            "http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/healthz\""
+            "http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/healthz\",url_scheme=\"http\""
         ),
         1.0
     );
     assert_eq!(
         count(
-            "http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/readyz\""
+            "http_request_method=\"GET\",http_response_status_code=\"200\",http_route=\"/readyz\",url_scheme=\"http\""
         ),
         1.0
     );
     assert_eq!(
-        count("http_request_method=\"GET\",http_response_status_code=\"404\""),
+        count("http_request_method=\"GET\",http_response_status_code=\"404\",url_scheme=\"http\""),
         1.0
     );
     let upgrades: f64 =

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::binary::Gateway;
 use crate::collector::{Collector, Span};
-use crate::helpers::Closed;
+use crate::helpers::{Closed, within};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
@@ -171,23 +171,84 @@ async fn http_requests_get_server_spans_that_continue_the_callers_trace() {
     let collector = Collector::grpc().await;
     let env = grpc_env(&collector);
     let gw = Gateway::start(&env_refs(&env), &[]).await;
-    let response = reqwest::Client::new()
-        .get(gw.url("/healthz"))
-        .header("traceparent", format!("00-{TRACE}-{CLIENT_SPAN}-01"))
-        .send()
-        .await
-        .expect("GET /healthz");
-    assert_eq!(response.status(), 200);
+    let response = publish_over_http(&gw, Some(&format!("00-{TRACE}-{CLIENT_SPAN}-01"))).await;
+    assert_eq!(response, 202);
     let spans = collector
-        .spans_when("the HTTP span", |s| s.iter().any(|x| x.trace_id == TRACE))
+        .spans_when("the HTTP span", |s| {
+            s.iter()
+                .any(|x| x.trace_id == TRACE && x.name == "POST /api/publish")
+        })
         .await;
-    let span = one(&spans, "GET /healthz", TRACE);
+    let span = one(&spans, "POST /api/publish", TRACE);
     assert_eq!(span.kind, SpanKind::Server);
     assert_eq!(span.parent_span_id, CLIENT_SPAN);
-    assert_eq!(span.attr("http.route").as_deref(), Some("/healthz"));
+    assert_eq!(span.attr("http.route").as_deref(), Some("/api/publish"));
+    assert_eq!(span.attr("url.scheme").as_deref(), Some("http"));
     assert_eq!(
         span.attr("http.response.status_code").as_deref(),
-        Some("200")
+        Some("202")
+    );
+}
+
+/// `POST /api/publish` with a small message, optionally continuing a trace;
+/// returns the status.
+async fn publish_over_http(gw: &Gateway, traceparent: Option<&str>) -> u16 {
+    let mut request = reqwest::Client::new()
+        .post(gw.url("/api/publish"))
+        .header("content-type", "application/json")
+        .body(r#"{"room":"api","data":1}"#);
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    within(request.send())
+        .await
+        .expect("POST /api/publish")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn scrapes_and_probes_make_no_spans_on_either_listener() {
+    let collector = Collector::grpc().await;
+    let env = grpc_env(&collector);
+    let gw = Gateway::start(&env_refs(&env), &["--admin-listen", "127.0.0.1:0"]).await;
+    let admin = gw.admin_addr.expect("an admin listener");
+    let public = gw.addr;
+    for addr in [public, admin] {
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            // The public listener has no /metrics beside an admin listener:
+            // its 404 is no scrape, and still a request that gets a span.
+            let status = within(reqwest::get(format!("http://{addr}{path}")))
+                .await
+                .expect("GET")
+                .status();
+            let expected = if addr == public && path == "/metrics" {
+                404
+            } else {
+                200
+            };
+            assert_eq!(status.as_u16(), expected, "GET {addr}{path}");
+        }
+    }
+    // Spans are exported in the order they end, so once the publish's span is
+    // in, any span of the earlier probes would be too.
+    assert_eq!(publish_over_http(&gw, None).await, 202);
+    let spans = collector
+        .spans_when("the publish request's span", |s| {
+            s.iter().any(|x| x.name == "POST /api/publish")
+        })
+        .await;
+    let server: Vec<_> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Server)
+        .map(|s| s.name.as_str())
+        .collect();
+    for probe in ["GET /healthz", "GET /readyz", "GET /metrics"] {
+        assert!(!server.contains(&probe), "a span for {probe}: {server:?}");
+    }
+    assert!(
+        server.contains(&"GET"),
+        "the unrouted 404 still has its span: {server:?}"
     );
 }
 
