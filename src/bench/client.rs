@@ -155,10 +155,10 @@ pub async fn read(mut stream: Stream, mut r: Reader) {
                         stats.error_frame(frame.code.unwrap_or("unknown"));
                         // A failed publish frees its window slot: it will never be acked.
                         let ours = frame.id.and_then(frames::publish_id);
-                        if let (Some((p, _)), Some(answers)) = (ours, &r.answers) {
-                            if p == r.conn {
-                                answers.add_permits(1);
-                            }
+                        if let (Some((p, _)), Some(answers)) = (ours, &r.answers)
+                            && p == r.conn
+                        {
+                            answers.add_permits(1);
                         }
                     }
                     Kind::Subscribed | Kind::Unsubscribed | Kind::Pong => {}

@@ -226,7 +226,7 @@ async fn sigterm_under_load_closes_everyone_with_1001_and_exits_0() {
                     return c;
                 }
                 seq += 1;
-                if seq % 64 == 0 {
+                if seq.is_multiple_of(64) {
                     tokio::task::yield_now().await;
                 }
             }
@@ -325,7 +325,7 @@ async fn a_connection_storm_leaves_no_connection_and_no_memory_behind() {
 fn rand_bit() -> bool {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
-    N.fetch_add(1, Ordering::Relaxed) % 2 == 0
+    N.fetch_add(1, Ordering::Relaxed).is_multiple_of(2)
 }
 
 #[tokio::test]
