@@ -75,7 +75,7 @@ async fn a_collector_that_is_down_costs_nothing_but_counted_spans() {
 
 /// An OTLP endpoint that accepts connections and never answers, and the task
 /// holding them (abort it when done).
-async fn hanging_collector() -> (String, tokio::task::JoinHandle<()>) {
+pub async fn hanging_collector() -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let held = tokio::spawn(async move {

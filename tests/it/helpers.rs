@@ -160,6 +160,13 @@ impl Drop for TestApp {
     }
 }
 
+/// Now, in Unix seconds: what a token's `exp` and `nbf` are measured in.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// A JSON Web Token signed with HS256 and `secret`, for gateways started with
 /// `--jwt-secret`.
 pub fn hs256_token(secret: &str, claims: &serde_json::Value) -> String {

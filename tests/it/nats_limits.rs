@@ -216,39 +216,8 @@ async fn a_full_subscription_buffer_drops_and_counts_the_overflow() {
     .await;
     let mut subscriber = app.connect().await;
     subscriber.subscribe("burst").await;
-    let baseline = nats.delivered_to("wsgate overflow").await;
     let received = app.metrics().await.get(RECEIVED);
-
-    let url = nats.url();
-    let nats = &nats;
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async {
-                    let raw = async_nats::connect(url).await.expect("raw client");
-                    for seq in 0..BURST {
-                        let data = Bytes::from(seq.to_string());
-                        publish_raw(&raw, "burst", &format!("m{seq}"), data).await;
-                    }
-                    raw.flush().await.expect("flush");
-                    poll_until(async || {
-                        let now = nats.delivered_to("wsgate overflow").await;
-                        if now.messages >= baseline.messages + BURST && now.pending_bytes == 0 {
-                            Ok(())
-                        } else {
-                            Err(format!("NATS to write the burst to the node: {now:?}"))
-                        }
-                    })
-                    .await;
-                });
-            })
-            .join()
-            .expect("publisher thread");
-    });
+    burst_while_the_node_waits(&nats, "wsgate overflow", BURST).await;
 
     let slow = consumed(Some("slow_consumer"));
     let m = app
@@ -369,39 +338,9 @@ async fn a_flood_of_drops_does_not_hide_an_outage() {
     subscriber.subscribe("burst").await;
     let before = app.metrics().await;
     assert_eq!(before.get(CONNECTED), 1.0);
-    let baseline = nats.delivered_to("wsgate flooded").await;
-
-    let url = nats.url();
-    let server = &mut nats;
-    std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async {
-                    let raw = async_nats::connect(url).await.expect("raw client");
-                    for seq in 0..BURST {
-                        let data = Bytes::from(seq.to_string());
-                        publish_raw(&raw, "burst", &format!("m{seq}"), data).await;
-                    }
-                    raw.flush().await.expect("flush");
-                    poll_until(async || {
-                        let now = server.delivered_to("wsgate flooded").await;
-                        if now.messages >= baseline.messages + BURST && now.pending_bytes == 0 {
-                            Ok(())
-                        } else {
-                            Err(format!("NATS to write the burst to the node: {now:?}"))
-                        }
-                    })
-                    .await;
-                    server.stop();
-                });
-            })
-            .join()
-            .expect("publisher thread");
-    });
+    burst_while_the_node_waits(&nats, "wsgate flooded", BURST).await;
+    // Still before this thread lets the node run again.
+    nats.stop();
 
     let m = app
         .metrics_when("the outage seen", |m| m.get(CONNECTED) == 0.0)
@@ -422,4 +361,41 @@ async fn a_flood_of_drops_does_not_hide_an_outage() {
             && m.get("wsgate_broker_reconnects_total{messaging_system=\"nats\"}") == 1.0
     })
     .await;
+}
+
+/// Publishes `burst` messages to the room `burst` from another thread, which
+/// waits until NATS has written all of them to the connection named `client`.
+/// Meanwhile this thread, which runs the node (a current-thread runtime), is
+/// blocked: the node cannot read any of it until this returns.
+async fn burst_while_the_node_waits(nats: &NatsServer, client: &str, burst: u64) {
+    let baseline = nats.delivered_to(client).await;
+    let url = nats.url();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async {
+                    let raw = async_nats::connect(url).await.expect("raw client");
+                    for seq in 0..burst {
+                        let data = Bytes::from(seq.to_string());
+                        publish_raw(&raw, "burst", &format!("m{seq}"), data).await;
+                    }
+                    raw.flush().await.expect("flush");
+                    poll_until(async || {
+                        let now = nats.delivered_to(client).await;
+                        if now.messages >= baseline.messages + burst && now.pending_bytes == 0 {
+                            Ok(())
+                        } else {
+                            Err(format!("NATS to write the burst to the node: {now:?}"))
+                        }
+                    })
+                    .await;
+                });
+            })
+            .join()
+            .expect("publisher thread");
+    });
 }

@@ -1,29 +1,22 @@
 //! Nobody gets in where they don't belong, and no client can hurt the rest.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::helpers::{TestApp, hs256_token, spawn_app_with_args, within};
+use crate::helpers::{TestApp, hs256_token, spawn_app_with_args, unix_now, within};
 
 const SECRET: &str = "integration-test-secret";
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 fn token(claims: Value) -> String {
     hs256_token(SECRET, &claims)
 }
 
 fn user(sub: &str) -> Value {
-    json!({"sub": sub, "exp": now() + 300})
+    json!({"sub": sub, "exp": unix_now() + 300})
 }
 
 async fn secured() -> TestApp {
@@ -59,20 +52,20 @@ async fn tokens_are_checked_before_the_upgrade() {
             "expired",
             format!(
                 "/ws?token={}",
-                token(json!({"sub": "a", "exp": now() - 60}))
+                token(json!({"sub": "a", "exp": unix_now() - 60}))
             ),
         ),
         (
             "not yet valid",
             format!(
                 "/ws?token={}",
-                token(json!({"sub": "a", "exp": now() + 300, "nbf": now() + 120}))
+                token(json!({"sub": "a", "exp": unix_now() + 300, "nbf": unix_now() + 120}))
             ),
         ),
         ("alg none", format!("/ws?token={unsigned}")),
         (
             "no sub",
-            format!("/ws?token={}", token(json!({"exp": now() + 300}))),
+            format!("/ws?token={}", token(json!({"exp": unix_now() + 300}))),
         ),
     ] {
         assert_eq!(
@@ -123,7 +116,7 @@ async fn tokens_are_checked_before_the_upgrade() {
 #[tokio::test]
 async fn room_permissions_are_enforced_with_forbidden() {
     let app = secured().await;
-    let limited = token(json!({"sub": "bob", "exp": now() + 300,
+    let limited = token(json!({"sub": "bob", "exp": unix_now() + 300,
         "rooms": {"subscribe": ["public:*"], "publish": ["public:chat"]}}));
     let mut c = app
         .try_connect_with(&format!("/ws?token={limited}"), |_| {})
@@ -150,7 +143,7 @@ async fn two_tenants_with_the_same_room_never_see_each_other() {
     let connect = |tenant: &'static str| {
         let app = &app;
         async move {
-            let t = token(json!({"sub": "u", "exp": now() + 300, "tenant": tenant}));
+            let t = token(json!({"sub": "u", "exp": unix_now() + 300, "tenant": tenant}));
             app.try_connect_with(&format!("/ws?token={t}"), |_| {})
                 .await
                 .unwrap()

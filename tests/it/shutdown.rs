@@ -8,20 +8,8 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::time::Instant;
 
 use crate::binary::Gateway;
+use crate::faults::hanging_collector;
 use crate::helpers::{Closed, within};
-
-/// An OTLP endpoint that accepts connections and never answers.
-async fn hanging_collector() -> (String, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let held = tokio::spawn(async move {
-        let mut sockets = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            sockets.push(socket);
-        }
-    });
-    (endpoint, held)
-}
 
 #[tokio::test]
 async fn sigterm_exits_within_the_grace_period_plus_a_second_whatever_is_stuck() {

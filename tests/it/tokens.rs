@@ -1,21 +1,12 @@
 //! A token is checked for its audience and issuer, and a connection lives no
 //! longer than its token unless the client refreshes it.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Error as WsError;
 
-use crate::helpers::{Client, Closed, TestApp, hs256_token, spawn_app_with_args};
+use crate::helpers::{Client, Closed, TestApp, hs256_token, spawn_app_with_args, unix_now};
 
 const SECRET: &str = "token-lifetime-secret";
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 fn token(claims: Value) -> String {
     hs256_token(SECRET, &claims)
@@ -24,7 +15,7 @@ fn token(claims: Value) -> String {
 /// A token still accepted (the server allows 5 s of clock skew past `exp`)
 /// that expires about a second from now.
 fn expiring(sub: &str, extra: Value) -> String {
-    let mut claims = json!({"sub": sub, "exp": now() - 4});
+    let mut claims = json!({"sub": sub, "exp": unix_now() - 4});
     claims
         .as_object_mut()
         .unwrap()
@@ -48,7 +39,7 @@ async fn tokens_for_another_audience_or_issuer_are_refused() {
         "https://idp.example",
     ])
     .await;
-    let exp = now() + 300;
+    let exp = unix_now() + 300;
     for (what, claims) in [
         (
             "another audience",
@@ -91,7 +82,7 @@ async fn a_connection_is_closed_with_4001_when_its_token_expires_and_refreshed_o
     let mut refreshing = connect(&app, &first).await.unwrap();
     lapsing.subscribe("lobby").await;
     refreshing.subscribe("lobby").await;
-    let exp = now() + 300;
+    let exp = unix_now() + 300;
     refreshing
         .send_json(json!({"type": "refresh", "token": token(json!({"sub": "alice", "exp": exp}))}))
         .await;
@@ -129,7 +120,7 @@ async fn a_connection_is_closed_with_4001_when_its_token_expires_and_refreshed_o
 #[tokio::test]
 async fn a_refresh_that_no_longer_allows_a_room_ends_that_subscription() {
     let app = spawn_app_with_args(&["--jwt-secret", SECRET]).await;
-    let exp = now() + 300;
+    let exp = unix_now() + 300;
     let rooms = |subscribe: &[&str]| json!({"subscribe": subscribe, "publish": ["*"]});
     let mut c = connect(
         &app,
@@ -164,7 +155,7 @@ async fn a_refresh_that_no_longer_allows_a_room_ends_that_subscription() {
 #[tokio::test]
 async fn refreshes_are_refused_clearly() {
     let app = spawn_app_with_args(&["--jwt-secret", SECRET]).await;
-    let exp = now() + 300;
+    let exp = unix_now() + 300;
     let mut c = connect(&app, &token(json!({"sub": "carol", "exp": exp})))
         .await
         .unwrap();
@@ -174,7 +165,7 @@ async fn refreshes_are_refused_clearly() {
             "unauthorized",
         ),
         (
-            token(json!({"sub": "carol", "exp": now() - 60})),
+            token(json!({"sub": "carol", "exp": unix_now() - 60})),
             "unauthorized",
         ),
         (token(json!({"sub": "mallory", "exp": exp})), "forbidden"),
