@@ -23,6 +23,7 @@ mod nats;
 mod nats_limits;
 mod nats_server;
 mod nats_startup;
+mod promql;
 mod security;
 mod shutdown;
 mod tokens;
