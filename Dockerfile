@@ -17,8 +17,14 @@ RUN mkdir -p src tests/it \
     && touch src/lib.rs tests/it/main.rs \
     && cargo build --release --locked --bin wsgate \
     && rm -rf src tests
+COPY build.rs ./
 COPY src ./src
 COPY tests ./tests
+# The image has no .git, so build.rs cannot ask git for the commit that
+# wsgate_build_info reports: pass it in
+# (`docker build --build-arg WSGATE_BUILD_REVISION=$(git rev-parse HEAD)`, or
+# the same in compose's environment); without it the revision is `unknown`.
+ARG WSGATE_BUILD_REVISION
 # COPY keeps the files' own modification times, which can be older than the
 # placeholder build: touch them so cargo sees the real sources as new.
 RUN touch src/main.rs src/lib.rs \

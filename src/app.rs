@@ -233,6 +233,7 @@ impl Application {
                     let queued = queued_bytes.clone();
                     Box::new(move || queued.get())
                 },
+                connections_limit: u64::from(config.max_connections),
             },
         );
         let shared = Shared {

@@ -236,7 +236,7 @@ impl Metrics {
 /// given, so telemetry needs no access to the hub or the outboxes. Keep it
 /// alive as long as the state it reads.
 pub struct StateGauges {
-    _gauges: [ObservableGauge<u64>; 3],
+    _gauges: [ObservableGauge<u64>; 5],
 }
 
 /// What [`StateGauges`] reads, each a closure over the node's state.
@@ -244,7 +244,21 @@ pub struct StateReaders {
     pub rooms: Box<dyn Fn() -> u64 + Send + Sync>,
     pub subscriptions: Box<dyn Fn() -> u64 + Send + Sync>,
     pub queued_bytes: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// `--max-connections`, a constant: exported so that alerts and dashboards
+    /// divide the active connections by the limit this node really has.
+    pub connections_limit: u64,
 }
+
+/// The release the binary was built from (`Cargo.toml`'s version).
+const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit it was built from, recorded by `build.rs` (or set by the
+/// build as `WSGATE_BUILD_REVISION`), `unknown` when neither could tell (an
+/// empty value, as an unset Docker build argument gives, tells nothing).
+const BUILD_REVISION: &str = match option_env!("WSGATE_BUILD_REVISION") {
+    Some(revision) if !revision.is_empty() => revision,
+    _ => "unknown",
+};
 
 impl StateGauges {
     pub fn new(meter: &Meter, readers: StateReaders) -> Self {
@@ -252,6 +266,7 @@ impl StateGauges {
             rooms,
             subscriptions,
             queued_bytes,
+            connections_limit,
         } = readers;
         Self {
             _gauges: [
@@ -272,6 +287,28 @@ impl StateGauges {
                     .with_description("Bytes of frames queued for clients or being written to their sockets, across all connections (each bounded by --send-queue-bytes).")
                     .with_unit("By")
                     .with_callback(move |o| o.observe(queued_bytes(), &[]))
+                    .build(),
+                meter
+                    .u64_observable_gauge("wsgate.connections.limit")
+                    .with_description("The most WebSocket connections this node accepts at once (--max-connections); further upgrades are refused with reason capacity.")
+                    .with_unit("{connection}")
+                    .with_callback(move |o| o.observe(connections_limit, &[]))
+                    .build(),
+                // Always 1: the labels are the information, as with
+                // Prometheus's own `prometheus_build_info`. Both values are
+                // fixed at compile time, so the series never multiplies.
+                meter
+                    .u64_observable_gauge("wsgate.build_info")
+                    .with_description("Always 1; the labels say which release (version) and git commit (revision) this node runs.")
+                    .with_callback(|o| {
+                        o.observe(
+                            1,
+                            &[
+                                KeyValue::new("version", BUILD_VERSION),
+                                KeyValue::new("revision", BUILD_REVISION),
+                            ],
+                        )
+                    })
                     .build(),
             ],
         }

@@ -28,6 +28,7 @@ mod nats_startup;
 mod nats_tls;
 mod otlp_tls;
 mod pki;
+mod promql;
 mod quiet_defaults;
 mod security;
 mod shutdown;

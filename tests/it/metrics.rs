@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{Metrics, TestApp, require_tool, spawn_app, within};
+use crate::helpers::{Metrics, TestApp, require_tool, spawn_app, spawn_app_with_args, within};
 
 /// A small, fully known session: two clients, every frame type, clean closes.
 async fn scripted_session(app: &TestApp) {
@@ -209,6 +209,56 @@ async fn the_exposition_passes_promtool_check_metrics() {
         out.status.success() && report.trim().is_empty(),
         "promtool: {report}"
     );
+}
+
+/// The revision `wsgate_build_info` must carry: the commit checked out here,
+/// or `unknown` where git cannot say (a tree without `.git`).
+fn checked_out_revision() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--verify", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The series the capacity alerts divide by, and the build identity, carry the
+/// configured values; the state gauges next to them count what clients hold.
+#[tokio::test]
+async fn capacity_series_carry_the_configured_limit_and_the_build() {
+    let app = spawn_app_with_args(&["--max-connections", "2"]).await;
+    let m = app.metrics().await;
+    assert_eq!(m.get("wsgate_connections_limit"), 2.0);
+    let build_info = format!(
+        "wsgate_build_info{{revision=\"{}\",version=\"{}\"}}",
+        checked_out_revision(),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(m.get(&build_info), 1.0, "{build_info}");
+    assert_eq!(m.get("websocket_rooms_active"), 0.0);
+    assert_eq!(m.get("websocket_subscriptions_active"), 0.0);
+
+    // Fill the node: the third upgrade is refused for capacity.
+    let mut a = app.connect().await;
+    let mut b = app.connect().await;
+    a.subscribe("x").await;
+    a.subscribe("y").await;
+    b.subscribe("x").await;
+    let refused = app.try_connect_with("/ws", |_| {}).await;
+    assert!(refused.is_err(), "a third connection is refused");
+    let m = app.metrics().await;
+    assert_eq!(m.get("websocket_connections_active"), 2.0);
+    assert_eq!(m.get("wsgate_connections_limit"), 2.0);
+    assert_eq!(
+        m.get("websocket_connections_rejected_total{reason=\"capacity\"}"),
+        1.0
+    );
+    assert_eq!(m.get("websocket_rooms_active"), 2.0);
+    assert_eq!(m.get("websocket_subscriptions_active"), 3.0);
+    a.close().await;
+    b.close().await;
 }
 
 /// No metric may carry a label that identifies a room, user, connection or message.
