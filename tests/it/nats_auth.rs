@@ -69,12 +69,19 @@ async fn a_list_of_urls_is_a_cluster_and_shares_one_login() {
     let Some(nats) = NatsServer::start_with(&["--user", "wsgate", "--pass", password]).await else {
         return;
     };
-    // Nobody listens on the first server: the node goes on to the second,
-    // with the login the first URL carries.
-    let down = NatsServer::unstarted().expect("nats-server is installed");
+    // The first server hangs up on every connection: the node goes on to the
+    // second, with the login the first URL carries. The port is held for the
+    // whole test (a port merely left free could be taken by another test's
+    // nats-server meanwhile).
+    let refusing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let down_port = refusing.local_addr().unwrap().port();
+    let refuser = tokio::spawn(async move {
+        while let Ok((socket, _)) = refusing.accept().await {
+            drop(socket);
+        }
+    });
     let url = format!(
-        "{},{}",
-        down.url_with_login(&format!("wsgate:{password}")),
+        "nats://wsgate:{password}@127.0.0.1:{down_port},{}",
         nats.url()
     );
     let a = chatty_node("list-a", &[("WSGATE_NATS_URL", &url)], &[]).await;
@@ -83,6 +90,7 @@ async fn a_list_of_urls_is_a_cluster_and_shares_one_login() {
     b.wait_ready().await;
     nodes_talk(&a, &b).await;
     never_logged(&[&a, &b], &[password]);
+    refuser.abort();
 }
 
 #[tokio::test]
