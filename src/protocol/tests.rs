@@ -142,6 +142,24 @@ fn unpaired_surrogate_escapes_in_data_are_refused() {
 }
 
 #[test]
+fn numbers_beyond_a_double_are_refused_everywhere() {
+    use ClientFrameType as T;
+    // Found by the fuzzer: valid JSON that serde_json's Value (and Go's
+    // encoding/json) cannot hold, so relaying it would break subscribers.
+    let data = r#"{"text":"hi","n":[444444444440e044441,2.5,null,true]}"#;
+    check(
+        &format!(r#"{{"type":"publish","room":"r","data":{data},"id":"p1"}}"#),
+        Decoded::Error(ErrorCode::InvalidMessage, T::Publish, Some("p1")),
+    );
+    assert!(parse_data(data.as_bytes()).is_err());
+    let body = format!(r#"{{"room":"r","data":{data}}}"#);
+    assert_eq!(
+        decode_http_publish(body.as_bytes()).unwrap_err().code,
+        ErrorCode::InvalidMessage
+    );
+}
+
+#[test]
 fn trace_context_of_the_wrong_type_is_ignored_not_refused() {
     check(
         r#"{"type":"publish","room":"r","data":1,"traceparent":42,"tracestate":{"a":1}}"#,
