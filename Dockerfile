@@ -12,14 +12,18 @@ WORKDIR /src
 # wsgate and nothing else. scripts/check-stack checks the placeholders still
 # cover every target.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src tests/it \
+COPY crates/wsgate-protocol/Cargo.toml crates/wsgate-protocol/
+COPY crates/wsgate-bench/Cargo.toml crates/wsgate-bench/
+RUN mkdir -p src tests/it crates/wsgate-protocol/src crates/wsgate-bench/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs tests/it/main.rs \
-    && cargo build --release --locked --bin wsgate \
-    && rm -rf src tests
+    && echo 'fn main() {}' > crates/wsgate-bench/src/main.rs \
+    && touch src/lib.rs tests/it/main.rs crates/wsgate-protocol/src/lib.rs crates/wsgate-bench/src/lib.rs \
+    && cargo build --release --locked --workspace --bins \
+    && rm -rf src tests crates
 COPY build.rs ./
 COPY src ./src
 COPY tests ./tests
+COPY crates ./crates
 # The image has no .git, so build.rs cannot ask git for the commit that
 # wsgate_build_info reports: pass it in
 # (`docker build --build-arg WSGATE_BUILD_REVISION=$(git rev-parse HEAD)`, or
@@ -27,13 +31,13 @@ COPY tests ./tests
 ARG WSGATE_BUILD_REVISION
 # COPY keeps the files' own modification times, which can be older than the
 # placeholder build: touch them so cargo sees the real sources as new.
-RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked --bin wsgate
+RUN find src crates -name '*.rs' -exec touch {} + \
+    && cargo build --release --locked --workspace --bins
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin wsgate
-COPY --from=build /src/target/release/wsgate /usr/local/bin/wsgate
+COPY --from=build /src/target/release/wsgate /src/target/release/wsgate-bench /usr/local/bin/
 USER wsgate
 # Listen on all interfaces inside the container; the host decides what to publish.
 ENV WSGATE_LISTEN=0.0.0.0:8080

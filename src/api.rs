@@ -30,8 +30,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::app::AppState;
-use crate::protocol::{self, ErrorCode, HttpReply};
-use crate::room::{RoomKey, Tenant};
+use wsgate_protocol::room::{RoomKey, Tenant};
+use wsgate_protocol::{self as protocol, ErrorCode, HttpReply};
 
 /// Who may publish over HTTP, how many requests at once, and how long a body
 /// may take.

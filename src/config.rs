@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 
 use crate::admission::Origin;
 use crate::broker::{ClientCert, NatsAccess, NatsUrl, NatsUrlError};
@@ -20,29 +20,11 @@ use crate::outbox::SlowConsumerPolicy;
 #[command(
     name = "wsgate",
     version,
-    about = "An OpenTelemetry-first WebSocket gateway",
-    args_conflicts_with_subcommands = true
+    about = "An OpenTelemetry-first WebSocket gateway (the load generator is `wsgate-bench`)"
 )]
 pub struct Cli {
     #[command(flatten)]
     pub serve: Config,
-
-    /// Without a subcommand, wsgate serves.
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Load-generate against running gateways: loss, duplicates, throughput, latency.
-    ///
-    /// Every connection subscribes to its room (rooms are assigned round-robin) and
-    /// waits for `subscribed`; then the first --publishers connections publish
-    /// --messages each. Receivers check every publisher's sequence numbers, so lost
-    /// and duplicated deliveries are counted exactly. Exit status: 0 for a clean
-    /// run, 1 when anything was lost, duplicated or failed, 2 for invalid
-    /// arguments. See docs/bench.md.
-    Bench(crate::bench::BenchArgs),
 }
 
 /// How the gateway runs.

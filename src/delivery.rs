@@ -8,9 +8,9 @@ use std::sync::Arc;
 use crate::hub::{Fanout, Hub};
 use crate::message::Envelope;
 use crate::outbox::Outbound;
-use crate::protocol::{self, ServerFrameType};
 use crate::telemetry::propagation::traceparent;
 use crate::telemetry::{MessageTracer, MessagingSystem, Metrics};
+use wsgate_protocol::{self as protocol, ServerFrameType};
 
 pub struct Delivery {
     hub: Arc<Hub>,

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use indexmap::IndexMap;
 
 use crate::outbox::{Outbound, Outbox, Pushed};
-use crate::room::RoomKey;
+use wsgate_protocol::room::RoomKey;
 
 /// Identifies a connection within this node.
 pub type ConnId = u64;
@@ -222,8 +222,8 @@ mod tests {
 
     use super::*;
     use crate::outbox::{Next, QueueLimits, QueuedBytes, SlowConsumerPolicy};
-    use crate::protocol::ServerFrameType;
-    use crate::room::{RoomName, Tenant};
+    use wsgate_protocol::ServerFrameType;
+    use wsgate_protocol::room::{RoomName, Tenant};
 
     fn room(name: &str) -> RoomKey {
         RoomKey::new(Tenant::default_tenant(), RoomName::parse(name).unwrap())

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use wsgate::config::{Cli, Command};
+use wsgate::config::Cli;
 use wsgate::telemetry::Telemetry;
 use wsgate::{Application, Config};
 
@@ -16,9 +16,6 @@ fn main() -> anyhow::Result<ExitCode> {
     // async-nats and the OTLP exporters use.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    if let Some(Command::Bench(args)) = cli.command {
-        return Ok(wsgate::bench::run(args));
-    }
     cli.serve.validate()?;
     // At least two workers even when pinned to one CPU: the gRPC trace exporter
     // deadlocks on a runtime with a single worker.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use opentelemetry::trace::SpanContext;
 use serde_json::value::RawValue;
 
-use crate::room::RoomKey;
+use wsgate_protocol::room::RoomKey;
 
 /// One published message, as the broker carries it.
 #[derive(Debug)]

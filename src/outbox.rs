@@ -25,8 +25,8 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::message::PublishedAt;
-use crate::protocol::ServerFrameType;
 use crate::telemetry::CloseReason;
+use wsgate_protocol::ServerFrameType;
 
 /// What to do when a subscriber's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

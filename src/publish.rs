@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use crate::app::AppState;
 use crate::broker::BrokerError;
 use crate::message::{Envelope, PublishedAt};
-use crate::room::RoomKey;
+use wsgate_protocol::room::RoomKey;
 
 impl AppState {
     /// Publishes `data` to `room` under a `send` span, child of `parent`.

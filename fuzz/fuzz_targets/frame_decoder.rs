@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsgate::protocol::{self, ClientFrame};
+use wsgate_protocol::{self as protocol, ClientFrame};
 
 fuzz_target!(|data: &[u8]| {
     let _ = protocol::decode_http_publish(data);

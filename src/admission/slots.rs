@@ -8,7 +8,7 @@ use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
-use crate::room::Tenant;
+use wsgate_protocol::room::Tenant;
 
 /// Up to `max` connections per key. Keys with no connection are removed, so the
 /// map holds at most one entry per open connection.

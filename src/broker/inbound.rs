@@ -20,10 +20,10 @@ use opentelemetry::trace::TraceContextExt as _;
 use super::nats::{MSG_ID, PUBLISHED_AT};
 use crate::delivery::Delivery;
 use crate::message::{Envelope, PublishedAt};
-use crate::protocol;
-use crate::room::RoomKey;
 use crate::telemetry::propagation::StrictTraceContext;
 use crate::telemetry::{BrokerMetrics, ConsumeError, WarningKind, Warnings};
+use wsgate_protocol as protocol;
+use wsgate_protocol::room::RoomKey;
 
 /// What every room's listener shares.
 pub(super) struct Inbound {

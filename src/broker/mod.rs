@@ -25,8 +25,8 @@ pub use tls::ClientCert;
 
 use crate::delivery::Delivery;
 use crate::message::Envelope;
-use crate::room::RoomKey;
 use crate::telemetry::MessagingSystem;
+use wsgate_protocol::room::RoomKey;
 
 /// Why the broker could not take a message or a subscription.
 #[derive(Debug, thiserror::Error)]

@@ -30,11 +30,11 @@ use super::rooms::Rooms;
 use super::round_trip::RoundTrip;
 use crate::delivery::Delivery;
 use crate::message::Envelope;
-use crate::room::RoomKey;
 use crate::telemetry::propagation::StrictTraceContext;
 use crate::telemetry::{
     BrokerMetrics, BrokerState, ConsumeError, ObservedBroker, WarningKind, Warnings,
 };
+use wsgate_protocol::room::RoomKey;
 
 /// How long a subscription may take to be confirmed by the server.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -394,7 +394,7 @@ impl Injector for NatsHeaders<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::{RoomName, Tenant};
+    use wsgate_protocol::room::{RoomName, Tenant};
 
     fn key(tenant: &str, room: &str) -> RoomKey {
         RoomKey::new(

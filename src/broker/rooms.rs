@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::task::JoinHandle;
 
-use crate::room::RoomKey;
+use wsgate_protocol::room::RoomKey;
 
 type Entry = Arc<tokio::sync::Mutex<Interest>>;
 
@@ -117,7 +117,7 @@ impl Drop for Claim<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::{RoomName, Tenant};
+    use wsgate_protocol::room::{RoomName, Tenant};
 
     fn key(room: &str) -> RoomKey {
         RoomKey::new(Tenant::default_tenant(), RoomName::parse(room).unwrap())

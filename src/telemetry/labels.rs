@@ -4,7 +4,7 @@
 //! label can ever carry a room, user, connection or message, and no client can
 //! mint a new series.
 
-use crate::protocol::ErrorCode;
+use wsgate_protocol::ErrorCode;
 
 /// A closed set of label values with a dense index (their order in `ALL`), so
 /// counters can keep one atomic per value.
@@ -166,20 +166,20 @@ pub fn close_code_label(code: u16) -> &'static str {
     }
 }
 
-impl LabelSet for crate::protocol::ClientFrameType {
-    const ALL: &'static [Self] = &crate::protocol::ClientFrameType::ALL;
+impl LabelSet for wsgate_protocol::ClientFrameType {
+    const ALL: &'static [Self] = &wsgate_protocol::ClientFrameType::ALL;
     fn as_str(self) -> &'static str {
-        crate::protocol::ClientFrameType::as_str(self)
+        wsgate_protocol::ClientFrameType::as_str(self)
     }
     fn index(self) -> usize {
         self as usize
     }
 }
 
-impl LabelSet for crate::protocol::ServerFrameType {
-    const ALL: &'static [Self] = &crate::protocol::ServerFrameType::ALL;
+impl LabelSet for wsgate_protocol::ServerFrameType {
+    const ALL: &'static [Self] = &wsgate_protocol::ServerFrameType::ALL;
     fn as_str(self) -> &'static str {
-        crate::protocol::ServerFrameType::as_str(self)
+        wsgate_protocol::ServerFrameType::as_str(self)
     }
     fn index(self) -> usize {
         self as usize
@@ -224,7 +224,7 @@ mod tests {
         dense::<CloseReason>();
         dense::<ConsumeError>();
         dense::<WarningKind>();
-        dense::<crate::protocol::ClientFrameType>();
-        dense::<crate::protocol::ServerFrameType>();
+        dense::<wsgate_protocol::ClientFrameType>();
+        dense::<wsgate_protocol::ServerFrameType>();
     }
 }

@@ -23,7 +23,7 @@ use opentelemetry::metrics::{
 
 use super::counters::LabelledCounter;
 use super::labels::{CloseReason, DropReason, ErrorType, LabelSet, RejectReason, close_code_label};
-use crate::protocol::{ClientFrameType, ServerFrameType};
+use wsgate_protocol::{ClientFrameType, ServerFrameType};
 
 /// Bucket boundaries for message handling and delivery, in seconds: 50 µs to 10 s.
 pub(super) const LATENCY_BUCKETS: [f64; 17] = [

@@ -25,7 +25,7 @@ use opentelemetry_sdk::trace::{
 };
 
 use crate::hub::{ConnId, Fanout};
-use crate::room::RoomKey;
+use wsgate_protocol::room::RoomKey;
 
 /// Which broker carries messages: the `messaging.system` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

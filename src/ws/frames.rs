@@ -4,7 +4,7 @@
 //! connection's identity (its tenant and room permissions) and the node's
 //! limits, handled, and answered: a reply, or an error frame with a stable
 //! code. All of it is counted. Error messages quote at most
-//! [`MAX_QUOTED`](crate::protocol::MAX_QUOTED) bytes of what the client sent.
+//! [`MAX_QUOTED`](wsgate_protocol::MAX_QUOTED) bytes of what the client sent.
 
 use opentelemetry::context::FutureExt as _;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -13,9 +13,9 @@ use super::rate::Verdict;
 use super::session::Session;
 use crate::hub::Subscriber;
 use crate::outbox::{Outbound, Pushed};
-use crate::protocol::{self, ClientFrame, ErrorCode, Publish, Reply, quoted};
-use crate::room::{RoomKey, RoomName};
 use crate::telemetry::{Origin, propagation};
+use wsgate_protocol::room::{RoomKey, RoomName};
+use wsgate_protocol::{self as protocol, ClientFrame, ErrorCode, Publish, Reply, quoted};
 
 impl Session {
     /// The key of one of this connection's rooms: rooms live within its tenant.

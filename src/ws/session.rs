@@ -29,9 +29,9 @@ use crate::app::AppState;
 use crate::auth::LEEWAY_SECS;
 use crate::hub::ConnId;
 use crate::outbox::{CloseRequest, Outbox};
-use crate::protocol::{ClientFrameType, ErrorCode};
-use crate::room::RoomName;
 use crate::telemetry::{CloseReason, ErrorType};
+use wsgate_protocol::room::RoomName;
+use wsgate_protocol::{ClientFrameType, ErrorCode};
 
 /// How long to wait for the peer's close frame after sending ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);

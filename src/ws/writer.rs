@@ -27,8 +27,8 @@ use super::Ws;
 use super::progress::WriteProgress;
 use crate::message::{DeliveredAt, PublishedAt};
 use crate::outbox::{CloseRequest, Next, Outbound, Outbox};
-use crate::protocol::ServerFrameType;
 use crate::telemetry::{CloseReason, DropReason, ErrorType, Metrics};
+use wsgate_protocol::ServerFrameType;
 
 pub(super) type WsSink = SplitSink<Ws, Message>;
 

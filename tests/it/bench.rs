@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Parser as _;
-use wsgate::bench::{BenchArgs, Report, execute};
+use wsgate_bench::{BenchArgs, Report, execute};
 
 use crate::helpers::{TestApp, poll_until, spawn_app, spawn_app_with, within};
 use crate::nats::NatsServer;

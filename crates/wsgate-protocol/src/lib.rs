@@ -1,12 +1,16 @@
-//! The JSON wire format, version 1 (see `docs/protocol.md`).
+//! wsgate's JSON wire format, version 1 (see `docs/protocol.md`): frames, room
+//! names, decoding and encoding, the HTTP API's bodies.
 //!
-//! This is the only module that knows JSON. Decoding borrows from the frame's text
+//! This is the only crate of the gateway that knows the wire format, and it
+//! knows nothing else: serde only, no async runtime, no OpenTelemetry, no HTTP
+//! server (encoded frames are plain `tungstenite` text). Decoding borrows from the frame's text
 //! wherever it can: `data` stays a `&RawValue` slice of the client's frame and is
 //! never parsed into a tree. Encoding writes each server frame exactly once; a
 //! `message` frame is built once per node and its bytes are shared by every
 //! recipient.
 //!
-//! - `mod.rs`: the vocabulary (frame types, error codes, decoded frames);
+//! - `lib.rs`: the vocabulary (frame types, error codes, decoded frames);
+//! - `room.rs`: room names and tenants, the validated identifiers;
 //! - `decode.rs`: client frames; `encode.rs`: server frames;
 //! - `data.rs`: the checks a message's `data` passes wherever it comes from;
 //! - `http.rs`: the HTTP publish API's bodies.
@@ -15,6 +19,7 @@ mod data;
 mod decode;
 mod encode;
 mod http;
+pub mod room;
 
 use std::borrow::Cow;
 

@@ -1,6 +1,8 @@
-//! `wsgate bench`: a load generator in the same binary, in the manner of
-//! `nats bench`. It drives running gateways over the real wire protocol and
-//! reports exactly what was lost or duplicated, throughput and latency.
+//! `wsgate-bench`: the load generator, a program of its own in the manner of
+//! `nats bench` (which lives in the NATS CLI, not in nats-server). It drives
+//! running gateways over the real wire protocol and reports exactly what was
+//! lost or duplicated, throughput and latency. It does not depend on the
+//! gateway: only on `wsgate-protocol`, the wire format both sides share.
 //!
 //! - `args`: flags and the validated [`Plan`].
 //! - `ramp`: the rate-limited connect phase.
@@ -37,23 +39,23 @@ pub use report::{Latency, Report};
 pub use tracker::{Seen, SeqTracker};
 pub use ui::Ui;
 
-/// Runs `wsgate bench`: exit status 0 for a clean run, 1 when anything was lost,
+/// Runs `wsgate-bench`: exit status 0 for a clean run, 1 when anything was lost,
 /// duplicated or failed, 2 when the arguments make no sense.
 pub fn run(args: BenchArgs) -> ExitCode {
     let plan = match args.plan() {
         Ok(plan) => plan,
         Err(e) => {
-            eprintln!("wsgate bench: error: {e}");
+            eprintln!("wsgate-bench: error: {e}");
             return ExitCode::from(2);
         }
     };
     match raise_open_files_limit() {
         Ok(limit) if limit < plan.connections as u64 + 64 => eprintln!(
-            "wsgate bench: warning: the open-files limit ({limit}) is too low for {} connections",
+            "wsgate-bench: warning: the open-files limit ({limit}) is too low for {} connections",
             plan.connections
         ),
         Ok(_) => {}
-        Err(e) => eprintln!("wsgate bench: warning: cannot raise the open-files limit: {e}"),
+        Err(e) => eprintln!("wsgate-bench: warning: cannot raise the open-files limit: {e}"),
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -61,7 +63,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("wsgate bench: error: starting the tokio runtime: {e}");
+            eprintln!("wsgate-bench: error: starting the tokio runtime: {e}");
             return ExitCode::from(2);
         }
     };
@@ -81,7 +83,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         Ok(report) if report.ok => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("wsgate bench: error: {e:#}");
+            eprintln!("wsgate-bench: error: {e:#}");
             ExitCode::from(2)
         }
     }

@@ -286,7 +286,7 @@ impl Report {
         } else {
             format!("FAILED: {} (exit status 1)", self.problems().join(", "))
         };
-        format!("wsgate bench\n{t}  {:<20} {verdict}\n", "result")
+        format!("wsgate-bench\n{t}  {:<20} {verdict}\n", "result")
     }
 }
 

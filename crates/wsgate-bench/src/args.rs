@@ -1,4 +1,4 @@
-//! `wsgate bench` flags, and the checked [`Plan`] they turn into.
+//! `wsgate-bench` flags, and the checked [`Plan`] they turn into.
 
 use std::time::Duration;
 
@@ -8,9 +8,13 @@ use tokio_tungstenite::tungstenite::http::Uri;
 /// The largest `--payload` accepted.
 pub const MAX_PAYLOAD: usize = 1 << 20;
 
-/// The `wsgate bench` command line.
+/// The `wsgate-bench` command line.
 #[derive(Debug, Clone, Parser)]
-#[command(about = "Load-generate against running gateways (wsgate bench)")]
+#[command(
+    name = "wsgate-bench",
+    version,
+    about = "Load-generate against running wsgate gateways: loss, duplicates, throughput, latency"
+)]
 pub struct BenchArgs {
     /// Gateway WebSocket URL. Repeat it or separate with commas to spread the
     /// connections round-robin over several nodes.

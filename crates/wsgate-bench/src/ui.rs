@@ -47,7 +47,7 @@ impl Ui {
 
     pub fn line(&self, message: std::fmt::Arguments<'_>) {
         if self.lines {
-            eprintln!("wsgate bench: {message}");
+            eprintln!("wsgate-bench: {message}");
         }
     }
 }
