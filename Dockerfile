@@ -9,12 +9,12 @@ WORKDIR /src
 # against placeholder sources (every target Cargo.toml declares must exist, the
 # integration tests' included), then the placeholders removed. The layer is
 # reused until Cargo.toml or Cargo.lock changes, so an edit under src/ rebuilds
-# wsgate and nothing else. scripts/check-stack checks the placeholders still
-# cover every target.
+# wsgate and nothing else. tests/deploy/dockerfile.rs checks the placeholders
+# still cover every target.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src tests/it \
+RUN mkdir -p src tests/it tests/deploy \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs tests/it/main.rs \
+    && touch src/lib.rs tests/it/main.rs tests/deploy/main.rs \
     && cargo build --release --locked --bin wsgate \
     && rm -rf src tests
 COPY build.rs ./
