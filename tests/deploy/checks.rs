@@ -39,6 +39,19 @@ pub fn parse_yaml(text: &str, what: &str) -> Value {
     value
 }
 
+/// Every non-empty document of a YAML stream (`---`-separated), as kustomize
+/// writes them and as the manifests hold them.
+#[track_caller]
+pub fn yaml_documents(text: &str, what: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|document| {
+            <Value as serde::Deserialize>::deserialize(document)
+                .unwrap_or_else(|e| panic!("{what} is not YAML: {e}"))
+        })
+        .filter(|document| !document.is_null())
+        .collect()
+}
+
 /// A YAML scalar as the text a program reading it would see (`"10s"`, `2`,
 /// `true`); `None` for null, a mapping or a sequence.
 pub fn scalar(value: &Value) -> Option<String> {
@@ -184,6 +197,14 @@ pub fn venv_tool(tool: &str) -> Option<PathBuf> {
         "\n*** SKIPPING: .venv/bin/{tool} is missing; run ./scripts/venv to install it ***\n"
     );
     None
+}
+
+/// A program on PATH, if there is one.
+pub fn on_path(tool: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(tool))
+        .find(|candidate| candidate.is_file())
 }
 
 /// What a tool did: its exit status and its two outputs, for a check's message.
