@@ -97,7 +97,10 @@ fn properties(c: &mut Checks, name: &str, docs: &[Value], image_uid: Option<u64>
         .unwrap_or(30.0);
     c.check(
         grace.is_some_and(|grace| termination > sleep + grace + 1.0),
-        format!("{name}: terminationGracePeriodSeconds ({termination}) exceeds preStop ({sleep}s) + WSGATE_SHUTDOWN_GRACE ({grace:?}s) + 1s"),
+        format!(
+            "{name}: terminationGracePeriodSeconds ({termination}) exceeds preStop ({sleep}s) + WSGATE_SHUTDOWN_GRACE ({}) + 1s",
+            grace.map_or("not a duration".to_owned(), |g| format!("{g}s"))
+        ),
     );
 
     for bound in ["requests", "limits"] {
