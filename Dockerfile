@@ -9,15 +9,16 @@ WORKDIR /src
 # against placeholder sources (every target Cargo.toml declares must exist, the
 # integration tests' included), then the placeholders removed. The layer is
 # reused until Cargo.toml or Cargo.lock changes, so an edit under src/ rebuilds
-# wsgate and nothing else. scripts/check-stack checks the placeholders still
-# cover every target.
+# wsgate and nothing else. tests/deploy/dockerfile.rs checks the placeholders
+# still cover every target.
 COPY Cargo.toml Cargo.lock ./
 COPY crates/wsgate-protocol/Cargo.toml crates/wsgate-protocol/
 COPY crates/wsgate-bench/Cargo.toml crates/wsgate-bench/
-RUN mkdir -p src tests/it crates/wsgate-protocol/src crates/wsgate-bench/src \
+RUN mkdir -p src tests/it tests/deploy crates/wsgate-protocol/src crates/wsgate-bench/src \
     && echo 'fn main() {}' > src/main.rs \
     && echo 'fn main() {}' > crates/wsgate-bench/src/main.rs \
-    && touch src/lib.rs tests/it/main.rs crates/wsgate-protocol/src/lib.rs crates/wsgate-bench/src/lib.rs \
+    && touch src/lib.rs tests/it/main.rs tests/deploy/main.rs \
+        crates/wsgate-protocol/src/lib.rs crates/wsgate-bench/src/lib.rs \
     && cargo build --release --locked --workspace --bins \
     && rm -rf src tests crates
 COPY build.rs ./

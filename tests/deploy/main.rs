@@ -1,0 +1,20 @@
+//! Checks of the deployment files, which no Docker engine or cluster runs
+//! here: the compose stack (compose.yaml, the collector, Jaeger, Grafana and
+//! Prometheus wiring), the Dockerfile and the Kubernetes manifests. Each module
+//! reads one concept's files with serde and checks what they must say; where
+//! only a real tool can judge a file (the compose specification's schema,
+//! kustomize, kubernetes-validate, the PrometheusRule generator) the test runs
+//! it and reads nothing but its exit status and its YAML. A missing tool skips
+//! the test locally and fails it under CI=true, as in tests/it; kubectl alone
+//! is optional (kube_render.rs says why and what is checked without it).
+
+mod checks;
+mod collector;
+mod compose;
+mod dockerfile;
+mod jaeger;
+mod kube_manifests;
+mod kube_render;
+mod kube_schemas;
+mod monitoring;
+mod prometheusrule;
