@@ -35,7 +35,7 @@ use wsgate_protocol::{self as protocol, ErrorCode, HttpReply};
 
 /// Who may publish over HTTP, how many requests at once, and how long a body
 /// may take.
-pub struct ApiAccess {
+pub(crate) struct ApiAccess {
     /// SHA-256 of `--api-key`, computed once: hashing the key per request
     /// would take time that grows with the key's length.
     key_digest: Option<[u8; 32]>,
@@ -47,7 +47,7 @@ pub struct ApiAccess {
 
 impl ApiAccess {
     /// `api_key` is `--api-key`'s value (see `config::Secret`).
-    pub fn new(api_key: Option<&str>, max_concurrency: u32, body_timeout: Duration) -> Self {
+    pub(crate) fn new(api_key: Option<&str>, max_concurrency: u32, body_timeout: Duration) -> Self {
         Self {
             key_digest: api_key.map(digest),
             permits: Arc::new(Semaphore::new(max_concurrency as usize)),
@@ -79,7 +79,7 @@ fn digest(text: &str) -> [u8; 32] {
 
 /// Why a publish request was refused; each maps to one status and a stable code.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("missing or wrong API key (Authorization: Bearer <key>)")]
     Unauthorized,
     #[error("the publish API is disabled: tokens are enabled on /ws but no --api-key is set")]
@@ -158,7 +158,11 @@ fn json(status: StatusCode, body: String) -> Response {
 }
 
 /// `POST /api/publish` with `{"room": "...", "data": <any JSON>}` → `202 {"id": "..."}`.
-pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn publish(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     match accept(&state, &headers, body).await {
         Ok(id) => json(
             StatusCode::ACCEPTED,

@@ -28,17 +28,13 @@ use crate::telemetry::{
 
 /// State shared by every request and connection. Cloning is an `Arc` bump.
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub(crate) struct AppState(Arc<Shared>);
 
 struct Shared {
-    node_id: String,
     limits: Limits,
     hub: Arc<Hub>,
     broker: Broker,
     metrics: Metrics,
-    /// Rate-limited warnings (`wsgate_warnings_total`), for any module that
-    /// logs something a client or a flood can repeat.
-    warnings: Warnings,
     tracer: MessageTracer,
     /// Rendered by `/metrics`.
     registry: prometheus::Registry,
@@ -65,77 +61,67 @@ struct Shared {
 
 /// Per-connection limits, copied from the configuration.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_message_bytes: usize,
+pub(crate) struct Limits {
+    pub(crate) max_message_bytes: usize,
     /// A connection's outbox bounds (`--send-queue`, `--send-queue-bytes`,
     /// `--slow-consumer`).
-    pub queue: QueueLimits,
-    pub heartbeat_interval: Duration,
-    pub heartbeat_timeout: Duration,
+    pub(crate) queue: QueueLimits,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) heartbeat_timeout: Duration,
     /// How long a socket may accept no bytes before it is closed.
-    pub write_timeout: Duration,
+    pub(crate) write_timeout: Duration,
     /// Frames per second per connection; 0 = unlimited.
-    pub max_msgs_per_sec: u32,
-    pub max_rooms_per_connection: usize,
+    pub(crate) max_msgs_per_sec: u32,
+    pub(crate) max_rooms_per_connection: usize,
     /// Rooms this node may hold (`--max-rooms`); the hub enforces it exactly.
-    pub max_rooms: usize,
+    pub(crate) max_rooms: usize,
 }
 
 impl AppState {
-    pub fn node_id(&self) -> &str {
-        &self.0.node_id
-    }
-    pub fn limits(&self) -> &Limits {
+    pub(crate) fn limits(&self) -> &Limits {
         &self.0.limits
     }
-    pub fn max_message_bytes(&self) -> usize {
+    pub(crate) fn max_message_bytes(&self) -> usize {
         self.0.limits.max_message_bytes
     }
-    pub fn hub(&self) -> &Hub {
+    pub(crate) fn hub(&self) -> &Hub {
         &self.0.hub
     }
-    pub fn broker(&self) -> &Broker {
+    pub(crate) fn broker(&self) -> &Broker {
         &self.0.broker
     }
-    pub fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.0.metrics
     }
-    pub fn warnings(&self) -> &Warnings {
-        &self.0.warnings
-    }
-    pub fn tracer(&self) -> &MessageTracer {
+    pub(crate) fn tracer(&self) -> &MessageTracer {
         &self.0.tracer
     }
-    pub fn registry(&self) -> &prometheus::Registry {
+    pub(crate) fn registry(&self) -> &prometheus::Registry {
         &self.0.registry
     }
-    pub fn sessions(&self) -> &TaskTracker {
+    pub(crate) fn sessions(&self) -> &TaskTracker {
         &self.0.sessions
     }
-    pub fn shutdown(&self) -> &CancellationToken {
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
         &self.0.shutdown
     }
-    pub fn queued_bytes(&self) -> &QueuedBytes {
+    pub(crate) fn queued_bytes(&self) -> &QueuedBytes {
         &self.0.queued_bytes
     }
-    pub fn demo_page(&self) -> &str {
+    pub(crate) fn demo_page(&self) -> &str {
         &self.0.demo_page
     }
-    pub fn next_message_id(&self) -> Arc<str> {
+    pub(crate) fn next_message_id(&self) -> Arc<str> {
         self.0.ids.next_id()
     }
-    pub fn next_conn_id(&self) -> ConnId {
+    pub(crate) fn next_conn_id(&self) -> ConnId {
         self.0.next_conn.fetch_add(1, Ordering::Relaxed)
     }
-    pub fn admission(&self) -> &Admission {
+    pub(crate) fn admission(&self) -> &Admission {
         &self.0.admission
     }
-    pub fn api(&self) -> &ApiAccess {
+    pub(crate) fn api(&self) -> &ApiAccess {
         &self.0.api
-    }
-    /// Whether this node should receive traffic: not shutting down, broker up.
-    pub fn is_ready(&self) -> bool {
-        !self.0.shutdown.is_cancelled() && self.0.broker.is_ready()
     }
 }
 
@@ -237,12 +223,10 @@ impl Application {
             },
         );
         let shared = Shared {
-            node_id,
             limits,
             hub,
             broker,
             metrics,
-            warnings,
             tracer,
             registry: telemetry.registry.clone(),
             ids: MessageIds::new(),
@@ -280,10 +264,6 @@ impl Application {
         self.admin_listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())
-    }
-
-    pub fn state(&self) -> AppState {
-        self.state.clone()
     }
 
     /// Serves until `signal` resolves, then shuts down in order, within one

@@ -389,12 +389,6 @@ impl Config {
             format!("{host}-{}", std::process::id())
         })
     }
-
-    /// A configuration for tests and embedding: every default, on an ephemeral port.
-    pub fn for_tests() -> Self {
-        let cli = Cli::parse_from(["wsgate", "--listen", "127.0.0.1:0"]);
-        cli.serve
-    }
 }
 
 fn duration(s: &str) -> Result<Duration, String> {

@@ -12,7 +12,7 @@ use crate::telemetry::propagation::traceparent;
 use crate::telemetry::{MessageTracer, MessagingSystem, Metrics};
 use wsgate_protocol::{self as protocol, ServerFrameType};
 
-pub struct Delivery {
+pub(crate) struct Delivery {
     hub: Arc<Hub>,
     metrics: Metrics,
     tracer: MessageTracer,
@@ -20,7 +20,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(
+    pub(crate) fn new(
         hub: Arc<Hub>,
         metrics: Metrics,
         tracer: MessageTracer,
@@ -36,7 +36,7 @@ impl Delivery {
 
     /// Fans `envelope` out to this node's subscribers of its room, under a
     /// `process` span whose context the delivered frames carry.
-    pub fn deliver(&self, envelope: &Envelope) -> Fanout {
+    pub(crate) fn deliver(&self, envelope: &Envelope) -> Fanout {
         let span = self
             .tracer
             .process(&envelope.trace, self.system, &envelope.room, &envelope.id);

@@ -17,12 +17,12 @@ const PLACEHOLDER: &str = "__WSGATE_JAEGER_UI_URL__";
 /// The page with the Jaeger UI base URL filled in. The URL was validated by
 /// the configuration (no quotes, no angle brackets), so it is safe inside the
 /// page's JavaScript string literal.
-pub fn render(jaeger_ui_url: Option<&str>) -> String {
+pub(crate) fn render(jaeger_ui_url: Option<&str>) -> String {
     PAGE.replace(PLACEHOLDER, jaeger_ui_url.unwrap_or(""))
 }
 
 /// `GET /`.
-pub async fn page(State(state): State<AppState>) -> Response {
+pub(crate) async fn page(State(state): State<AppState>) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

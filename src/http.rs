@@ -20,7 +20,7 @@ use crate::ws;
 
 /// The routes of `--listen`. `/metrics` is among them only when there is no
 /// admin listener to keep it apart (`with_metrics`).
-pub fn router(state: AppState, with_metrics: bool) -> Router {
+pub(crate) fn router(state: AppState, with_metrics: bool) -> Router {
     let router = Router::new()
         .route("/", get(demo::page))
         .route("/ws", get(ws::upgrade::handler))
@@ -36,7 +36,7 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
 }
 
 /// The routes of `--admin-listen`: what operators and orchestrators use.
-pub fn admin_router(state: AppState) -> Router {
+pub(crate) fn admin_router(state: AppState) -> Router {
     probes(Router::new().route("/metrics", get(metrics)))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)

@@ -23,13 +23,13 @@ use crate::outbox::{Outbound, Outbox, Pushed};
 use wsgate_protocol::room::RoomKey;
 
 /// Identifies a connection within this node.
-pub type ConnId = u64;
+pub(crate) type ConnId = u64;
 
 /// A connection subscribed to a room.
 #[derive(Clone)]
-pub struct Subscriber {
-    pub conn: ConnId,
-    pub outbox: Arc<Outbox>,
+pub(crate) struct Subscriber {
+    pub(crate) conn: ConnId,
+    pub(crate) outbox: Arc<Outbox>,
 }
 
 /// The subscribers of one room, in a map that iterates densely (fan-out) and
@@ -50,9 +50,9 @@ type RoomRef = Arc<Mutex<Room>>;
 /// The room could not be created: the node is at `--max-rooms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("this node already has its maximum of {0} rooms")]
-pub struct RoomLimit(pub usize);
+pub(crate) struct RoomLimit(pub usize);
 
-pub struct Hub {
+pub(crate) struct Hub {
     /// Rooms with at least one local subscriber (and, for an instant, a room
     /// being created or forgotten). Fan-out takes the read lock only long enough
     /// to clone one room's `Arc`, so fan-outs to different rooms run in parallel.
@@ -68,23 +68,23 @@ pub struct Hub {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Fanout {
     /// Subscribers the frame was queued for.
-    pub queued: usize,
+    pub(crate) queued: usize,
     /// Subscribers whose full queue dropped it (`drop` policy).
-    pub dropped: usize,
+    pub(crate) dropped: usize,
     /// Subscribers disconnected by this fan-out as slow consumers.
-    pub kicked: usize,
+    pub(crate) kicked: usize,
     /// Subscribers already closing.
-    pub closed: usize,
+    pub(crate) closed: usize,
 }
 
 impl Fanout {
-    pub fn recipients(&self) -> usize {
+    pub(crate) fn recipients(&self) -> usize {
         self.queued + self.dropped + self.kicked + self.closed
     }
 }
 
 impl Hub {
-    pub fn new(max_rooms: usize) -> Self {
+    pub(crate) fn new(max_rooms: usize) -> Self {
         Self {
             rooms: RwLock::default(),
             subscriptions: AtomicUsize::new(0),
@@ -97,7 +97,7 @@ impl Hub {
     /// local subscriber, or [`RoomLimit`] when the room is new and the node
     /// already holds `--max-rooms`. The caller guarantees a connection joins a
     /// room once.
-    pub fn join(
+    pub(crate) fn join(
         &self,
         room: &RoomKey,
         sub: Subscriber,
@@ -124,7 +124,12 @@ impl Hub {
     /// Removes `conn` from `room` and, under the room's lock, runs `confirm`.
     /// Returns `None` if it was not subscribed, else whether the room is now empty
     /// on this node.
-    pub fn leave(&self, room: &RoomKey, conn: ConnId, confirm: impl FnOnce()) -> Option<bool> {
+    pub(crate) fn leave(
+        &self,
+        room: &RoomKey,
+        conn: ConnId,
+        confirm: impl FnOnce(),
+    ) -> Option<bool> {
         let entry = read(&self.rooms).get(room).cloned()?;
         let mut members = lock(&entry);
         if members.closed {
@@ -145,7 +150,7 @@ impl Hub {
     }
 
     /// Queues `item` for every local subscriber of `room`.
-    pub fn fanout(&self, room: &RoomKey, item: &Outbound) -> Fanout {
+    pub(crate) fn fanout(&self, room: &RoomKey, item: &Outbound) -> Fanout {
         let Some(entry) = read(&self.rooms).get(room).cloned() else {
             return Fanout::default();
         };
@@ -163,17 +168,17 @@ impl Hub {
     }
 
     /// Whether `room` has local subscribers (a join would not create it).
-    pub fn has_room(&self, room: &RoomKey) -> bool {
+    pub(crate) fn has_room(&self, room: &RoomKey) -> bool {
         read(&self.rooms).contains_key(room)
     }
 
     /// The number of rooms with local subscribers.
-    pub fn room_count(&self) -> usize {
+    pub(crate) fn room_count(&self) -> usize {
         read(&self.rooms).len()
     }
 
     /// The number of subscriptions across all rooms.
-    pub fn subscription_count(&self) -> usize {
+    pub(crate) fn subscription_count(&self) -> usize {
         self.subscriptions.load(Ordering::Relaxed)
     }
 

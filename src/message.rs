@@ -13,23 +13,23 @@ use wsgate_protocol::room::RoomKey;
 
 /// One published message, as the broker carries it.
 #[derive(Debug)]
-pub struct Envelope {
+pub(crate) struct Envelope {
     /// Server-assigned, unique across nodes and restarts (see [`MessageIds`]).
     /// Shared, because every span and header of the message carries it.
-    pub id: Arc<str>,
+    pub(crate) id: Arc<str>,
     /// The room, within its tenant.
-    pub room: RoomKey,
+    pub(crate) room: RoomKey,
     /// The payload exactly as published; valid JSON by construction.
-    pub data: Box<RawValue>,
+    pub(crate) data: Box<RawValue>,
     /// The context of the `send` span: the parent of every node's `process` span.
     /// Invalid when tracing is off and the publisher sent no trace context.
-    pub trace: SpanContext,
-    pub published_at: PublishedAt,
+    pub(crate) trace: SpanContext,
+    pub(crate) published_at: PublishedAt,
 }
 
 /// When a message was accepted, for the delivery-latency histogram.
 #[derive(Debug, Clone, Copy)]
-pub enum PublishedAt {
+pub(crate) enum PublishedAt {
     /// Accepted on this node: a monotonic clock, immune to wall-clock steps.
     Local(Instant),
     /// Accepted on another node: only a wall clock is comparable across machines,
@@ -38,13 +38,13 @@ pub enum PublishedAt {
 }
 
 impl PublishedAt {
-    pub fn now() -> Self {
+    pub(crate) fn now() -> Self {
         Self::Local(Instant::now())
     }
 
     /// Time from acceptance to `delivered`; zero when a skewed remote clock
     /// would make it negative.
-    pub fn latency(&self, delivered: &DeliveredAt) -> Duration {
+    pub(crate) fn latency(&self, delivered: &DeliveredAt) -> Duration {
         match self {
             Self::Local(at) => delivered.now.saturating_duration_since(*at),
             Self::Remote(at) => delivered.wall().duration_since(*at).unwrap_or_default(),
@@ -52,7 +52,7 @@ impl PublishedAt {
     }
 
     /// The wall-clock time of acceptance, for carrying to other nodes.
-    pub fn wall_clock(&self) -> SystemTime {
+    pub(crate) fn wall_clock(&self) -> SystemTime {
         match self {
             Self::Local(at) => SystemTime::now() - at.elapsed(),
             Self::Remote(at) => *at,
@@ -63,13 +63,13 @@ impl PublishedAt {
 /// The moment a batch of frames reached the socket: the monotonic clock, read
 /// once per batch, and the wall clock, read only if a remote message needs it.
 #[derive(Debug)]
-pub struct DeliveredAt {
+pub(crate) struct DeliveredAt {
     now: Instant,
     wall: OnceCell<SystemTime>,
 }
 
 impl DeliveredAt {
-    pub fn now() -> Self {
+    pub(crate) fn now() -> Self {
         Self {
             now: Instant::now(),
             wall: OnceCell::new(),
@@ -86,13 +86,13 @@ impl DeliveredAt {
 /// The 48-bit random prefix makes ids unique across nodes and restarts without
 /// coordination; the counter makes them cheap and ordered within a process.
 #[derive(Debug)]
-pub struct MessageIds {
+pub(crate) struct MessageIds {
     prefix: String,
     next: AtomicU64,
 }
 
 impl MessageIds {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let prefix = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
         Self {
             prefix,
@@ -100,7 +100,7 @@ impl MessageIds {
         }
     }
 
-    pub fn next_id(&self) -> Arc<str> {
+    pub(crate) fn next_id(&self) -> Arc<str> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut id = String::with_capacity(self.prefix.len() + 21);
         id.push_str(&self.prefix);

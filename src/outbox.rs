@@ -40,23 +40,23 @@ pub enum SlowConsumerPolicy {
 
 /// The bounds of one connection's queue and what happens when one is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueLimits {
+pub(crate) struct QueueLimits {
     /// Frames waiting to be written (`--send-queue`).
-    pub frames: usize,
+    pub(crate) frames: usize,
     /// Bytes queued or being written (`--send-queue-bytes`). A frame is always
     /// accepted into an empty queue, so one frame of any size can pass.
-    pub bytes: usize,
-    pub policy: SlowConsumerPolicy,
+    pub(crate) bytes: usize,
+    pub(crate) policy: SlowConsumerPolicy,
 }
 
 /// Bytes held in every outbox of the node, for the
 /// `websocket.send_queue.bytes` gauge. Each outbox adds what it takes and
 /// subtracts what it lets go of, its remainder included when it is dropped.
 #[derive(Debug, Clone, Default)]
-pub struct QueuedBytes(Arc<AtomicU64>);
+pub(crate) struct QueuedBytes(Arc<AtomicU64>);
 
 impl QueuedBytes {
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
     fn add(&self, n: usize) {
@@ -69,30 +69,30 @@ impl QueuedBytes {
 
 /// One frame waiting to be written.
 #[derive(Debug, Clone)]
-pub struct Outbound {
-    pub frame: Utf8Bytes,
-    pub frame_type: ServerFrameType,
+pub(crate) struct Outbound {
+    pub(crate) frame: Utf8Bytes,
+    pub(crate) frame_type: ServerFrameType,
     /// Set on `message` frames: the delivery histogram's start.
-    pub published_at: Option<PublishedAt>,
+    pub(crate) published_at: Option<PublishedAt>,
 }
 
 /// How a connection ends. The first request made is the one that counts: it is
 /// what the connection-duration histogram records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CloseRequest {
+pub(crate) struct CloseRequest {
     /// The RFC 6455 close code sent, or received from the peer (1006 when the
     /// peer vanished without one).
-    pub code: u16,
-    pub reason: &'static str,
-    pub why: CloseReason,
+    pub(crate) code: u16,
+    pub(crate) reason: &'static str,
+    pub(crate) why: CloseReason,
     /// Whether the server still has to send a close frame. False when the peer
     /// closed first (tungstenite queues the reply itself) or vanished.
-    pub send: bool,
+    pub(crate) send: bool,
 }
 
 impl CloseRequest {
     /// The server closes the connection with `code`.
-    pub const fn server(code: u16, reason: &'static str, why: CloseReason) -> Self {
+    pub(crate) const fn server(code: u16, reason: &'static str, why: CloseReason) -> Self {
         Self {
             code,
             reason,
@@ -102,7 +102,7 @@ impl CloseRequest {
     }
 
     /// The peer closed with `code`, or vanished (1006).
-    pub const fn peer(code: u16, why: CloseReason) -> Self {
+    pub(crate) const fn peer(code: u16, why: CloseReason) -> Self {
         Self {
             code,
             reason: "",
@@ -112,7 +112,7 @@ impl CloseRequest {
     }
 
     /// The socket is given up on without a close frame: it accepts no bytes.
-    pub const fn abandon(why: CloseReason) -> Self {
+    pub(crate) const fn abandon(why: CloseReason) -> Self {
         Self {
             code: 1006,
             reason: "",
@@ -122,7 +122,7 @@ impl CloseRequest {
     }
 
     /// A slow consumer's backlog is abandoned rather than written.
-    pub fn abandons_backlog(&self) -> bool {
+    pub(crate) fn abandons_backlog(&self) -> bool {
         matches!(
             self.why,
             CloseReason::SlowConsumer | CloseReason::WriteTimeout
@@ -132,7 +132,7 @@ impl CloseRequest {
 
 /// The result of [`Outbox::push`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pushed {
+pub(crate) enum Pushed {
     Queued,
     /// The queue was full and the policy is `drop`.
     Dropped,
@@ -143,7 +143,7 @@ pub enum Pushed {
     Closed,
 }
 
-pub struct Outbox {
+pub(crate) struct Outbox {
     /// A std mutex: held only to move frames in or out, never across `.await`,
     /// and contended only between one producer at a time and the one consumer.
     state: Mutex<State>,
@@ -171,7 +171,7 @@ struct State {
 
 /// What the write loop should do next.
 #[derive(Debug)]
-pub enum Next {
+pub(crate) enum Next {
     /// Write these frames (the batch passed in now holds them), then come back.
     Write,
     /// Write nothing more: send this close frame. `discarded` frames that were
@@ -183,7 +183,7 @@ pub enum Next {
 }
 
 impl Outbox {
-    pub fn new(limits: QueueLimits, gauge: QueuedBytes) -> Self {
+    pub(crate) fn new(limits: QueueLimits, gauge: QueuedBytes) -> Self {
         Self {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
@@ -198,7 +198,7 @@ impl Outbox {
 
     /// Queues a frame without waiting, applying the slow-consumer policy when
     /// either bound is reached.
-    pub fn push(&self, item: Outbound) -> Pushed {
+    pub(crate) fn push(&self, item: Outbound) -> Pushed {
         let mut state = self.lock();
         if state.close.is_some() {
             return Pushed::Closed;
@@ -232,7 +232,7 @@ impl Outbox {
     /// Asks the write loop to close the connection. Returns whether this was the
     /// first request (later ones change nothing). Frames already queued are still
     /// written first, unless the request abandons the backlog.
-    pub fn close(&self, request: CloseRequest) -> bool {
+    pub(crate) fn close(&self, request: CloseRequest) -> bool {
         let mut state = self.lock();
         if state.close.is_some() {
             return false;
@@ -248,7 +248,7 @@ impl Outbox {
     /// against the queue's byte bound. (The write loop reports them through
     /// [`next`](Self::next), saving a lock per batch.)
     #[cfg(test)]
-    pub fn written(&self, n: usize) {
+    pub(crate) fn written(&self, n: usize) {
         let mut state = self.lock();
         self.release(&mut state, n);
     }
@@ -261,7 +261,7 @@ impl Outbox {
 
     /// Empties the queue of a connection whose socket can no longer be written,
     /// returning how many frames were discarded. Later pushes see `Closed`.
-    pub fn discard(&self, request: CloseRequest) -> usize {
+    pub(crate) fn discard(&self, request: CloseRequest) -> usize {
         let mut state = self.lock();
         let first = state.close.is_none();
         state.close.get_or_insert(request);
@@ -277,13 +277,13 @@ impl Outbox {
     }
 
     /// The close request that ends this connection, once one was made.
-    pub fn close_request(&self) -> Option<CloseRequest> {
+    pub(crate) fn close_request(&self) -> Option<CloseRequest> {
         self.lock().close
     }
 
     /// Resolves once a close that abandons the backlog has been requested: the
     /// write loop races a blocked write against it.
-    pub async fn abandoned(&self) {
+    pub(crate) async fn abandoned(&self) {
         self.wait_close(CloseRequest::abandons_backlog).await;
     }
 
@@ -305,7 +305,7 @@ impl Outbox {
     /// must be empty) holds every queued frame, in order.
     /// `written` is taken (set to 0) once reported, so a call abandoned before
     /// or after that reports it exactly once.
-    pub async fn next(&self, batch: &mut VecDeque<Outbound>, written: &mut usize) -> Next {
+    pub(crate) async fn next(&self, batch: &mut VecDeque<Outbound>, written: &mut usize) -> Next {
         debug_assert!(batch.is_empty());
         loop {
             {
@@ -331,7 +331,7 @@ impl Outbox {
 
     /// Frames waiting in the queue (not those being written).
     #[cfg(test)]
-    pub fn queued_frames(&self) -> usize {
+    pub(crate) fn queued_frames(&self) -> usize {
         self.lock().queue.len()
     }
 

@@ -15,7 +15,7 @@ use wsgate_protocol::room::RoomKey;
 impl AppState {
     /// Publishes `data` to `room` under a `send` span, child of `parent`.
     /// Returns the server-assigned message id.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         parent: &Context,
         room: &RoomKey,

@@ -41,7 +41,7 @@ use crate::telemetry::{Metrics, RejectReason};
 /// without a trace on the server. The kernel caps the value at
 /// `net.core.somaxconn`. `SO_REUSEADDR` is set as tokio does, so a restart
 /// binds while the old process's connections linger in TIME_WAIT.
-pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -58,7 +58,7 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 /// are not HTTP connections any more and are tracked by the caller.
 /// Connections that fail before their first request are counted in `failures`
 /// (the public listener's; the admin listener's are only logged).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,

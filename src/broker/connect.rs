@@ -17,28 +17,28 @@ use super::tls::{ClientCert, TlsNotes};
 /// `--nats-creds` say.
 #[derive(Debug, Clone)]
 pub struct NatsAccess {
-    pub servers: NatsServers,
+    pub(crate) servers: NatsServers,
     /// `--nats-ca`: the CAs that sign the servers' certificates, instead of
     /// the system's.
-    pub ca: Option<PathBuf>,
+    pub(crate) ca: Option<PathBuf>,
     /// `--nats-cert` and `--nats-key`.
-    pub client_cert: Option<ClientCert>,
+    pub(crate) client_cert: Option<ClientCert>,
     /// `--nats-creds`: a user JWT and its nkey seed.
-    pub creds: Option<PathBuf>,
+    pub(crate) creds: Option<PathBuf>,
 }
 
 impl NatsAccess {
     /// Whether connections must be TLS: a `tls://` URL or any TLS flag asks
     /// for it. Required for every server then, those the cluster announces
     /// (as `nats://` addresses) included, so none is reached in clear.
-    pub fn tls(&self) -> bool {
+    pub(crate) fn tls(&self) -> bool {
         self.servers.any_tls() || self.ca.is_some() || self.client_cert.is_some()
     }
 }
 
 /// Why the NATS settings cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub(crate) enum SetupError {
     #[error("--{flag} {}: {source}", path.display())]
     Read {
         flag: &'static str,
@@ -59,7 +59,9 @@ pub enum SetupError {
 
 /// The client's options for `access`, and (with TLS) where troubles in its
 /// handshakes are noted.
-pub fn options(access: &NatsAccess) -> Result<(ConnectOptions, Option<TlsNotes>), SetupError> {
+pub(crate) fn options(
+    access: &NatsAccess,
+) -> Result<(ConnectOptions, Option<TlsNotes>), SetupError> {
     let mut options = ConnectOptions::new();
     let mut tls_notes = None;
     if access.tls() {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::tls::{TlsNotes, TlsTrouble};
 
-pub struct ConnectFailures {
+pub(crate) struct ConnectFailures {
     interval: Duration,
     /// With TLS: what went wrong in the handshake, which async-nats's event
     /// does not say.
@@ -30,7 +30,7 @@ struct State {
 }
 
 impl ConnectFailures {
-    pub fn new(interval: Duration, tls_notes: Option<TlsNotes>) -> Self {
+    pub(crate) fn new(interval: Duration, tls_notes: Option<TlsNotes>) -> Self {
         Self {
             interval,
             tls_notes,
@@ -39,7 +39,7 @@ impl ConnectFailures {
     }
 
     /// One failed attempt; `error` is async-nats's description of it.
-    pub fn failed(&self, error: &str) {
+    pub(crate) fn failed(&self, error: &str) {
         // Taken on every failure, so a note is never blamed for a later
         // failure of another kind.
         let trouble = self.tls_notes.as_ref().and_then(TlsNotes::take);
@@ -86,7 +86,7 @@ impl ConnectFailures {
     }
 
     /// A connection was made: the next failure is news again.
-    pub fn connected(&self) {
+    pub(crate) fn connected(&self) {
         if let Some(notes) = &self.tls_notes {
             notes.take();
         }

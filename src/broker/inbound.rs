@@ -27,17 +27,17 @@ use wsgate_protocol::room::RoomKey;
 
 /// What every room's listener shares.
 pub(super) struct Inbound {
-    pub delivery: Arc<Delivery>,
-    pub metrics: BrokerMetrics,
-    pub warnings: Warnings,
+    pub(crate) delivery: Arc<Delivery>,
+    pub(crate) metrics: BrokerMetrics,
+    pub(crate) warnings: Warnings,
     /// `--max-message-bytes`: no client could have published a larger payload.
-    pub max_message_bytes: usize,
+    pub(crate) max_message_bytes: usize,
 }
 
 impl Inbound {
     /// Reads one room's subscription and delivers each message locally, in
     /// order, until the subscription ends or the task is aborted.
-    pub async fn listen(self: Arc<Self>, mut subscriber: Subscriber, room: RoomKey) {
+    pub(crate) async fn listen(self: Arc<Self>, mut subscriber: Subscriber, room: RoomKey) {
         while let Some(message) = subscriber.next().await {
             self.receive(&room, message);
         }

@@ -7,16 +7,16 @@ use crate::message::Envelope;
 
 /// Delivers each message synchronously in the publisher's task, so messages from
 /// one publisher reach every subscriber in the order they were published.
-pub struct MemoryBroker {
+pub(crate) struct MemoryBroker {
     delivery: Arc<Delivery>,
 }
 
 impl MemoryBroker {
-    pub fn new(delivery: Arc<Delivery>) -> Self {
+    pub(crate) fn new(delivery: Arc<Delivery>) -> Self {
         Self { delivery }
     }
 
-    pub fn publish(&self, envelope: Envelope) {
+    pub(crate) fn publish(&self, envelope: Envelope) {
         self.delivery.deliver(&envelope);
     }
 }

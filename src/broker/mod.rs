@@ -17,11 +17,11 @@ mod tls;
 
 use std::sync::Arc;
 
-pub use connect::{NatsAccess, SetupError};
-pub use memory::MemoryBroker;
-pub use nats::{NatsBroker, NatsSettings, subject};
-pub use nats_url::{NatsServers, NatsUrl, NatsUrlError, UrlCredentials};
-pub use tls::ClientCert;
+pub(crate) use connect::{NatsAccess, SetupError};
+pub(crate) use memory::MemoryBroker;
+pub(crate) use nats::{NatsBroker, NatsSettings};
+pub(crate) use nats_url::{NatsUrl, NatsUrlError};
+pub(crate) use tls::ClientCert;
 
 use crate::delivery::Delivery;
 use crate::message::Envelope;
@@ -30,7 +30,7 @@ use wsgate_protocol::room::RoomKey;
 
 /// Why the broker could not take a message or a subscription.
 #[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
+pub(crate) enum BrokerError {
     #[error("the message broker is unavailable: {0}")]
     Unavailable(String),
     /// Only from start-up: the NATS settings cannot be used.
@@ -38,7 +38,7 @@ pub enum BrokerError {
     Setup(#[from] SetupError),
 }
 
-pub enum Broker {
+pub(crate) enum Broker {
     /// One node alone: publishing is delivering, in the publisher's own task.
     Memory(MemoryBroker),
     /// Many nodes on one NATS: publishing goes to NATS, and every node with
@@ -47,12 +47,12 @@ pub enum Broker {
 }
 
 impl Broker {
-    pub fn memory(delivery: Arc<Delivery>) -> Self {
+    pub(crate) fn memory(delivery: Arc<Delivery>) -> Self {
         Self::Memory(MemoryBroker::new(delivery))
     }
 
     /// The `messaging.system` this broker reports on spans.
-    pub fn system(&self) -> MessagingSystem {
+    pub(crate) fn system(&self) -> MessagingSystem {
         match self {
             Self::Memory(_) => MessagingSystem::Wsgate,
             Self::Nats(_) => MessagingSystem::Nats,
@@ -61,7 +61,7 @@ impl Broker {
 
     /// Hands a message to the broker. When this returns `Ok` the message is on
     /// its way to every node; an error means it went nowhere.
-    pub async fn publish(&self, envelope: Envelope) -> Result<(), BrokerError> {
+    pub(crate) async fn publish(&self, envelope: Envelope) -> Result<(), BrokerError> {
         match self {
             Self::Memory(broker) => {
                 broker.publish(envelope);
@@ -75,7 +75,7 @@ impl Broker {
 
     /// Declares that this node has a subscriber for `room`. Returns once messages
     /// published anywhere to `room` are sure to reach this node.
-    pub async fn acquire(&self, room: &RoomKey) -> Result<(), BrokerError> {
+    pub(crate) async fn acquire(&self, room: &RoomKey) -> Result<(), BrokerError> {
         match self {
             Self::Memory(_) => Ok(()),
             Self::Nats(broker) => Box::pin(broker.acquire(room)).await,
@@ -84,7 +84,7 @@ impl Broker {
 
     /// Withdraws one [`acquire`](Self::acquire). Synchronous so that it can run
     /// from a connection's drop path.
-    pub fn release(&self, room: &RoomKey) {
+    pub(crate) fn release(&self, room: &RoomKey) {
         match self {
             Self::Memory(_) => {}
             Self::Nats(broker) => broker.release(room),
@@ -92,7 +92,7 @@ impl Broker {
     }
 
     /// Whether the broker can currently carry messages (for `/readyz`).
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         match self {
             Self::Memory(_) => true,
             Self::Nats(broker) => broker.is_connected(),

@@ -47,25 +47,25 @@ pub(super) const PUBLISHED_AT: &str = "Wsgate-Published-At";
 
 /// How a node uses NATS, from the configuration.
 #[derive(Debug, Clone)]
-pub struct NatsSettings {
+pub(crate) struct NatsSettings {
     /// `--nats-url` and the TLS and credential flags.
-    pub access: NatsAccess,
+    pub(crate) access: NatsAccess,
     /// `--nats-subject-prefix`.
-    pub prefix: String,
-    pub node_id: String,
+    pub(crate) prefix: String,
+    pub(crate) node_id: String,
     /// `--max-message-bytes`: larger messages from NATS are dropped.
-    pub max_message_bytes: usize,
+    pub(crate) max_message_bytes: usize,
     /// `--nats-subscription-buffer`: messages the NATS client holds for one
     /// room's subscription before it drops them.
-    pub subscription_buffer: usize,
+    pub(crate) subscription_buffer: usize,
     /// `--broker-connect-timeout`: how long after start-up requests wait for
     /// the first connection.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// `--warning-log-interval`: how often a failing connection is logged.
-    pub warning_log_interval: Duration,
+    pub(crate) warning_log_interval: Duration,
 }
 
-pub struct NatsBroker {
+pub(crate) struct NatsBroker {
     client: async_nats::Client,
     /// Confirms that the server has processed this node's SUBs.
     round_trip: RoundTrip,
@@ -90,7 +90,7 @@ pub struct NatsBroker {
 impl NatsBroker {
     /// Connects in the background: the node starts (not ready) even while NATS
     /// is down, and the client reconnects for as long as the node runs.
-    pub async fn connect(
+    pub(crate) async fn connect(
         settings: &NatsSettings,
         delivery: Arc<Delivery>,
         metrics: BrokerMetrics,
@@ -165,7 +165,7 @@ impl NatsBroker {
         })
     }
 
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
     }
 
@@ -199,7 +199,7 @@ impl NatsBroker {
 
     /// Publishes an envelope: the payload is the raw `data`, everything else
     /// travels in headers.
-    pub async fn publish(&self, envelope: &Envelope) -> Result<(), BrokerError> {
+    pub(crate) async fn publish(&self, envelope: &Envelope) -> Result<(), BrokerError> {
         let started = Instant::now();
         let result = self.try_publish(envelope).await;
         self.metrics
@@ -228,7 +228,7 @@ impl NatsBroker {
     /// Makes sure this node receives `room`'s messages, subscribing on the first
     /// local subscriber and waiting until the server has confirmed it. A
     /// failure (or a cancelled call) leaves no trace of the room behind.
-    pub async fn acquire(&self, room: &RoomKey) -> Result<(), BrokerError> {
+    pub(crate) async fn acquire(&self, room: &RoomKey) -> Result<(), BrokerError> {
         let claim = self.rooms.claim(room);
         let mut interest = claim.lock().await;
         if interest.listener.is_none() {
@@ -275,7 +275,7 @@ impl NatsBroker {
 
     /// Withdraws one acquire; the last one unsubscribes. Runs in the background
     /// because a connection's drop path cannot wait.
-    pub fn release(&self, room: &RoomKey) {
+    pub(crate) fn release(&self, room: &RoomKey) {
         let rooms = self.rooms.clone();
         let room = room.clone();
         tokio::spawn(async move {
@@ -296,7 +296,7 @@ impl NatsBroker {
 /// name contains `%`, so the mapping is one-to-one, and no room can reach
 /// another's subject (another tenant's included) or produce an empty token or
 /// a wildcard.
-pub fn subject(prefix: &str, key: &RoomKey) -> String {
+pub(crate) fn subject(prefix: &str, key: &RoomKey) -> String {
     let room = key.room.as_str();
     let tenant = key.tenant.as_str();
     let mut subject = String::with_capacity(prefix.len() + tenant.len() + 8 + room.len() + 8);

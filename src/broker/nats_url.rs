@@ -51,7 +51,7 @@ impl fmt::Debug for NatsUrl {
 
 /// Credentials taken out of the URLs.
 #[derive(Clone, PartialEq, Eq)]
-pub enum UrlCredentials {
+pub(crate) enum UrlCredentials {
     UserPassword { user: String, password: Secret },
     Token(Secret),
 }
@@ -68,14 +68,14 @@ impl fmt::Debug for UrlCredentials {
 /// The servers of `--nats-url`, without credentials, and the credentials.
 /// `Display` lists the bare URLs: safe for logs.
 #[derive(Clone, Debug)]
-pub struct NatsServers {
-    pub addrs: Vec<ServerAddr>,
-    pub credentials: Option<UrlCredentials>,
+pub(crate) struct NatsServers {
+    pub(crate) addrs: Vec<ServerAddr>,
+    pub(crate) credentials: Option<UrlCredentials>,
 }
 
 impl NatsServers {
     /// Whether any URL is `tls://`.
-    pub fn any_tls(&self) -> bool {
+    pub(crate) fn any_tls(&self) -> bool {
         self.addrs.iter().any(ServerAddr::tls_required)
     }
 }
@@ -116,7 +116,7 @@ pub enum NatsUrlError {
 impl NatsUrl {
     /// Parses the comma-separated URLs. A URL without a scheme is `nats://`
     /// (as async-nats reads it); the port defaults to 4222.
-    pub fn servers(&self) -> Result<NatsServers, NatsUrlError> {
+    pub(crate) fn servers(&self) -> Result<NatsServers, NatsUrlError> {
         let mut addrs = Vec::new();
         let mut credentials: Option<UrlCredentials> = None;
         for (i, raw) in self.0.expose().split(',').enumerate() {

@@ -29,10 +29,10 @@ pub(super) struct Rooms {
 #[derive(Default)]
 pub(super) struct Interest {
     /// Local subscribers that acquired the room.
-    pub refs: usize,
+    pub(crate) refs: usize,
     /// The task reading the room's NATS subscription; dropping its subscriber
     /// (by aborting it) unsubscribes. Set whenever `refs > 0`.
-    pub listener: Option<JoinHandle<()>>,
+    pub(crate) listener: Option<JoinHandle<()>>,
 }
 
 impl Interest {
@@ -43,14 +43,14 @@ impl Interest {
 
 impl Rooms {
     /// How many rooms have an entry: listened to, or being worked on.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map().len()
     }
 
     /// Takes a hold on `room`'s entry, creating it if needed. Dropping the
     /// claim forgets the room if it was the last hold and left no interest,
     /// whether the work under it succeeded, failed or was cancelled.
-    pub fn claim<'a>(&'a self, room: &'a RoomKey) -> Claim<'a> {
+    pub(crate) fn claim<'a>(&'a self, room: &'a RoomKey) -> Claim<'a> {
         let entry = self.map().entry(room.clone()).or_default().clone();
         Claim {
             rooms: self,
@@ -98,7 +98,7 @@ pub(super) struct Claim<'a> {
 }
 
 impl Claim<'_> {
-    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, Interest> {
+    pub(crate) async fn lock(&self) -> tokio::sync::MutexGuard<'_, Interest> {
         match &self.entry {
             Some(entry) => entry.lock().await,
             None => unreachable!("a claim holds its entry until dropped"),

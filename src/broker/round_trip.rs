@@ -28,7 +28,7 @@ impl RoundTrip {
     /// Subscribes the responder. While NATS is unreachable the subscription
     /// waits in the client, which sends it once connected (and again after
     /// every reconnect), like any other.
-    pub async fn start(client: &Client) -> Result<Self, SubscribeError> {
+    pub(crate) async fn start(client: &Client) -> Result<Self, SubscribeError> {
         let subject = client.new_inbox();
         let mut requests = client.subscribe(subject.clone()).await?;
         let replies = client.clone();
@@ -49,7 +49,7 @@ impl RoundTrip {
 
     /// Returns once the server has answered a request sent after everything
     /// this client sent so far.
-    pub async fn complete(&self) -> Result<(), RequestError> {
+    pub(crate) async fn complete(&self) -> Result<(), RequestError> {
         self.client
             .request(self.subject.clone(), Bytes::new())
             .await

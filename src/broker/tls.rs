@@ -29,16 +29,16 @@ use super::connect::SetupError;
 
 /// A client certificate and its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientCert {
+pub(crate) struct ClientCert {
     /// `--nats-cert`: PEM, the certificate first, then any intermediates.
-    pub cert: PathBuf,
+    pub(crate) cert: PathBuf,
     /// `--nats-key`: PEM, PKCS#8, PKCS#1 or SEC1.
-    pub key: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 /// What went wrong in a TLS handshake with NATS, as far as the client sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TlsTrouble {
+pub(crate) enum TlsTrouble {
     /// The server's certificate was refused, for this reason.
     CertRefused(String),
     /// The server asked for a client certificate and none was configured.
@@ -47,7 +47,7 @@ pub enum TlsTrouble {
 
 /// The last [`TlsTrouble`] since the last look. Cheap to clone: one `Arc`.
 #[derive(Debug, Clone, Default)]
-pub struct TlsNotes(Arc<Mutex<Option<TlsTrouble>>>);
+pub(crate) struct TlsNotes(Arc<Mutex<Option<TlsTrouble>>>);
 
 impl TlsNotes {
     pub(super) fn note(&self, trouble: TlsTrouble) {
@@ -55,14 +55,14 @@ impl TlsNotes {
     }
 
     /// The last trouble noted, forgotten once taken.
-    pub fn take(&self) -> Option<TlsTrouble> {
+    pub(crate) fn take(&self) -> Option<TlsTrouble> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 }
 
 /// The client's TLS configuration: roots from `ca` or the system, a client
 /// certificate when given.
-pub fn client_config(
+pub(crate) fn client_config(
     ca: Option<&Path>,
     client: Option<&ClientCert>,
 ) -> Result<(ClientConfig, TlsNotes), SetupError> {

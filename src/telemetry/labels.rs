@@ -121,6 +121,9 @@ label_enum! {
 label_enum! {
     /// A condition that is logged as a warning at most once per interval and
     /// always counted: the `kind` label of `wsgate_warnings_total`.
+    // The variants spell the label values, which all begin with `broker_`
+    // today; the label is for any repeated warning, not the broker's alone.
+    #[allow(clippy::enum_variant_names)]
     WarningKind {
         /// A `subscribe` could not be confirmed by the broker.
         BrokerSubscribeFailed => "broker_subscribe_failed",

@@ -22,7 +22,7 @@ mod logs;
 mod metrics;
 mod process;
 pub mod propagation;
-pub mod spans;
+mod spans;
 mod tls;
 mod warnings;
 
@@ -40,14 +40,14 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-pub use broker_metrics::{BrokerMetrics, BrokerState, ObservedBroker};
-pub use export::EXPORT_FAILED;
-pub use labels::{
-    CloseReason, ConsumeError, DropReason, ErrorType, RejectReason, WarningKind, close_code_label,
+pub(crate) use broker_metrics::{BrokerMetrics, BrokerState, ObservedBroker};
+pub(crate) use export::EXPORT_FAILED;
+pub(crate) use labels::{
+    CloseReason, ConsumeError, DropReason, ErrorType, RejectReason, WarningKind,
 };
-pub use metrics::{Metrics, StateGauges, StateReaders};
-pub use spans::{MessageSpan, MessageTracer, MessagingSystem, Origin};
-pub use warnings::Warnings;
+pub(crate) use metrics::{Metrics, StateGauges, StateReaders};
+pub(crate) use spans::{MessageTracer, MessagingSystem};
+pub(crate) use warnings::Warnings;
 
 use crate::config::LogFormat;
 

@@ -45,13 +45,6 @@ impl MessagingSystem {
     }
 }
 
-/// Where a publish came from, for the `publish` span's attributes.
-#[derive(Debug, Clone, Copy)]
-pub enum Origin {
-    WebSocket(ConnId),
-    Http,
-}
-
 /// Starts the spans of the message path. Cheap to clone.
 #[derive(Clone)]
 pub struct MessageTracer(Arc<Inner>);
@@ -168,7 +161,7 @@ impl MessageTracer {
 
     /// The SERVER span for handling one `publish` frame; `parent` is the client's
     /// context (or empty, for a new root).
-    pub fn publish(&self, parent: &Context, origin: Origin, room: &RoomKey) -> MessageSpan {
+    pub fn publish(&self, parent: &Context, conn: ConnId, room: &RoomKey) -> MessageSpan {
         let Some(mut span) = self.start(parent, "publish", SpanKind::Server) else {
             return MessageSpan::passed(parent);
         };
@@ -179,15 +172,8 @@ impl MessageTracer {
             ));
             span.set_attribute(KeyValue::new("wsgate.tenant", room.tenant.shared()));
             span.set_attribute(KeyValue::new("wsgate.node.id", self.0.node_id.clone()));
-            match origin {
-                Origin::WebSocket(conn) => {
-                    span.set_attribute(KeyValue::new("network.protocol.name", "websocket"));
-                    span.set_attribute(KeyValue::new("websocket.connection.id", conn as i64));
-                }
-                Origin::Http => {
-                    span.set_attribute(KeyValue::new("network.protocol.name", "http"));
-                }
-            }
+            span.set_attribute(KeyValue::new("network.protocol.name", "websocket"));
+            span.set_attribute(KeyValue::new("websocket.connection.id", conn as i64));
         }
         MessageSpan::owned(parent.with_span(span))
     }

@@ -13,7 +13,7 @@ use super::rate::Verdict;
 use super::session::Session;
 use crate::hub::Subscriber;
 use crate::outbox::{Outbound, Pushed};
-use crate::telemetry::{Origin, propagation};
+use crate::telemetry::propagation;
 use wsgate_protocol::room::{RoomKey, RoomName};
 use wsgate_protocol::{self as protocol, ClientFrame, ErrorCode, Publish, Reply, quoted};
 
@@ -181,10 +181,7 @@ impl Session {
             publish.traceparent.as_deref(),
             publish.tracestate.as_deref(),
         );
-        let span = self
-            .state
-            .tracer()
-            .publish(&parent, Origin::WebSocket(self.conn), &key);
+        let span = self.state.tracer().publish(&parent, self.conn, &key);
         let cx = span.context().clone();
         let result = self
             .state

@@ -4,7 +4,7 @@ mod frames;
 mod progress;
 mod rate;
 mod session;
-pub mod upgrade;
+pub(crate) mod upgrade;
 mod writer;
 
 use hyper::upgrade::Upgraded;
@@ -13,7 +13,7 @@ use tokio_tungstenite::WebSocketStream;
 
 /// A server-side WebSocket over an upgraded HTTP/1.1 connection, whose writes
 /// are stamped for the write timeout.
-pub type Ws = WebSocketStream<progress::Stamped<TokioIo<Upgraded>>>;
+pub(crate) type Ws = WebSocketStream<progress::Stamped<TokioIo<Upgraded>>>;
 
 /// Every connection holds its two task futures for life, so their sizes are
 /// per-connection memory (the idle target is 10 KiB per connection, a 2 KiB

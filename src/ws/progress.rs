@@ -21,15 +21,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Bytes the socket has accepted, shared between the socket wrapper (which
 /// adds to it) and the write loop (which watches it move).
 #[derive(Debug, Clone, Default)]
-pub struct WriteProgress(Arc<AtomicU64>);
+pub(crate) struct WriteProgress(Arc<AtomicU64>);
 
 impl WriteProgress {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Bytes accepted so far.
-    pub fn written(&self) -> u64 {
+    pub(crate) fn written(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 
@@ -40,13 +40,13 @@ impl WriteProgress {
 
 /// A socket whose successful writes are counted in a [`WriteProgress`].
 /// Reads pass through untouched.
-pub struct Stamped<S> {
+pub(crate) struct Stamped<S> {
     inner: S,
     progress: WriteProgress,
 }
 
 impl<S> Stamped<S> {
-    pub fn new(inner: S, progress: WriteProgress) -> Self {
+    pub(crate) fn new(inner: S, progress: WriteProgress) -> Self {
         Self { inner, progress }
     }
 }

@@ -56,7 +56,7 @@ enum ReadEnd {
 /// `progress` counts the bytes `ws`'s socket accepts. It comes in beside `ws`
 /// rather than from it: borrowing `ws` here kept its whole 336 bytes in this
 /// future's state for the connection's life.
-pub async fn run(state: AppState, ws: Ws, admitted: Admitted, progress: WriteProgress) {
+pub(crate) async fn run(state: AppState, ws: Ws, admitted: Admitted, progress: WriteProgress) {
     let conn = state.next_conn_id();
     let limits = *state.limits();
     let outbox = Arc::new(Outbox::new(limits.queue, state.queued_bytes().clone()));

@@ -36,7 +36,7 @@ const WRITE_BUFFER: usize = 32 * 1024;
 /// Why an upgrade request was refused, answered as an HTTP status before any
 /// WebSocket exists.
 #[derive(Debug, thiserror::Error)]
-pub enum UpgradeError {
+pub(crate) enum UpgradeError {
     #[error("WebSocket upgrade requires GET")]
     Method,
     #[error("WebSocket upgrade requires HTTP/1.1")]
@@ -102,7 +102,7 @@ impl IntoResponse for UpgradeError {
 }
 
 /// `GET /ws`: checks the handshake and capacity, answers 101 and starts a session.
-pub async fn handler(State(state): State<AppState>, mut req: Request) -> Response {
+pub(crate) async fn handler(State(state): State<AppState>, mut req: Request) -> Response {
     match accept(&state, &mut req) {
         Ok(response) => response,
         Err(e) => {

@@ -46,19 +46,19 @@ pub(super) enum WriteEnd {
 }
 
 pub(super) struct Writer {
-    pub sink: WsSink,
-    pub outbox: Arc<Outbox>,
-    pub metrics: Metrics,
-    pub heartbeat_interval: Duration,
+    pub(crate) sink: WsSink,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) metrics: Metrics,
+    pub(crate) heartbeat_interval: Duration,
     /// How long the socket may accept no bytes at all before the client is
     /// deemed to have stopped reading (`--write-timeout`).
-    pub write_timeout: Duration,
+    pub(crate) write_timeout: Duration,
     /// When the socket last accepted bytes.
-    pub progress: WriteProgress,
+    pub(crate) progress: WriteProgress,
 }
 
 impl Writer {
-    pub async fn run(mut self) -> (WsSink, WriteEnd) {
+    pub(crate) async fn run(mut self) -> (WsSink, WriteEnd) {
         let end = self.write_loop().await;
         (self.sink, end)
     }

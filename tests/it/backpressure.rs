@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use wsgate::outbox::SlowConsumerPolicy;
+use wsgate::SlowConsumerPolicy;
 
 use crate::helpers::{Client, SilentClient, TestApp, spawn_app_with, within};
 

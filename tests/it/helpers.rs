@@ -35,7 +35,7 @@ pub struct TestApp {
 /// Starts a gateway on an ephemeral port with `configure` applied to the
 /// defaults. It has its own metrics registry and no tracing.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
-    let mut config = Config::for_tests();
+    let mut config = flags(&[]);
     configure(&mut config);
     config.validate().expect("valid test config");
     let telemetry = Telemetry::metrics_only().expect("telemetry");
@@ -62,13 +62,19 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     }
 }
 
-/// Starts a gateway configured by command-line flags, as a user would.
-pub async fn spawn_app_with_args(args: &[&str]) -> TestApp {
+/// The configuration `args` give on the command line, on an ephemeral port.
+fn flags(args: &[&str]) -> Config {
     use clap::Parser as _;
     let mut argv = vec!["wsgate", "--listen", "127.0.0.1:0"];
     argv.extend_from_slice(args);
-    let cli = wsgate::config::Cli::try_parse_from(argv).expect("valid flags");
-    let config = cli.serve;
+    wsgate::Cli::try_parse_from(argv)
+        .expect("valid flags")
+        .serve
+}
+
+/// Starts a gateway configured by command-line flags, as a user would.
+pub async fn spawn_app_with_args(args: &[&str]) -> TestApp {
+    let config = flags(args);
     spawn_app_with(move |c| *c = config).await
 }
 
