@@ -15,9 +15,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::auth::{AuthError, Identity, Verifier};
 use crate::telemetry::RejectReason;
 
+mod api_access;
 mod origin;
 mod slots;
 
+pub(crate) use api_access::ApiAccess;
 pub use origin::{Origin, OriginError};
 use slots::{ClientKey, Slot, Slots, UserKey};
 

@@ -1,9 +1,10 @@
-//! The application: its shared state, the listener, and the ordered shutdown.
+//! Start-up and shutdown: the application is built from the configuration
+//! (telemetry, broker, admission, state), serves, and shuts down in order.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -12,118 +13,20 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::ApiAccess;
 use crate::admission::{Admission, Policy};
-use crate::api::ApiAccess;
 use crate::auth::Verifier;
 use crate::broker::{Broker, NatsBroker, NatsSettings};
-use crate::config::{Config, Secret};
+use crate::config::Config;
 use crate::delivery::Delivery;
-use crate::hub::{ConnId, Hub};
+use crate::hub::Hub;
 use crate::message::MessageIds;
 use crate::outbox::{QueueLimits, QueuedBytes};
+use crate::secret::Secret;
+use crate::state::{AppState, Limits, Shared};
 use crate::telemetry::{
-    BrokerMetrics, MessageTracer, MessagingSystem, Metrics, StateGauges, StateReaders, Telemetry,
-    Warnings,
+    BrokerMetrics, MessagingSystem, StateGauges, StateReaders, Telemetry, Warnings,
 };
-
-/// State shared by every request and connection. Cloning is an `Arc` bump.
-#[derive(Clone)]
-pub(crate) struct AppState(Arc<Shared>);
-
-struct Shared {
-    limits: Limits,
-    hub: Arc<Hub>,
-    broker: Broker,
-    metrics: Metrics,
-    tracer: MessageTracer,
-    /// Rendered by `/metrics`.
-    registry: prometheus::Registry,
-    ids: MessageIds,
-    next_conn: AtomicU64,
-    /// The demo page, rendered once at start-up.
-    demo_page: String,
-    /// Who may open a WebSocket: origins, tokens, per-IP, per-user and total
-    /// caps.
-    admission: Admission,
-    /// POST /api/publish: the `--api-key` digest, concurrency slots and body
-    /// deadline.
-    api: ApiAccess,
-    /// Every session task: axum's graceful shutdown does not wait for upgraded
-    /// connections, so shutdown waits on this.
-    sessions: TaskTracker,
-    /// Cancelled when shutdown begins.
-    shutdown: CancellationToken,
-    /// Bytes held in every connection's outbox.
-    queued_bytes: QueuedBytes,
-    /// Rooms, subscriptions and queued bytes, observed at collection time.
-    _gauges: StateGauges,
-}
-
-/// Per-connection limits, copied from the configuration.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    pub(crate) max_message_bytes: usize,
-    /// A connection's outbox bounds (`--send-queue`, `--send-queue-bytes`,
-    /// `--slow-consumer`).
-    pub(crate) queue: QueueLimits,
-    pub(crate) heartbeat_interval: Duration,
-    pub(crate) heartbeat_timeout: Duration,
-    /// How long a socket may accept no bytes before it is closed.
-    pub(crate) write_timeout: Duration,
-    /// Frames per second per connection; 0 = unlimited.
-    pub(crate) max_msgs_per_sec: u32,
-    pub(crate) max_rooms_per_connection: usize,
-    /// Rooms this node may hold (`--max-rooms`); the hub enforces it exactly.
-    pub(crate) max_rooms: usize,
-}
-
-impl AppState {
-    pub(crate) fn limits(&self) -> &Limits {
-        &self.0.limits
-    }
-    pub(crate) fn max_message_bytes(&self) -> usize {
-        self.0.limits.max_message_bytes
-    }
-    pub(crate) fn hub(&self) -> &Hub {
-        &self.0.hub
-    }
-    pub(crate) fn broker(&self) -> &Broker {
-        &self.0.broker
-    }
-    pub(crate) fn metrics(&self) -> &Metrics {
-        &self.0.metrics
-    }
-    pub(crate) fn tracer(&self) -> &MessageTracer {
-        &self.0.tracer
-    }
-    pub(crate) fn registry(&self) -> &prometheus::Registry {
-        &self.0.registry
-    }
-    pub(crate) fn sessions(&self) -> &TaskTracker {
-        &self.0.sessions
-    }
-    pub(crate) fn shutdown(&self) -> &CancellationToken {
-        &self.0.shutdown
-    }
-    pub(crate) fn queued_bytes(&self) -> &QueuedBytes {
-        &self.0.queued_bytes
-    }
-    pub(crate) fn demo_page(&self) -> &str {
-        &self.0.demo_page
-    }
-    pub(crate) fn next_message_id(&self) -> Arc<str> {
-        self.0.ids.next_id()
-    }
-    pub(crate) fn next_conn_id(&self) -> ConnId {
-        self.0.next_conn.fetch_add(1, Ordering::Relaxed)
-    }
-    pub(crate) fn admission(&self) -> &Admission {
-        &self.0.admission
-    }
-    pub(crate) fn api(&self) -> &ApiAccess {
-        &self.0.api
-    }
-}
 
 /// A bound, not yet serving, gateway. Tests build it on port 0 and read the port.
 pub struct Application {
@@ -246,7 +149,7 @@ impl Application {
         Ok(Self {
             listener,
             admin_listener,
-            state: AppState(Arc::new(shared)),
+            state: AppState::new(shared),
             shutdown_grace: config.shutdown_grace,
             handshake_timeout: config.handshake_timeout,
         })

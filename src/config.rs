@@ -4,16 +4,17 @@
 //! variables (see `telemetry`), so existing deployments carry over unchanged.
 //! The README's configuration table mirrors this file.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, Parser};
 
 use crate::admission::Origin;
 use crate::broker::{ClientCert, NatsAccess, NatsUrl, NatsUrlError};
 use crate::outbox::SlowConsumerPolicy;
+pub use crate::secret::Secret;
+use crate::telemetry::LogFormat;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -242,14 +243,6 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
 /// A configuration that parsed but does not make sense.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -395,31 +388,11 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 25s, 500ms, 2m)"))
 }
 
-/// A configuration value that must never be printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(secret: String) -> Self {
-        Self(secret)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
 fn secret(s: &str) -> Result<Secret, String> {
     if s.is_empty() {
         Err("must not be empty".into())
     } else {
-        Ok(Secret(s.to_owned()))
+        Ok(Secret::new(s.to_owned()))
     }
 }
 

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 const PAGE: &str = include_str!("demo.html");
 const PLACEHOLDER: &str = "__WSGATE_JAEGER_UI_URL__";

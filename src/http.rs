@@ -13,8 +13,8 @@ use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::api;
-use crate::app::AppState;
 use crate::demo;
+use crate::state::AppState;
 use crate::telemetry::propagation;
 use crate::ws;
 

@@ -17,10 +17,13 @@ mod delivery;
 mod demo;
 mod http;
 mod hub;
+mod labels;
 mod message;
 mod outbox;
 mod publish;
+mod secret;
 mod server;
+mod state;
 mod ws;
 
 pub use app::Application;

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::labels::CloseReason;
 use crate::message::PublishedAt;
-use crate::telemetry::CloseReason;
 use wsgate_protocol::ServerFrameType;
 
 /// What to do when a subscriber's queue is full.

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use opentelemetry::Context;
 use serde_json::value::RawValue;
 
-use crate::app::AppState;
 use crate::broker::BrokerError;
 use crate::message::{Envelope, PublishedAt};
+use crate::state::AppState;
 use wsgate_protocol::room::RoomKey;
 
 impl AppState {

@@ -15,7 +15,7 @@ use async_nats::ServerAddr;
 use percent_encoding::percent_decode_str;
 use url::Url;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// The `--nats-url` flag as given. It is parsed by [`NatsUrl::servers`], not
 /// by clap: clap quotes a value it cannot parse in its error message, and this

@@ -9,8 +9,8 @@ use std::time::Duration;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableCounter, ObservableGauge};
 
-use super::labels::{ConsumeError, LabelSet as _};
 use super::metrics::LATENCY_BUCKETS;
+use crate::labels::{ConsumeError, LabelSet as _};
 
 /// Handles to the broker's instruments.
 #[derive(Clone)]

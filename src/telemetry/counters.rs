@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Meter, ObservableCounter};
 
-use super::labels::LabelSet;
+use crate::labels::LabelSet;
 
 /// One cumulative count per value of the label `L`.
 pub struct LabelledCounter<L: LabelSet> {

@@ -22,7 +22,7 @@ use opentelemetry::metrics::{
 };
 
 use super::counters::LabelledCounter;
-use super::labels::{CloseReason, DropReason, ErrorType, LabelSet, RejectReason, close_code_label};
+use crate::labels::{CloseReason, DropReason, ErrorType, LabelSet, RejectReason, close_code_label};
 use wsgate_protocol::{ClientFrameType, ServerFrameType};
 
 /// Bucket boundaries for message handling and delivery, in seconds: 50 µs to 10 s.

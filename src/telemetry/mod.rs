@@ -17,7 +17,6 @@
 mod broker_metrics;
 mod counters;
 mod export;
-mod labels;
 mod logs;
 mod metrics;
 mod process;
@@ -40,16 +39,16 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-pub(crate) use broker_metrics::{BrokerMetrics, BrokerState, ObservedBroker};
-pub(crate) use export::EXPORT_FAILED;
-pub(crate) use labels::{
+pub(crate) use crate::labels::{
     CloseReason, ConsumeError, DropReason, ErrorType, RejectReason, WarningKind,
 };
+pub(crate) use broker_metrics::{BrokerMetrics, BrokerState, ObservedBroker};
+pub(crate) use export::EXPORT_FAILED;
 pub(crate) use metrics::{Metrics, StateGauges, StateReaders};
 pub(crate) use spans::{MessageTracer, MessagingSystem};
 pub(crate) use warnings::Warnings;
 
-use crate::config::LogFormat;
+pub use logs::LogFormat;
 
 /// The instrumentation scope of everything wsgate records.
 const SCOPE: &str = "wsgate";

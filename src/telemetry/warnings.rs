@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use opentelemetry::metrics::Meter;
 
 use super::counters::LabelledCounter;
-use super::labels::{LabelSet as _, WarningKind};
+use crate::labels::{LabelSet as _, WarningKind};
 
 /// The rate-limited warnings of one node, one limiter per [`WarningKind`].
 /// Cheap to clone: one `Arc`.

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use super::progress::{Stamped, WriteProgress};
 use super::session;
 use crate::admission::Refusal;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::telemetry::RejectReason;
 
 /// Bytes read per syscall and the read buffer's starting size. Small, because an

@@ -16,5 +16,6 @@ mod jaeger;
 mod kube_manifests;
 mod kube_render;
 mod kube_schemas;
+mod layering;
 mod monitoring;
 mod prometheusrule;

@@ -1,0 +1,188 @@
+//! The layering ARCHITECTURE.md states, enforced on the code (in the manner of
+//! rust-analyzer's `tidy` tests):
+//! - inside the gateway crate, every `crate::<module>` a module names is a
+//!   layer below its own, in the order of the `layers` block of
+//!   ARCHITECTURE.md, and every top-level module is in that block;
+//! - the member crates depend only on what their boundary allows:
+//!   `wsgate-protocol` on no runtime, telemetry or HTTP crate, `wsgate-bench`
+//!   not on the gateway.
+//!
+//! A module's own tests (`tests.rs`, `*_tests.rs`, a trailing
+//! `#[cfg(test)] mod tests`) may reach anywhere: they are not layers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use crate::checks::{checks, root, run, text};
+
+/// The gateway's layers, top (entry) first, from ARCHITECTURE.md's fenced
+/// block tagged `layers`: one module per line, `#` starts a comment.
+fn layers() -> Vec<String> {
+    let doc = text("ARCHITECTURE.md");
+    let block = doc
+        .split("```layers\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("ARCHITECTURE.md has a ```layers block");
+    block
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or("").trim().to_owned())
+        .filter(|module| !module.is_empty())
+        .collect()
+}
+
+/// Every top-level module of the gateway crate and the modules it names as
+/// `crate::<module>` outside its tests.
+fn imports() -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let src = root().join("src");
+    for path in rust_files(&src) {
+        let relative = path.strip_prefix(&src).expect("under src");
+        let top = relative
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .expect("a file name")
+            .trim_end_matches(".rs")
+            .to_owned();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if matches!(top.as_str(), "main" | "lib")
+            || name == "tests.rs"
+            || name.ends_with("_tests.rs")
+        {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).expect("a source file");
+        let code = source
+            .split("#[cfg(test)]\nmod tests")
+            .next()
+            .unwrap_or_default();
+        let names = graph.entry(top.clone()).or_default();
+        for (at, _) in code.match_indices("crate::") {
+            let module: String = code[at + "crate::".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !module.is_empty() && module != top {
+                names.insert(module);
+            }
+        }
+    }
+    graph
+}
+
+fn rust_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("a source directory") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn every_module_imports_only_the_layers_below_it() {
+    let layers = layers();
+    let rank = |module: &str| layers.iter().position(|l| l == module);
+    let graph = imports();
+    checks("the layers of ARCHITECTURE.md", |c| {
+        for module in graph.keys() {
+            c.check(
+                rank(module).is_some(),
+                format!("src/{module} is a top-level module missing from the `layers` block"),
+            );
+        }
+        for layer in &layers {
+            c.check(
+                graph.contains_key(layer),
+                format!("the `layers` block names `{layer}`, which is not a module of src/"),
+            );
+        }
+        for (module, names) in &graph {
+            for name in names {
+                if let (Some(from), Some(to)) = (rank(module), rank(name)) {
+                    c.check(
+                        to > from,
+                        format!(
+                            "src/{module} uses crate::{name}, which is not below it \
+                             (an upward edge or a cycle)"
+                        ),
+                    );
+                }
+            }
+        }
+    });
+}
+
+/// What each member crate must not depend on, by its boundary.
+const FORBIDDEN: &[(&str, &[&str])] = &[
+    (
+        "wsgate-protocol",
+        &[
+            "tokio",
+            "tokio-tungstenite",
+            "axum",
+            "hyper",
+            "opentelemetry",
+            "opentelemetry_sdk",
+            "tracing",
+            "wsgate",
+            "wsgate-bench",
+        ],
+    ),
+    (
+        "wsgate-bench",
+        &["wsgate", "opentelemetry", "axum", "hyper"],
+    ),
+];
+
+#[test]
+fn member_crates_keep_to_their_boundaries() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let meta = run(Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(root()));
+    assert!(meta.success, "cargo metadata: {}", meta.output());
+    let meta: serde_json::Value = serde_json::from_str(&meta.stdout).expect("JSON");
+    let packages = meta["packages"].as_array().expect("packages");
+    checks("the member crates' dependencies", |c| {
+        for (name, forbidden) in FORBIDDEN {
+            let package = packages.iter().find(|p| p["name"] == *name);
+            if !c.check(package.is_some(), format!("{name} is a workspace member")) {
+                continue;
+            }
+            for dependency in package.unwrap()["dependencies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let normal = dependency["kind"].is_null();
+                let dep = dependency["name"].as_str().unwrap_or("");
+                c.check(
+                    !normal || !forbidden.contains(&dep),
+                    format!("{name} depends on {dep}, which its boundary forbids"),
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn the_check_reads_edges_as_the_compiler_would() {
+    // The graph must see a known edge and no test-only one: state uses the
+    // hub; the hub uses nothing above it.
+    let graph = imports();
+    assert!(graph["state"].contains("hub"), "{:?}", graph["state"]);
+    assert!(!graph["hub"].contains("telemetry"), "{:?}", graph["hub"]);
+}
