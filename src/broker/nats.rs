@@ -421,4 +421,31 @@ mod tests {
             subject("p", &key("b", "lobby"))
         );
     }
+
+    /// The subject format is defined once, by `subject`; every document that
+    /// spells it out must spell it the same (NATS permissions are written
+    /// from them).
+    #[test]
+    fn the_documents_spell_the_subject_as_the_code_builds_it() {
+        let built = subject("PREFIX", &key("TENANT", "ROOM"));
+        let spelled = built
+            .replace("PREFIX", "<prefix>")
+            .replace("TENANT", "<tenant>")
+            .replace("ROOM", "<room>");
+        assert_eq!(spelled, "<prefix>.<tenant>.room.<room>");
+        for (name, text) in [
+            ("README.md", include_str!("../../README.md")),
+            ("ARCHITECTURE.md", include_str!("../../ARCHITECTURE.md")),
+            ("docs/security.md", include_str!("../../docs/security.md")),
+            ("src/config.rs", include_str!("../config.rs")),
+        ] {
+            for (at, _) in text.match_indices("`<prefix>.") {
+                let quoted = text[at + 1..].split('`').next().unwrap_or("");
+                assert!(
+                    quoted == spelled || quoted == "<prefix>.>",
+                    "{name} spells a subject `{quoted}`; the code builds `{spelled}`"
+                );
+            }
+        }
+    }
 }

@@ -12,6 +12,7 @@ mod checks;
 mod collector;
 mod compose;
 mod dockerfile;
+mod docs;
 mod jaeger;
 mod kube_manifests;
 mod kube_render;
