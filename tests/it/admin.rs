@@ -1,6 +1,6 @@
 //! `--admin-listen`: `/metrics` on an address of its own, kept off the public one.
 
-use crate::binary::Gateway;
+use crate::helpers::Gateway;
 use crate::helpers::{spawn_app_with_args, within};
 
 async fn status(url: &str) -> u16 {

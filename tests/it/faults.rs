@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::binary::Gateway;
-use crate::collector::Collector;
+use crate::helpers::Collector;
+use crate::helpers::Gateway;
 use crate::helpers::{Closed, hs256_token, within};
-use crate::nats::NatsServer;
+use crate::helpers::{NatsServer, hanging_collector};
 
 const FAILED_EXPORTS: &str = "otel_sdk_exporter_span_exported_total{error_type=\"export_failed\"}";
 
@@ -71,20 +71,6 @@ async fn a_collector_that_is_down_costs_nothing_but_counted_spans() {
     let endpoint = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
     survives_a_broken_collector(&endpoint).await;
-}
-
-/// An OTLP endpoint that accepts connections and never answers, and the task
-/// holding them (abort it when done).
-pub async fn hanging_collector() -> (String, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let held = tokio::spawn(async move {
-        let mut sockets = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            sockets.push(socket);
-        }
-    });
-    (endpoint, held)
 }
 
 #[tokio::test]

@@ -5,11 +5,10 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::json;
 
-use crate::binary::Gateway;
-use crate::collector::Collector;
-use crate::helpers::{DEADLINE, hs256_token};
+use crate::helpers::Collector;
+use crate::helpers::Gateway;
+use crate::helpers::{DEADLINE, NatsServer, hs256_token};
 // The helper lives in its own module; other test modules import it from here.
-pub use crate::nats_server::NatsServer;
 
 async fn node(nats: &NatsServer, id: &str, collector: Option<&Collector>) -> Gateway {
     let url = nats.url();

@@ -3,10 +3,10 @@
 //! account made in the test). Wrong credentials leave the node unready and
 //! say so; no password, token or seed ever reaches a log line, at any level.
 
-use crate::binary::Gateway;
-use crate::nats::NatsServer;
-use crate::nats_jwt::{Trust, user_creds};
-use crate::nats_tls::{nodes_talk, refused, start_fails};
+use crate::helpers::Gateway;
+use crate::helpers::NatsServer;
+use crate::helpers::{Trust, user_creds};
+use crate::helpers::{nodes_talk, refused, start_fails};
 
 /// A node with `env` added, logging everything (`RUST_LOG=trace`, the NATS
 /// client's own lines included), so that a leak at any level is seen.

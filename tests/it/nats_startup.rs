@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::helpers::NatsServer;
 use crate::helpers::{DEADLINE, TestApp, poll_until, spawn_app_with, within};
-use crate::nats::NatsServer;
 
 async fn readiness(app: &TestApp) -> u16 {
     within(reqwest::get(app.http_url("/readyz")))

@@ -12,9 +12,9 @@ use rcgen::{
 };
 use serde_json::json;
 
-use crate::binary::Gateway;
-use crate::collector::{Collector, ServerTls};
+use crate::helpers::Gateway;
 use crate::helpers::poll_until;
+use crate::helpers::{Collector, ServerTls};
 
 const FAILED_EXPORTS: &str = "otel_sdk_exporter_span_exported_total{error_type=\"export_failed\"}";
 

@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
-use crate::binary::Gateway;
-use crate::collector::Collector;
+use crate::helpers::Collector;
+use crate::helpers::Gateway;
 use crate::helpers::{Metrics, within};
 
 /// Every `otel_sdk_exporter_span_exported_total` series: they exist exactly

@@ -7,8 +7,8 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt as _;
 use tokio::time::Instant;
 
-use crate::binary::Gateway;
-use crate::faults::hanging_collector;
+use crate::helpers::Gateway;
+use crate::helpers::hanging_collector;
 use crate::helpers::{Closed, within};
 
 #[tokio::test]

@@ -4,9 +4,9 @@
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::json;
 
-use crate::binary::Gateway;
-use crate::collector::{Collector, Span};
+use crate::helpers::Gateway;
 use crate::helpers::{Closed, within};
+use crate::helpers::{Collector, Span};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";

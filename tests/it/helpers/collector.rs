@@ -334,3 +334,17 @@ impl ServerTls {
         Arc::new(config)
     }
 }
+
+/// An OTLP endpoint that accepts connections and never answers, and the task
+/// holding them (abort it when done).
+pub async fn hanging_collector() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            sockets.push(socket);
+        }
+    });
+    (endpoint, held)
+}
