@@ -251,3 +251,18 @@ fn durations_and_sizes_read_as_their_tools_read_them() {
     assert_eq!(mebibytes("1g"), Some(1024.0));
     assert_eq!(mebibytes("lots"), None);
 }
+
+/// `cargo metadata` for the workspace at `dir`, its own packages only, without
+/// touching the network: what the manifests declare, as JSON.
+pub fn cargo_metadata(dir: &Path) -> Ran {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    run(Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(dir))
+}

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use regex::Regex;
 
-use crate::checks::{Checks, checks, root, run, text};
+use crate::checks::{Checks, cargo_metadata, checks, root, run, text};
 
 const BUILD_COMMAND: &str = "cargo build --release --locked --workspace --bins";
 
@@ -152,17 +152,7 @@ fn placeholders(c: &mut Checks, copies: &[&String], run_instruction: &str) {
             ran.output()
         ),
     );
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let meta = run(Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-            "--locked",
-        ])
-        .current_dir(dir.path()));
+    let meta = cargo_metadata(dir.path());
     if !c.check(
         meta.success,
         format!(

@@ -12,9 +12,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 
-use crate::checks::{checks, root, run, text};
+use crate::checks::{cargo_metadata, checks, root, text};
 
 /// The gateway's layers, top (entry) first, from ARCHITECTURE.md's fenced
 /// block tagged `layers`: one module per line, `#` starts a comment.
@@ -143,16 +142,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
 
 #[test]
 fn member_crates_keep_to_their_boundaries() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let meta = run(Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
-        .current_dir(root()));
+    let meta = cargo_metadata(root());
     assert!(meta.success, "cargo metadata: {}", meta.output());
     let meta: serde_json::Value = serde_json::from_str(&meta.stdout).expect("JSON");
     let packages = meta["packages"].as_array().expect("packages");

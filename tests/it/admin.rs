@@ -1,7 +1,6 @@
 //! `--admin-listen`: `/metrics` on an address of its own, kept off the public one.
 
-use crate::helpers::Gateway;
-use crate::helpers::{spawn_app_with_args, within};
+use crate::helpers::{Gateway, spawn_app_with_args, within};
 
 async fn status(url: &str) -> u16 {
     within(reqwest::get(url))

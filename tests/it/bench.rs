@@ -6,8 +6,7 @@ use std::time::Duration;
 use clap::Parser as _;
 use wsgate_bench::{BenchArgs, Report, execute};
 
-use crate::helpers::NatsServer;
-use crate::helpers::{TestApp, poll_until, spawn_app, spawn_app_with, within};
+use crate::helpers::{NatsServer, TestApp, poll_until, spawn_app, spawn_app_with, within};
 
 async fn bench(args: &[&str]) -> Report {
     let argv = std::iter::once("bench").chain(args.iter().copied());

@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::Collector;
-use crate::helpers::Gateway;
-use crate::helpers::{Closed, hs256_token, within};
-use crate::helpers::{NatsServer, hanging_collector};
+use crate::helpers::{
+    Closed, Collector, Gateway, NatsServer, hanging_collector, hs256_token, within,
+};
 
 const FAILED_EXPORTS: &str = "otel_sdk_exporter_span_exported_total{error_type=\"export_failed\"}";
 

@@ -5,9 +5,7 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::json;
 
-use crate::helpers::Collector;
-use crate::helpers::Gateway;
-use crate::helpers::{DEADLINE, NatsServer, hs256_token};
+use crate::helpers::{Collector, DEADLINE, Gateway, NatsServer, hs256_token};
 // The helper lives in its own module; other test modules import it from here.
 
 async fn node(nats: &NatsServer, id: &str, collector: Option<&Collector>) -> Gateway {

@@ -3,10 +3,7 @@
 //! account made in the test). Wrong credentials leave the node unready and
 //! say so; no password, token or seed ever reaches a log line, at any level.
 
-use crate::helpers::Gateway;
-use crate::helpers::NatsServer;
-use crate::helpers::{Trust, user_creds};
-use crate::helpers::{nodes_talk, refused, start_fails};
+use crate::helpers::{Gateway, NatsServer, Trust, nodes_talk, refused, start_fails, user_creds};
 
 /// A node with `env` added, logging everything (`RUST_LOG=trace`, the NATS
 /// client's own lines included), so that a leak at any level is seen.

@@ -9,9 +9,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::helpers::Gateway;
-use crate::helpers::NatsServer;
-use crate::helpers::{TestApp, poll_until, spawn_app_with};
+use crate::helpers::{Gateway, NatsServer, TestApp, poll_until, spawn_app_with};
 
 const ROOMS: &str = "wsgate_broker_rooms{messaging_system=\"nats\"}";
 const SUBSCRIBE_FAILED: &str = "wsgate_warnings_total{kind=\"broker_subscribe_failed\"}";

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::NatsServer;
-use crate::helpers::{DEADLINE, TestApp, poll_until, spawn_app_with, within};
+use crate::helpers::{
+    DEADLINE, NatsServer, TestApp, poll_until, post_publish, spawn_app_with, within,
+};
 
 async fn readiness(app: &TestApp) -> u16 {
     within(reqwest::get(app.http_url("/readyz")))
@@ -94,16 +95,8 @@ async fn past_the_connect_timeout_requests_are_refused_as_in_an_outage() {
         .send_json(json!({"type": "publish", "room": "never", "data": 1, "id": "p1"}))
         .await;
     client.expect_error("broker_unavailable", Some("p1")).await;
-    let response = within(
-        reqwest::Client::new()
-            .post(app.http_url("/api/publish"))
-            .header("content-type", "application/json")
-            .body(r#"{"room":"never","data":2}"#)
-            .send(),
-    )
-    .await
-    .expect("POST");
-    assert_eq!(response.status(), 503);
+    let status = post_publish(&app.http_url(""), r#"{"room":"never","data":2}"#, &[]).await;
+    assert_eq!(status, 503);
     assert_eq!(readiness(&app).await, 503);
     let m = app.metrics().await;
     assert_eq!(

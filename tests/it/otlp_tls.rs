@@ -12,9 +12,7 @@ use rcgen::{
 };
 use serde_json::json;
 
-use crate::helpers::Gateway;
-use crate::helpers::poll_until;
-use crate::helpers::{Collector, ServerTls};
+use crate::helpers::{Collector, Gateway, ServerTls, poll_until};
 
 const FAILED_EXPORTS: &str = "otel_sdk_exporter_span_exported_total{error_type=\"export_failed\"}";
 

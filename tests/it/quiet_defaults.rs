@@ -4,9 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::Collector;
-use crate::helpers::Gateway;
-use crate::helpers::{Metrics, within};
+use crate::helpers::{Collector, Gateway, Metrics, post_publish};
 
 /// Every `otel_sdk_exporter_span_exported_total` series: they exist exactly
 /// when an OTLP exporter was built.
@@ -44,16 +42,7 @@ async fn without_any_otel_variable_no_span_is_made_and_no_export_tried() {
             "no span, so no trace context on a frame: {frame}"
         );
     }
-    let status = within(
-        reqwest::Client::new()
-            .post(gw.url("/api/publish"))
-            .header("content-type", "application/json")
-            .body(r#"{"room":"quiet","data":1}"#)
-            .send(),
-    )
-    .await
-    .expect("POST /api/publish")
-    .status();
+    let status = post_publish(&gw.url(""), r#"{"room":"quiet","data":1}"#, &[]).await;
     assert_eq!(status, 202);
     sub.expect("message").await;
 

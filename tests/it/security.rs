@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::helpers::{TestApp, hs256_token, spawn_app_with_args, unix_now, within};
+use crate::helpers::{TestApp, hs256_token, post_publish, spawn_app_with_args, unix_now, within};
 
 const SECRET: &str = "integration-test-secret";
 
@@ -226,14 +226,12 @@ async fn cross_site_origins_are_refused_and_the_public_url_allowed() {
 #[tokio::test]
 async fn the_publish_api_needs_the_key_and_is_closed_by_default_when_tokens_are_on() {
     let post = |app: &TestApp, auth: Option<&'static str>| {
-        let mut request = reqwest::Client::new()
-            .post(app.http_url("/api/publish"))
-            .header("content-type", "application/json")
-            .body(r#"{"room":"r","data":1}"#);
-        if let Some(auth) = auth {
-            request = request.header("authorization", auth);
+        let base = app.http_url("");
+        async move {
+            let headers: Vec<(&str, &str)> =
+                auth.map(|a| ("authorization", a)).into_iter().collect();
+            post_publish(&base, r#"{"room":"r","data":1}"#, &headers).await
         }
-        async move { request.send().await.unwrap().status().as_u16() }
     };
     let app = secured().await;
     assert_eq!(post(&app, None).await, 401);

@@ -7,9 +7,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt as _;
 use tokio::time::Instant;
 
-use crate::helpers::Gateway;
-use crate::helpers::hanging_collector;
-use crate::helpers::{Closed, within};
+use crate::helpers::{Closed, Gateway, hanging_collector, within};
 
 #[tokio::test]
 async fn sigterm_exits_within_the_grace_period_plus_a_second_whatever_is_stuck() {

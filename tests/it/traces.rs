@@ -4,9 +4,7 @@
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::json;
 
-use crate::helpers::Gateway;
-use crate::helpers::{Closed, within};
-use crate::helpers::{Collector, Span};
+use crate::helpers::{Closed, Collector, Gateway, Span, post_publish, within};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
@@ -193,18 +191,11 @@ async fn http_requests_get_server_spans_that_continue_the_callers_trace() {
 /// `POST /api/publish` with a small message, optionally continuing a trace;
 /// returns the status.
 async fn publish_over_http(gw: &Gateway, traceparent: Option<&str>) -> u16 {
-    let mut request = reqwest::Client::new()
-        .post(gw.url("/api/publish"))
-        .header("content-type", "application/json")
-        .body(r#"{"room":"api","data":1}"#);
-    if let Some(traceparent) = traceparent {
-        request = request.header("traceparent", traceparent);
-    }
-    within(request.send())
-        .await
-        .expect("POST /api/publish")
-        .status()
-        .as_u16()
+    let headers: Vec<(&str, &str)> = traceparent
+        .map(|t| ("traceparent", t))
+        .into_iter()
+        .collect();
+    post_publish(&gw.url(""), r#"{"room":"api","data":1}"#, &headers).await
 }
 
 #[tokio::test]

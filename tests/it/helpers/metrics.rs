@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-
 /// `/metrics` as `series → value`, where a series is written exactly as in the
 /// exposition, e.g. `websocket_errors_total{error_type="too_large"}`.
 #[derive(Debug)]

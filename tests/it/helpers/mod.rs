@@ -1,4 +1,5 @@
 //! The test vocabulary, one fixture per module, used by every test file:
+//! - `api`: `POST /api/publish` as a backend calls it;
 //! - `app`: a gateway in this process on port 0 (`spawn_app*`, `TestApp`);
 //! - `gateway`: the real `wsgate` binary as a child process (`Gateway`);
 //! - `client`: protocol-speaking WebSocket clients (`Client`, `SilentClient`);
@@ -10,6 +11,7 @@
 //! - `pki`: a throwaway CA and certificates;
 //! - `tokens`: JWTs for `--jwt-secret` gateways.
 
+mod api;
 mod app;
 mod client;
 mod collector;
@@ -22,6 +24,7 @@ mod pki;
 mod tokens;
 mod wait;
 
+pub use api::*;
 pub use app::*;
 pub use client::*;
 pub use collector::*;

@@ -43,6 +43,15 @@ pub async fn refused(gw: &Gateway) -> Value {
     line
 }
 
+/// The node refused as `refused` checks, with a log message that contains
+/// every one of `words`; returns the log line.
+pub async fn refused_saying(gw: &Gateway, words: &[&str]) -> Value {
+    let line = refused(gw).await;
+    let message = line["fields"]["message"].as_str().unwrap_or_default();
+    assert!(words.iter().all(|w| message.contains(w)), "{line}");
+    line
+}
+
 /// Messages published on each node reach the subscribers on both.
 pub async fn nodes_talk(a: &Gateway, b: &Gateway) {
     let mut on_a = a.connect().await;

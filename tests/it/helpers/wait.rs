@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-
 /// How long any single expectation may take before the test fails. Generous:
 /// it bounds waits on a loaded CI machine running debug builds, and costs
 /// nothing when things work.
