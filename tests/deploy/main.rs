@@ -8,6 +8,7 @@
 //! the test locally and fails it under CI=true, as in tests/it; kubectl alone
 //! is optional (kube_render.rs says why and what is checked without it).
 
+mod alerts;
 mod checks;
 mod collector;
 mod compose;
