@@ -11,10 +11,13 @@
 mod checks;
 mod collector;
 mod compose;
+mod dashboards;
+mod dashboards_live;
 mod dockerfile;
 mod jaeger;
 mod kube_manifests;
 mod kube_render;
 mod kube_schemas;
+mod live_stack;
 mod monitoring;
 mod prometheusrule;

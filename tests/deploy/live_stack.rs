@@ -1,0 +1,203 @@
+//! The real parts of the live dashboard check: child processes (the gateway,
+//! nats-server, Prometheus) that are stopped when the test ends however it
+//! ends, and Prometheus's HTTP API read as JSON.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value as Json;
+
+/// A child process whose output goes to a log file; killed when dropped.
+pub struct Proc {
+    pub name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    pub fn start(name: &'static str, command: &mut Command, dir: &Path) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let out = File::create(&log).expect("log file");
+        let child = command
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({command:?}): {e}"));
+        Proc { name, child, log }
+    }
+
+    /// An error when the process has exited: it must run the whole check.
+    pub fn alive(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(format!(
+                "{} exited ({status}):\n{}",
+                self.name,
+                self.log_tail()
+            )),
+            Err(e) => Err(format!("{}: {e}", self.name)),
+        }
+    }
+
+    /// The end of its log, for a failure message.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nothing listens on now (the OS's choice; released at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Seconds since the epoch, as Prometheus's API takes times.
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+}
+
+/// Polls `ready` every 250 ms until it holds; an error after `deadline` or
+/// as soon as one of `procs` exits.
+pub async fn wait_until(
+    what: &str,
+    deadline: Duration,
+    procs: &mut [Proc],
+    mut ready: impl AsyncFnMut() -> bool,
+) -> Result<(), String> {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        for p in procs.iter_mut() {
+            p.alive()?;
+        }
+        if ready().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(format!("timed out after {deadline:?} waiting for {what}"))
+}
+
+/// Prometheus's HTTP API.
+pub struct Prom {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl Prom {
+    pub fn new(base: String) -> Prom {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("an HTTP client");
+        Prom { base, http }
+    }
+
+    /// `data` of a successful answer, or the error Prometheus gave.
+    pub async fn api(
+        &self,
+        path: &str,
+        params: &[(&str, String)],
+        get: bool,
+    ) -> Result<Json, String> {
+        let url = format!("{}{path}", self.base);
+        let request = if get {
+            self.http.get(url).query(params)
+        } else {
+            self.http.post(url).form(params)
+        };
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| e.to_string())?;
+        let json: Json = serde_json::from_str(&body).map_err(|_| format!("HTTP {status}"))?;
+        if json["status"] != "success" {
+            return Err(format!("{}: {}", json["errorType"], json["error"]));
+        }
+        Ok(json["data"].clone())
+    }
+
+    pub async fn get_ok(&self, path: &str) -> bool {
+        let response = self.http.get(format!("{}{path}", self.base)).send().await;
+        response.is_ok_and(|r| r.status().is_success())
+    }
+
+    pub async fn query(&self, expr: &str, at: f64) -> Result<Json, String> {
+        let params = [("query", expr.to_owned()), ("time", format!("{at:.3}"))];
+        self.api("/api/v1/query", &params, false).await
+    }
+
+    pub async fn query_range(
+        &self,
+        expr: &str,
+        start: f64,
+        end: f64,
+        step: &str,
+    ) -> Result<Json, String> {
+        let params = [
+            ("query", expr.to_owned()),
+            ("start", format!("{start:.3}")),
+            ("end", format!("{end:.3}")),
+            ("step", step.to_owned()),
+        ];
+        self.api("/api/v1/query_range", &params, false).await
+    }
+
+    /// The first value of an instant query, if it has one.
+    pub async fn scalar(&self, expr: &str) -> Option<f64> {
+        let data = self.query(expr, now()).await.ok()?;
+        data["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+}
+
+fn finite(value: &Json) -> bool {
+    value
+        .as_str()
+        .and_then(|v| v.parse::<f64>().ok())
+        .is_some_and(f64::is_finite)
+}
+
+/// Series with a finite value (NaN from an idle histogram_quantile is no data).
+pub fn count_instant(data: &Json) -> usize {
+    match data["resultType"].as_str() {
+        Some("scalar" | "string") => usize::from(finite(&data["result"][1])),
+        _ => data["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| finite(&s["value"][1]))
+            .count(),
+    }
+}
+
+/// Series with at least one finite value in the range.
+pub fn count_range(data: &Json) -> usize {
+    data["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| {
+            s["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|v| finite(&v[1]))
+        })
+        .count()
+}
