@@ -38,6 +38,17 @@ const STARTUP: Duration = Duration::from_secs(20);
 const DATA: Duration = Duration::from_secs(60);
 /// Long-lived connections of the mix: steady and modest for 2 cores.
 const MIX_CONNECTIONS: usize = 30;
+/// Series whose zeros would hide a broken error panel (counters with a label
+/// exist at 0 from start-up, so "has data" alone cannot tell): the mix must
+/// move each, or the dashboards were checked without the traffic they show.
+const MIX_MOVES: [&str; 6] = [
+    r#"websocket_messages_received_total{type="invalid"}"#,
+    r#"websocket_errors_total"#,
+    r#"websocket_connection_duration_seconds_count{close_code="1009"}"#,
+    r#"websocket_connection_duration_seconds_count{close_code="1000"}"#,
+    r#"http_server_request_duration_seconds_count{http_response_status_code="400"}"#,
+    r#"http_server_request_duration_seconds_count{http_response_status_code="415"}"#,
+];
 
 static VARIABLE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]").expect("regex"));
@@ -394,6 +405,14 @@ async fn query_all(
                 ),
             };
         }
+    }
+    for series in MIX_MOVES {
+        let moved = format!("sum(increase({series}[1m]))");
+        let value = prom.scalar(&moved).await.unwrap_or(0.0);
+        c.check(
+            value > 0.0,
+            format!("the mix did not move {series}: {moved} = {value}"),
+        );
     }
     rows += rules(c, prom, procs).await?;
     eprintln!("{rows} queries run");

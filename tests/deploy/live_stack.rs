@@ -128,7 +128,8 @@ impl Prom {
         let body = response.text().await.map_err(|e| e.to_string())?;
         let json: Json = serde_json::from_str(&body).map_err(|_| format!("HTTP {status}"))?;
         if json["status"] != "success" {
-            return Err(format!("{}: {}", json["errorType"], json["error"]));
+            let text = |key: &str| json[key].as_str().unwrap_or("?").to_owned();
+            return Err(format!("{}: {}", text("errorType"), text("error")));
         }
         Ok(json["data"].clone())
     }
