@@ -84,7 +84,8 @@ impl Invalid {
 
 /// The step for a uniform `roll` in [0, 1) and a uniform `pick`: 70 %
 /// publishes, 15 % pings, 5 % resubscriptions, 10 % invalid frames (each kind
-/// equally often), the proportions scripts/load.py had.
+/// equally often), the proportions of the Python load generator this mix
+/// replaced.
 pub fn step(roll: f64, pick: usize) -> Step {
     if roll < 0.70 {
         Step::Publish
