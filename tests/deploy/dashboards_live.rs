@@ -7,34 +7,22 @@
 //! result for a series that must have data (all but `MAY_BE_EMPTY`).
 
 use std::collections::BTreeMap;
-use std::process::Command;
-use std::sync::LazyLock;
+use std::path::Path;
 use std::time::Duration;
 
-use regex::Regex;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 
-use crate::checks::{Checks, checks_async, root, system_tool, yaml};
-use crate::dashboards::{self, LINK_MAY_BE_EMPTY_METRIC, MAY_BE_EMPTY, NATS_ONLY};
-use crate::live_stack::{Proc, Prom, count_instant, count_range, free_port, now, wait_until};
+use crate::checks::{Checks, checks_async, system_tool, yaml};
+use crate::dashboards::{LINK_MAY_BE_EMPTY_METRIC, MAY_BE_EMPTY, NATS_ONLY};
+use crate::grafana::{self, BUILTINS, LABEL_VALUES, interpolate, regex_value};
+use crate::live_stack::{Proc, Prom, Stack, count_instant, count_range, now, wait_until};
 
-/// What Grafana substitutes given a 1 s scrape interval (the data source's
-/// timeInterval): $__rate_interval = max(4 x scrape, $__interval + scrape).
-const BUILTINS: [(&str, &str); 6] = [
-    ("__rate_interval", "4s"),
-    ("__interval", "1s"),
-    ("__interval_ms", "1000"),
-    ("__range", "5m"),
-    ("__range_s", "300"),
-    ("__range_ms", "300000"),
-];
 const JOB: &str = "wsgate";
 /// Scrapes of the gateway before querying (~15 s of data).
 const MIN_SCRAPES: u32 = 15;
 /// The range and step of /api/v1/query_range.
 const RANGE_SECONDS: f64 = 20.0;
 const RANGE_STEP: &str = "2s";
-const STARTUP: Duration = Duration::from_secs(20);
 const DATA: Duration = Duration::from_secs(60);
 /// Long-lived connections of the mix: steady and modest for 2 cores.
 const MIX_CONNECTIONS: usize = 30;
@@ -49,47 +37,6 @@ const MIX_MOVES: [&str; 6] = [
     r#"http_server_request_duration_seconds_count{http_response_status_code="400"}"#,
     r#"http_server_request_duration_seconds_count{http_response_status_code="415"}"#,
 ];
-
-static VARIABLE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]").expect("regex"));
-static LABEL_VALUES: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?s)^\s*label_values\((.*),\s*(\w+)\s*\)\s*$").expect("regex"));
-static REGEX_SPECIAL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"([\\^$*+?.()|\[\]{}])").expect("regex"));
-
-/// `expr` with Grafana's variables substituted; `Err` names an unknown one.
-fn interpolate(expr: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
-    let mut unknown = None;
-    let out = VARIABLE.replace_all(expr, |c: &regex::Captures| {
-        let name = c
-            .get(1)
-            .or(c.get(2))
-            .or(c.get(3))
-            .expect("a group")
-            .as_str();
-        vars.get(name).cloned().unwrap_or_else(|| {
-            unknown = Some(name.to_owned());
-            String::new()
-        })
-    });
-    match unknown {
-        Some(name) => Err(name),
-        None => Ok(out.into_owned()),
-    }
-}
-
-/// Grafana's Prometheus formatting of a (multi-)value for `=~`: escaped,
-/// and `(a|b)` for more than one.
-fn regex_value(values: &[String]) -> String {
-    let escaped: Vec<String> = values
-        .iter()
-        .map(|v| REGEX_SPECIAL.replace_all(v, r"\\$1").into_owned())
-        .collect();
-    match escaped.as_slice() {
-        [one] => one.clone(),
-        _ => format!("({})", escaped.join("|")),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_queries_have_data_on_the_embedded_broker() {
@@ -117,14 +64,12 @@ async fn live(nats: bool) {
         },
         false => None,
     };
-    let tmp = tempfile::tempdir().expect("a temporary directory");
-    let mut procs: Vec<Proc> = Vec::new();
+    let mut stack = Stack::new();
     let mut mix_counts = None;
     checks_async(what, async |c: &mut Checks| {
         let outcome = run(
             c,
-            &mut procs,
-            tmp.path(),
+            &mut stack,
             &prometheus,
             nats_server.as_deref(),
             &mut mix_counts,
@@ -135,7 +80,7 @@ async fn live(nats: bool) {
         }
         eprintln!("{what}: the mix: {mix_counts:?}");
         if !c.problems().is_empty() {
-            for p in &procs {
+            for p in &stack.procs {
                 eprintln!("--- {} log (tail) ---\n{}", p.name, p.log_tail());
             }
         }
@@ -145,75 +90,21 @@ async fn live(nats: bool) {
 
 async fn run(
     c: &mut Checks,
-    procs: &mut Vec<Proc>,
-    dir: &std::path::Path,
-    prometheus: &std::path::Path,
-    nats_server: Option<&std::path::Path>,
+    stack: &mut Stack,
+    prometheus: &Path,
+    nats_server: Option<&Path>,
     mix_counts: &mut Option<BTreeMap<String, u64>>,
 ) -> Result<(), String> {
-    let mut gateway_args = vec![];
-    if let Some(nats) = nats_server {
-        let port = free_port();
-        let args = ["-a", "127.0.0.1", "-p", &port.to_string()];
-        procs.push(Proc::start(
-            "nats-server",
-            Command::new(nats).args(args),
-            dir,
-        ));
-        wait_until("nats-server", STARTUP, procs, async || {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await?;
-        gateway_args = vec!["--nats-url".to_owned(), format!("nats://127.0.0.1:{port}")];
-    }
-    // /metrics on an admin listener, as compose.yaml runs the gateways.
-    let (port, admin) = (free_port(), free_port());
-    let gateway = Prom::new(format!("http://127.0.0.1:{port}"));
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wsgate"));
-    command
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .args(["--node-id", "gateway-a"])
-        .args(&gateway_args)
-        .env("OTEL_TRACES_EXPORTER", "none")
-        .env("RUST_LOG", "warn");
-    procs.push(Proc::start("wsgate", &mut command, dir));
-    wait_until("the gateway's /readyz", STARTUP, procs, async || {
-        gateway.get_ok("/readyz").await
-    })
-    .await?;
-
-    let prom_port = free_port();
-    let alerts = root().join("prometheus/alerts.yml");
-    let config = json!({ // JSON is YAML
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [alerts],
-        // No target labels: the dashboards and the rules must work with what
-        // every Prometheus attaches (job, instance).
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [format!("127.0.0.1:{admin}")]}]}],
-    });
-    let config_path = dir.join("prometheus.yml");
-    std::fs::write(&config_path, config.to_string()).expect("writing prometheus.yml");
-    let mut command = Command::new(prometheus);
-    command.args([
-        format!("--config.file={}", config_path.display()),
-        format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
-        format!("--web.listen-address=127.0.0.1:{prom_port}"),
-        "--storage.tsdb.retention.time=1h".to_owned(),
-        "--log.level=warn".to_owned(),
-    ]);
-    procs.push(Proc::start("prometheus", &mut command, dir));
-    let prom = Prom::new(format!("http://127.0.0.1:{prom_port}"));
-    wait_until("Prometheus /-/ready", STARTUP, procs, async || {
-        prom.get_ok("/-/ready").await
-    })
-    .await?;
-
+    stack.start(prometheus, nats_server, JOB).await?;
+    let Stack {
+        procs,
+        prom,
+        ws_url,
+        ..
+    } = stack;
     // The mix for the whole run, stopped before the result is judged.
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let url = format!("ws://127.0.0.1:{port}/ws");
+    let url = ws_url.clone();
     let mix = tokio::spawn(async move {
         wsgate_bench::run_mix(&url, MIX_CONNECTIONS, async {
             let _ = stopped.await;
@@ -245,7 +136,7 @@ async fn run(
             },
         )
         .await?;
-        query_all(c, &prom, nats_server.is_some(), procs).await
+        query_all(c, prom, nats_server.is_some(), procs).await
     };
     let result = queried.await;
     let _ = stop.send(());
@@ -270,13 +161,13 @@ async fn query_all(
         .map(|(title, _)| *title)
         .collect();
     let mut rows = 0;
-    for (name, dash) in dashboards::dashboards() {
+    for (name, dash) in grafana::dashboards() {
         // Template variables, as Grafana resolves them.
         let mut vars: BTreeMap<String, String> = BUILTINS
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        for (var, query) in dashboards::variables(&dash) {
+        for (var, query) in grafana::variables(&dash) {
             let Some(m) = LABEL_VALUES.captures(&query) else {
                 c.check(
                     false,
@@ -322,7 +213,7 @@ async fn query_all(
         // $instance = All (".*"), Grafana's default.
         let mut vars_all = vars.clone();
         vars_all.insert("instance".into(), ".*".into());
-        for t in dashboards::targets(&dash) {
+        for t in grafana::targets(&dash) {
             let place = format!("{:?} {}", t.panel, t.ref_id);
             let (q, q_all) = match (interpolate(&t.expr, &vars), interpolate(&t.expr, &vars_all)) {
                 (Ok(q), Ok(q_all)) => (q, q_all),
@@ -376,7 +267,7 @@ async fn query_all(
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    for (name, query) in dashboards::links() {
+    for (name, query) in grafana::links() {
         let variants: &[&str] = if query.contains("$__tags") {
             &[r#"service_name="wsgate""#, ""]
         } else {
@@ -478,27 +369,4 @@ async fn rules(c: &mut Checks, prom: &Prom, procs: &mut [Proc]) -> Result<usize,
         );
     }
     Ok(run)
-}
-
-#[test]
-fn variables_interpolate_as_grafana_does() {
-    let vars: BTreeMap<String, String> = [
-        ("job", "wsgate"),
-        (
-            "instance",
-            regex_value(&["127.0.0.1:9".into()]).leak() as &str,
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    assert_eq!(
-        interpolate(r#"up{job=~"$job", instance=~"${instance}"}"#, &vars),
-        Ok(r#"up{job=~"wsgate", instance=~"127\\.0\\.0\\.1:9"}"#.to_owned())
-    );
-    assert_eq!(
-        interpolate("rate(x[$__rate_interval])", &vars),
-        Err("__rate_interval".to_owned())
-    );
-    assert_eq!(regex_value(&["a".into(), "b".into()]), "(a|b)");
 }

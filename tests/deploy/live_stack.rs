@@ -1,13 +1,15 @@
-//! The real parts of the live dashboard check: child processes (the gateway,
-//! nats-server, Prometheus) that are stopped when the test ends however it
-//! ends, and Prometheus's HTTP API read as JSON.
+//! The real parts of the live dashboard check: the stack (the gateway,
+//! nats-server, Prometheus) as child processes that are stopped when the test
+//! ends however it ends, and Prometheus's HTTP API read as JSON.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
+
+use crate::checks::root;
 
 /// A child process whose output goes to a log file; killed when dropped.
 pub struct Proc {
@@ -93,6 +95,110 @@ pub async fn wait_until(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Err(format!("timed out after {deadline:?} waiting for {what}"))
+}
+
+/// How long a process may take to be ready.
+const STARTUP: Duration = Duration::from_secs(20);
+
+/// The real gateway (on a nats-server when given one), scraped every second
+/// by a real Prometheus that also evaluates prometheus/alerts.yml.
+pub struct Stack {
+    pub procs: Vec<Proc>,
+    pub prom: Prom,
+    /// The gateway's WebSocket URL.
+    pub ws_url: String,
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    pub fn new() -> Stack {
+        Stack {
+            procs: Vec::new(),
+            prom: Prom::new(String::new()),
+            ws_url: String::new(),
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    /// Starts everything and waits until each is ready. On an error what
+    /// started stays in `procs`, for its logs.
+    pub async fn start(
+        &mut self,
+        prometheus: &Path,
+        nats_server: Option<&Path>,
+        job: &str,
+    ) -> Result<(), String> {
+        let dir = self.dir.path().to_owned();
+        let mut gateway_args = vec![];
+        if let Some(nats) = nats_server {
+            let port = free_port();
+            let args = ["-a", "127.0.0.1", "-p", &port.to_string()];
+            self.procs.push(Proc::start(
+                "nats-server",
+                Command::new(nats).args(args),
+                &dir,
+            ));
+            wait_until("nats-server", STARTUP, &mut self.procs, async || {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            })
+            .await?;
+            gateway_args = vec!["--nats-url".to_owned(), format!("nats://127.0.0.1:{port}")];
+        }
+        // /metrics on an admin listener, as compose.yaml runs the gateways.
+        let (port, admin) = (free_port(), free_port());
+        let gateway = Prom::new(format!("http://127.0.0.1:{port}"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wsgate"));
+        command
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(["--node-id", "gateway-a"])
+            .args(&gateway_args)
+            .env("OTEL_TRACES_EXPORTER", "none")
+            .env("RUST_LOG", "warn");
+        self.procs.push(Proc::start("wsgate", &mut command, &dir));
+        wait_until(
+            "the gateway's /readyz",
+            STARTUP,
+            &mut self.procs,
+            async || gateway.get_ok("/readyz").await,
+        )
+        .await?;
+
+        let prom_port = free_port();
+        let alerts = root().join("prometheus/alerts.yml");
+        let config = json!({ // JSON is YAML
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "rule_files": [alerts],
+            // No target labels: the dashboards and the rules must work with what
+            // every Prometheus attaches (job, instance).
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [format!("127.0.0.1:{admin}")]}]}],
+        });
+        let config_path = dir.join("prometheus.yml");
+        std::fs::write(&config_path, config.to_string()).expect("writing prometheus.yml");
+        let mut command = Command::new(prometheus);
+        command.args([
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", dir.join("tsdb").display()),
+            format!("--web.listen-address=127.0.0.1:{prom_port}"),
+            "--storage.tsdb.retention.time=1h".to_owned(),
+            "--log.level=warn".to_owned(),
+        ]);
+        self.procs
+            .push(Proc::start("prometheus", &mut command, &dir));
+        self.prom = Prom::new(format!("http://127.0.0.1:{prom_port}"));
+        let prom = &self.prom;
+        wait_until(
+            "Prometheus /-/ready",
+            STARTUP,
+            &mut self.procs,
+            async || prom.get_ok("/-/ready").await,
+        )
+        .await?;
+        self.ws_url = format!("ws://127.0.0.1:{port}/ws");
+        Ok(())
+    }
 }
 
 /// Prometheus's HTTP API.
