@@ -16,13 +16,14 @@
 //! - `orchestrator`: the phases, each bounded by `--timeout`.
 //! - `report`: the result as a table or JSON.
 //! - `ui`: progress bars and phase lines on stderr.
-//! - `mix`, `mix_run`: `--mix dashboards`, the error traffic the dashboards
-//!   and alert rules need, until a duration or a signal.
+//! - `mix`, `mix_run`, `http_post`: `--mix dashboards`, the error traffic
+//!   the dashboards and alert rules need, until a duration or a signal.
 
 mod args;
 mod churn;
 mod client;
 mod frames;
+mod http_post;
 mod mix;
 mod mix_run;
 mod orchestrator;

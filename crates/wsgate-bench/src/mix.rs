@@ -226,6 +226,26 @@ mod tests {
     }
 
     #[test]
+    fn mix_and_duration_parse_and_duration_needs_mix() {
+        use crate::args::{BenchArgs, Mix};
+        use clap::Parser as _;
+        let args = BenchArgs::try_parse_from([
+            "wsgate-bench",
+            "--mix",
+            "dashboards",
+            "--duration",
+            "90s",
+            "-c",
+            "30",
+        ])
+        .unwrap();
+        assert_eq!(args.mix, Some(Mix::Dashboards));
+        assert_eq!(args.duration, std::time::Duration::from_secs(90));
+        assert!(BenchArgs::try_parse_from(["wsgate-bench", "--duration", "5s"]).is_err());
+        assert!(BenchArgs::try_parse_from(["wsgate-bench", "--mix", "chaos"]).is_err());
+    }
+
+    #[test]
     fn any_server_frame_has_a_kind_and_a_key() {
         assert_eq!(
             received_key(kind(

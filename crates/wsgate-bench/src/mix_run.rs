@@ -11,8 +11,6 @@ use std::time::Duration;
 use futures_util::{SinkExt as _, StreamExt as _};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
@@ -302,7 +300,7 @@ async fn http_publisher(ctx: Arc<Ctx>) {
         let room = ctx.room(rng.random_range(0..ROOMS));
         let (content_type, body) = mix::http_body(i, &room);
         let host = format!("{}:{}", ctx.target.host, ctx.target.port);
-        match http_post(ctx.addr, &host, "/api/publish", content_type, &body).await {
+        match crate::http_post::post(ctx.addr, &host, "/api/publish", content_type, &body).await {
             Ok(status) => ctx.tally.add(format!("http_{status}")),
             Err(e) => ctx.tally.add(format!("http_error: {}", e.kind())),
         }
@@ -310,80 +308,10 @@ async fn http_publisher(ctx: Arc<Ctx>) {
     }
 }
 
-/// One HTTP/1.1 POST on its own connection (`Connection: close`); the
-/// response's status code.
-pub async fn http_post(
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
-    content_type: &str,
-    body: &str,
-) -> std::io::Result<u16> {
-    let mut tcp = TcpStream::connect(addr).await?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    tcp.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut response))
-        .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut parsed = httparse::Response::new(&mut headers);
-    match parsed.parse(&response) {
-        Ok(_) => parsed
-            .code
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidData)),
-        Err(_) => Err(std::io::Error::from(std::io::ErrorKind::InvalidData)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::net::TcpListener;
-
-    #[tokio::test]
-    async fn http_post_sends_a_complete_request_and_reads_the_status() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (mut tcp, _) = listener.accept().await.unwrap();
-            let mut request = vec![0; 4096];
-            let mut len = 0;
-            // Read until the whole body (its length is known here) arrived.
-            while !request[..len].ends_with(br#"{"room":"r","data":1}"#) {
-                len += tcp.read(&mut request[len..]).await.unwrap();
-            }
-            tcp.write_all(b"HTTP/1.1 415 Unsupported Media Type\r\ncontent-length: 0\r\n\r\n")
-                .await
-                .unwrap();
-            String::from_utf8(request[..len].to_vec()).unwrap()
-        });
-        let status = http_post(
-            addr,
-            "gw:1",
-            "/api/publish",
-            "text/plain",
-            r#"{"room":"r","data":1}"#,
-        )
-        .await
-        .unwrap();
-        assert_eq!(status, 415);
-        let request = server.await.unwrap();
-        assert!(
-            request.starts_with("POST /api/publish HTTP/1.1\r\n"),
-            "{request}"
-        );
-        assert!(request.contains("Host: gw:1\r\n"), "{request}");
-        assert!(
-            request.contains("Content-Type: text/plain\r\n"),
-            "{request}"
-        );
-        assert!(request.contains("Content-Length: 21\r\n"), "{request}");
-    }
 
     #[tokio::test]
     async fn the_mix_stops_when_asked_even_with_no_gateway() {
