@@ -104,6 +104,11 @@ impl Checks {
         }
         condition
     }
+
+    /// The problems found so far, for a test of a check itself.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
 }
 
 /// Runs `body`'s checks and fails the test with all the problems it found. A
@@ -113,6 +118,18 @@ impl Checks {
 pub fn checks(what: &str, body: impl FnOnce(&mut Checks)) {
     let mut checks = Checks::default();
     body(&mut checks);
+    report(what, checks);
+}
+
+/// `checks` for a body that talks to servers (the live dashboard check).
+pub async fn checks_async(what: &str, body: impl AsyncFnOnce(&mut Checks)) {
+    let mut checks = Checks::default();
+    body(&mut checks).await;
+    report(what, checks);
+}
+
+#[track_caller]
+fn report(what: &str, checks: Checks) {
     assert!(
         checks.passed + checks.problems.len() > 0,
         "{what}: checked nothing"
@@ -197,6 +214,27 @@ pub fn venv_tool(tool: &str) -> Option<PathBuf> {
         "\n*** SKIPPING: .venv/bin/{tool} is missing; run ./scripts/venv to install it ***\n"
     );
     None
+}
+
+/// A program from a Debian package (`./scripts/install-test-deps` installs
+/// it), on PATH or in /usr/bin or /usr/sbin; `None` after saying the test
+/// skips, and in CI its absence fails the test.
+#[track_caller]
+pub fn system_tool(tool: &str) -> Option<PathBuf> {
+    let found = on_path(tool).or_else(|| {
+        ["/usr/bin", "/usr/sbin"]
+            .iter()
+            .map(|dir| Path::new(dir).join(tool))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            !in_ci(),
+            "{tool} is required in CI (CI=true) but is missing; ./scripts/install-test-deps installs it"
+        );
+        eprintln!("\n*** SKIPPING: {tool} is missing; run ./scripts/install-test-deps ***\n");
+    }
+    found
 }
 
 /// A program on PATH, if there is one.

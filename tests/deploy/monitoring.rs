@@ -21,7 +21,7 @@ fn targets(job: &Value) -> Vec<&str> {
 }
 
 /// Every panel, rows' nested panels included.
-fn panels(panels: &Json) -> Vec<&Json> {
+pub fn panels(panels: &Json) -> Vec<&Json> {
     let mut all = Vec::new();
     for panel in panels.as_array().into_iter().flatten() {
         all.push(panel);

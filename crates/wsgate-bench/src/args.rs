@@ -93,6 +93,26 @@ pub struct BenchArgs {
     /// Connections that share the --churn work.
     #[arg(long, default_value_t = 50, requires = "churn")]
     pub churners: usize,
+
+    /// Instead of a measured run, send a traffic mix until --duration or
+    /// SIGINT/SIGTERM, then print what was sent and received. `dashboards`:
+    /// --connections steady clients that publish, ping, resubscribe and send
+    /// invalid frames of every kind (binary included), short-lived connections
+    /// closed with 1000 or, after an oversize frame, 1009, and valid and
+    /// invalid POST /api/publish: data for every series the dashboards draw.
+    #[arg(long, value_enum)]
+    pub mix: Option<Mix>,
+
+    /// With --mix: how long to run; 0s runs until SIGINT or SIGTERM.
+    #[arg(long, default_value = "0s", value_parser = duration, requires = "mix")]
+    pub duration: Duration,
+}
+
+/// The traffic mixes of `--mix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mix {
+    /// Errors and normal traffic for the dashboards and alert rules.
+    Dashboards,
 }
 
 /// Membership churn during a run (`--churn`).
@@ -247,7 +267,7 @@ impl BenchArgs {
     }
 }
 
-fn target(url: &str) -> Result<Target, ArgsError> {
+pub(crate) fn target(url: &str) -> Result<Target, ArgsError> {
     let fail = |reason: &str| ArgsError::Url {
         url: url.to_owned(),
         reason: reason.to_owned(),

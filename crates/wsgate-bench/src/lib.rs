@@ -16,11 +16,16 @@
 //! - `orchestrator`: the phases, each bounded by `--timeout`.
 //! - `report`: the result as a table or JSON.
 //! - `ui`: progress bars and phase lines on stderr.
+//! - `mix`, `mix_run`, `http_post`: `--mix dashboards`, the error traffic
+//!   the dashboards and alert rules need, until a duration or a signal.
 
 mod args;
 mod churn;
 mod client;
 mod frames;
+mod http_post;
+mod mix;
+mod mix_run;
 mod orchestrator;
 mod publisher;
 mod ramp;
@@ -32,8 +37,9 @@ mod ui;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-pub use args::{ArgsError, BenchArgs, ChurnPlan, Pace, Plan};
+pub use args::{ArgsError, BenchArgs, ChurnPlan, Mix, Pace, Plan};
 pub use churn::ChurnReport;
+pub use mix_run::run as run_mix;
 pub use orchestrator::{execute, execute_with};
 pub use report::{Latency, Report};
 pub use tracker::{Seen, SeqTracker};
@@ -42,6 +48,9 @@ pub use ui::Ui;
 /// Runs `wsgate-bench`: exit status 0 for a clean run, 1 when anything was lost,
 /// duplicated or failed, 2 when the arguments make no sense.
 pub fn run(args: BenchArgs) -> ExitCode {
+    if let Some(mix) = args.mix {
+        return mix_run::main(mix, &args);
+    }
     let plan = match args.plan() {
         Ok(plan) => plan,
         Err(e) => {
