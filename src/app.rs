@@ -191,13 +191,13 @@ impl Application {
             shutdown_grace,
             handshake_timeout,
         } = self;
-        let router = crate::http::router(state.clone(), admin_listener.is_none());
+        let router = crate::router::router(state.clone(), admin_listener.is_none());
         let token = state.shutdown().clone();
         let failures = Some(state.metrics().clone());
         let public =
             crate::server::serve(listener, router, token.clone(), handshake_timeout, failures);
         let admin = admin_listener.map(|admin| {
-            let router = crate::http::admin_router(state.clone());
+            let router = crate::router::admin_router(state.clone());
             crate::server::serve(admin, router, token.clone(), handshake_timeout, None)
         });
         // Both listeners stop on the same token; the admin one serves only

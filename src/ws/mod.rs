@@ -1,6 +1,6 @@
 //! WebSocket connections: the opening handshake, and one session per connection.
 
-mod frames;
+mod handle;
 mod progress;
 mod rate;
 mod session;

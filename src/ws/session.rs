@@ -1,5 +1,5 @@
 //! One WebSocket connection: its read loop and how it ends. What each client
-//! frame does is in `frames`.
+//! frame does is in `handle`.
 //!
 //! A session is two loops. The read loop (here, in the session's task) reads
 //! client frames, handles them and queues replies in the connection's outbox.
