@@ -3,7 +3,9 @@
 
 use serde_json::json;
 
-use crate::helpers::{Metrics, TestApp, require_tool, spawn_app, spawn_app_with_args, within};
+use crate::helpers::{
+    Metrics, NatsServer, TestApp, poll_until, require_tool, spawn_app, spawn_app_with_args, within,
+};
 
 /// A small, fully known session: two clients, every frame type, clean closes.
 async fn scripted_session(app: &TestApp) {
@@ -278,4 +280,87 @@ fn assert_no_forbidden_labels(m: &Metrics) {
             );
         }
     }
+}
+
+/// The README's metrics table is the contract; `/metrics` is what the code
+/// does. On a node that shares its rooms through a real nats-server (the
+/// broker rows exist only there), after a session that touches every part of
+/// the message path, every family the gateway exposes is in the table, and
+/// every row of the table is exposed, except the SDK's span counters, which
+/// exist only while traces are exported (tests/it/traces.rs and faults.rs read
+/// them).
+#[tokio::test]
+async fn the_readme_metrics_table_is_what_metrics_exposes() {
+    let readme = include_str!("../../README.md");
+    let table = readme
+        .split("\n## Metrics\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README.md has a Metrics section");
+    let rows: Vec<&str> = table
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .collect();
+    assert!(rows.len() > 20, "the table was read: {rows:?}");
+    // A row `name_*` stands for the series of a histogram or a group
+    // (`name_bucket`, `name_sum`, ...): its families begin with `name_`.
+    let covers = |row: &str, family: &str| match row.strip_suffix('*') {
+        Some(prefix) => format!("{family}_").starts_with(prefix),
+        None => family == row,
+    };
+    let documented = |family: &str| rows.iter().any(|row| covers(row, family));
+
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let app = spawn_app_with_args(&["--nats-url", &nats.url()]).await;
+    // Every frame type, a refusal, and closes; the publisher is not a
+    // subscriber, so its ack and the delivery cannot interleave.
+    let mut subscriber = app.connect().await;
+    let mut publisher = app.connect().await;
+    subscriber.subscribe("m").await;
+    publisher.publish_acked("m", json!(1), "p-1").await;
+    assert_eq!(subscriber.expect("message").await["data"], 1);
+    publisher.send_text("{oops").await;
+    publisher.expect_error("invalid_message", None).await;
+    publisher
+        .send_json(json!({"type": "ping", "id": "p"}))
+        .await;
+    publisher.expect("pong").await;
+    subscriber.unsubscribe("m").await;
+    subscriber.close().await;
+    publisher.close().await;
+    // Closed connections are recorded as their sessions end: wait for every
+    // row to be exposed, then check the other direction on that scrape.
+    let exposition = poll_until(async || {
+        let exposition = app.metrics_text().await;
+        let families = families(&exposition);
+        match rows
+            .iter()
+            .filter(|row| !row.starts_with("otel_sdk_"))
+            .find(|row| !families.iter().any(|family| covers(row, family)))
+        {
+            Some(row) => Err(format!(
+                "README.md's metrics table lists {row}, which /metrics does not expose"
+            )),
+            None => Ok(exposition),
+        }
+    })
+    .await;
+    for family in families(&exposition) {
+        assert!(
+            documented(family),
+            "{family} is exposed but not in README.md's metrics table"
+        );
+    }
+}
+
+/// The metric families an exposition declares (`# TYPE <family> <type>`).
+fn families(exposition: &str) -> std::collections::BTreeSet<&str> {
+    exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split(' ').next())
+        .collect()
 }
