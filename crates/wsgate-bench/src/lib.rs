@@ -16,15 +16,20 @@
 //! - `orchestrator`: the phases, each bounded by `--timeout`.
 //! - `report`: the result as a table or JSON.
 //! - `ui`: progress bars and phase lines on stderr.
+//! - `cli`: the command line: the load flags, or the `scenarios` subcommand.
+//! - `scenarios`: the standard scenarios against a gateway it starts, with the
+//!   server's CPU time per delivery (docs/bench.md).
 
 mod args;
 mod churn;
+mod cli;
 mod client;
 mod frames;
 mod orchestrator;
 mod publisher;
 mod ramp;
 mod report;
+pub mod scenarios;
 mod stats;
 mod tracker;
 mod ui;
@@ -34,7 +39,8 @@ use std::process::ExitCode;
 
 pub use args::{ArgsError, BenchArgs, ChurnPlan, Pace, Plan};
 pub use churn::ChurnReport;
-pub use orchestrator::{execute, execute_with};
+pub use cli::{Cli, Command};
+pub use orchestrator::{Observer, execute, execute_observed, execute_with};
 pub use report::{Latency, Report};
 pub use tracker::{Seen, SeqTracker};
 pub use ui::Ui;
@@ -91,7 +97,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
 #[cfg(unix)]
-fn raise_open_files_limit() -> std::io::Result<u64> {
+pub(crate) fn raise_open_files_limit() -> std::io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -113,6 +119,6 @@ fn raise_open_files_limit() -> std::io::Result<u64> {
 }
 
 #[cfg(not(unix))]
-fn raise_open_files_limit() -> std::io::Result<u64> {
+pub(crate) fn raise_open_files_limit() -> std::io::Result<u64> {
     Ok(u64::MAX)
 }
