@@ -31,7 +31,16 @@ fn the_flat_load_flags_still_run_a_load() {
 fn scenarios_is_a_subcommand() {
     let a = scenario_args(&["scenarios"]);
     assert!(!a.smoke);
-    assert_eq!(a.scenarios(), [Name::Fanout, Name::Rooms, Name::Idle, Name::Scrape, Name::Telemetry]);
+    assert_eq!(
+        a.scenarios(),
+        [
+            Name::Fanout,
+            Name::Rooms,
+            Name::Idle,
+            Name::Scrape,
+            Name::Telemetry
+        ]
+    );
     assert_eq!(a.telemetry_rounds, 5);
     let a = scenario_args(&["scenarios", "--smoke"]);
     assert_eq!(a.scenarios(), [Name::Fanout, Name::Rooms]);

@@ -85,7 +85,9 @@ pub fn find_rotel(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
         return Ok(found);
     }
     let Some(root) = cwd.ancestors().find(|d| d.join("scripts/venv").is_file()) else {
-        bail!("rotel not found: pass --rotel PATH (pip install rotel; the binary is site-packages/rotel/rotel-agent)");
+        bail!(
+            "rotel not found: pass --rotel PATH (pip install rotel; the binary is site-packages/rotel/rotel-agent)"
+        );
     };
     eprintln!("wsgate-bench scenarios: installing rotel into .venv (scripts/venv rotel)");
     let status = std::process::Command::new(root.join("scripts/venv"))

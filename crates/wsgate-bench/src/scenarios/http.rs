@@ -32,11 +32,7 @@ pub async fn get(addr: SocketAddr, path: &str, from: Option<IpAddr>) -> anyhow::
         .with_context(|| format!("GET http://{addr}{path}: no answer in {TIMEOUT:?}"))?
 }
 
-async fn get_inner(
-    addr: SocketAddr,
-    path: &str,
-    from: Option<IpAddr>,
-) -> anyhow::Result<Response> {
+async fn get_inner(addr: SocketAddr, path: &str, from: Option<IpAddr>) -> anyhow::Result<Response> {
     let socket = TcpSocket::new_v4()?;
     if let Some(ip) = from {
         socket

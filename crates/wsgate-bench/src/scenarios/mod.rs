@@ -109,6 +109,8 @@ impl ScenarioArgs {
 pub struct Outcome {
     /// The header line, a blank line and the markdown table.
     pub table: String,
+    /// The table's rows, cell by cell (the columns of the table's header).
+    pub rows: Vec<[String; 10]>,
     /// Why the run failed, one line per problem; empty when it passed.
     pub failed: Vec<String>,
 }
@@ -170,7 +172,11 @@ pub fn run_pinned(args: &ScenarioArgs, pinned: bool) -> anyhow::Result<Outcome> 
     let result = runtime.block_on(async {
         let mut result = Ok(());
         for name in args.scenarios() {
-            runner.say(name.to_possible_value().expect("no skipped variants").get_name());
+            runner.say(
+                name.to_possible_value()
+                    .expect("no skipped variants")
+                    .get_name(),
+            );
             result = run_one(&mut runner, name).await;
             if result.is_err() {
                 break;
@@ -194,9 +200,14 @@ pub fn run_pinned(args: &ScenarioArgs, pinned: bool) -> anyhow::Result<Outcome> 
     if args.smoke {
         pinning.push_str(", smoke");
     }
-    let header = format!("{}, {} CPUs, {pinning}", version(&server_bin), online_cpus());
+    let header = format!(
+        "{}, {} CPUs, {pinning}",
+        version(&server_bin),
+        online_cpus()
+    );
     Ok(Outcome {
         table: format!("{header}\n\n{}", table::render(&runner.rows)),
+        rows: runner.rows.into_iter().map(|r| r.0).collect(),
         failed: runner.failed,
     })
 }

@@ -80,7 +80,11 @@ impl Runner {
             let started = Collector::start(&rotel, &log, self.cpu(pin::BENCH_CPU)).await?;
             self.collector = Some(started);
         }
-        Ok(self.collector.as_ref().map(|c| c.endpoint.clone()).unwrap_or_default())
+        Ok(self
+            .collector
+            .as_ref()
+            .map(|c| c.endpoint.clone())
+            .unwrap_or_default())
     }
 
     /// The gateway as shipped: metrics on, 1 % of traces exported over

@@ -36,8 +36,8 @@ impl Server {
         log: PathBuf,
         cpu: Option<usize>,
     ) -> anyhow::Result<Self> {
-        let out = std::fs::File::create(&log)
-            .with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut command = Command::new(bin);
         command
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
@@ -97,7 +97,6 @@ impl Server {
             let _ = self.child.kill().await;
         }
     }
-
 }
 
 /// The messages of the JSON log at `path` that say spans were dropped
@@ -135,8 +134,14 @@ mod tests {
 not json at all
 {"timestamp":"t","level":"INFO","fields":{"message":"wsgate listening","addr":"127.0.0.1:40123"}}
 "#;
-        assert_eq!(listening_addr(log), Some("127.0.0.1:40123".parse().unwrap()));
-        assert_eq!(listening_addr("{\"fields\":{\"message\":\"starting\"}}"), None);
+        assert_eq!(
+            listening_addr(log),
+            Some("127.0.0.1:40123".parse().unwrap())
+        );
+        assert_eq!(
+            listening_addr("{\"fields\":{\"message\":\"starting\"}}"),
+            None
+        );
     }
 
     #[test]

@@ -19,7 +19,9 @@ pub async fn fanout(r: &mut Runner) -> anyhow::Result<()> {
     } else {
         "--connections 1000 --rooms 1 --publishers 1 --messages 1000 --window 4 --payload 64"
     };
-    let (report, m) = r.run_bench("fanout", &server, flags, OnHold::Release).await?;
+    let (report, m) = r
+        .run_bench("fanout", &server, flags, OnHold::Release)
+        .await?;
     let notes = format!(
         "{} subscribers, 1 publisher × {}, window 4",
         report.connections, report.messages_per_publisher
@@ -38,7 +40,9 @@ pub async fn rooms(r: &mut Runner) -> anyhow::Result<()> {
     } else {
         "--connections 100 --rooms 10 --publishers 10 --messages 2000 --window 8"
     };
-    let (report, m) = r.run_bench("rooms", &server, flags, OnHold::Release).await?;
+    let (report, m) = r
+        .run_bench("rooms", &server, flags, OnHold::Release)
+        .await?;
     let notes = format!(
         "{} conns, {} rooms, {} publishers × {}, window 8",
         report.connections, report.rooms, report.publishers, report.messages_per_publisher
@@ -61,7 +65,9 @@ async fn half_rate(r: &mut Runner, shipped: &Env, deliveries_per_sec: f64) -> an
     let server = r.start_server(SCENARIO, shipped).await?;
     let flags =
         format!("--connections 100 --rooms 10 --publishers 10 --messages 4000 --rate {half}");
-    let (report, m) = r.run_bench(SCENARIO, &server, &flags, OnHold::Release).await?;
+    let (report, m) = r
+        .run_bench(SCENARIO, &server, &flags, OnHold::Release)
+        .await?;
     let notes = format!("rooms shape open loop at {half} msgs/s (half the maximum above)");
     r.publishing_row(SCENARIO, &report, &m, notes);
     server.stop().await;
@@ -92,7 +98,9 @@ pub async fn idle(r: &mut Runner) -> anyhow::Result<()> {
     let shipped = r.as_shipped().await?;
     let server = r.start_server("idle", &shipped).await?;
     let before = super::procfs::rss_kib(server.pid())?;
-    let (report, m) = r.run_bench("idle", &server, &idle_flags(), OnHold::Rss).await?;
+    let (report, m) = r
+        .run_bench("idle", &server, &idle_flags(), OnHold::Rss)
+        .await?;
     check_all_connected("idle", &report)?;
     let held = m.held_rss_kib.unwrap_or(0);
     let per_conn = (held as f64 - before as f64) / IDLE_CONNECTIONS as f64;
@@ -118,7 +126,8 @@ pub async fn scrape(r: &mut Runner) -> anyhow::Result<()> {
         "/metrics median of 20: {} with {IDLE_CONNECTIONS} conns; {empty} with 0",
         m.held_scrape.unwrap_or_default()
     );
-    r.rows.push(Row::held("scrape", m.held_rss_kib.unwrap_or(0), notes));
+    r.rows
+        .push(Row::held("scrape", m.held_rss_kib.unwrap_or(0), notes));
     server.stop().await;
     Ok(())
 }

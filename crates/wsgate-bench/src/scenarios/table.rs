@@ -88,7 +88,7 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
     values.sort_by(f64::total_cmp);
     let n = values.len();
-    (values[(n + 1) / 2 - 1] + values[n / 2]) / 2.0
+    (values[n.div_ceil(2) - 1] + values[n / 2]) / 2.0
 }
 
 /// Rounds to `decimals` places, as a `printf "%.Nf"` the old script fed to
@@ -129,9 +129,15 @@ mod tests {
         let table = render(&[row]);
         let lines: Vec<_> = table.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("| scenario | deliveries | deliveries/s | server CPU µs/delivery |"));
+        assert!(
+            lines[0]
+                .starts_with("| scenario | deliveries | deliveries/s | server CPU µs/delivery |")
+        );
         assert_eq!(lines[1].matches('|').count(), 11);
-        assert_eq!(lines[2], "| idle | - | - | - | - | - | - | - | 300 MiB | 15000 idle conns |");
+        assert_eq!(
+            lines[2],
+            "| idle | - | - | - | - | - | - | - | 300 MiB | 15000 idle conns |"
+        );
     }
 
     #[test]
@@ -174,7 +180,13 @@ mod tests {
             churn: None,
             ok: true,
         };
-        let row = Row::publishing("fanout", &report, Some(1_700_000_000), 40 * 1024, "n".into());
+        let row = Row::publishing(
+            "fanout",
+            &report,
+            Some(1_700_000_000),
+            40 * 1024,
+            "n".into(),
+        );
         assert_eq!(
             row.render(),
             "| fanout | 1000000 | 500000 | 1.70 | 1.5 ms | 12.0 ms | 0 | 0 | 40 MiB | n |"

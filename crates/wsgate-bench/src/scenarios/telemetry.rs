@@ -192,7 +192,7 @@ fn rows(samples: &[Sample], rounds: usize) -> Vec<Row> {
             let change = (total / base - 1.0) * 100.0;
             Row([
                 format!("telemetry: {}", v.name()),
-                of(v).last().map_or(0, |s| s.delivered).to_string(),
+                of(v).next_back().map_or(0, |s| s.delivered).to_string(),
                 format!("{}", median_of(v, |s| s.per_sec).trunc()),
                 format!("{:.3}", total / 1000.0),
                 format!("{:.1} ms", median_of(v, |s| s.p50)),
@@ -228,8 +228,14 @@ mod tests {
     #[test]
     fn rounds_interleave_the_settings() {
         let names = |r| order(r).map(Variant::name);
-        assert_eq!(names(0), ["disabled", "metrics", "sampled_1pct", "all_traced"]);
-        assert_eq!(names(1), ["metrics", "sampled_1pct", "all_traced", "disabled"]);
+        assert_eq!(
+            names(0),
+            ["disabled", "metrics", "sampled_1pct", "all_traced"]
+        );
+        assert_eq!(
+            names(1),
+            ["metrics", "sampled_1pct", "all_traced", "disabled"]
+        );
         assert_eq!(names(4), names(0));
     }
 
@@ -241,7 +247,10 @@ mod tests {
         let (env, min) = Variant::AllTraced.setting("http://127.0.0.1:4317");
         assert_eq!(min, 150_000);
         assert!(env.contains(&("OTEL_BSP_MAX_QUEUE_SIZE".into(), "262144".into())));
-        assert!(env.contains(&("OTEL_EXPORTER_OTLP_ENDPOINT".into(), "http://127.0.0.1:4317".into())));
+        assert!(env.contains(&(
+            "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            "http://127.0.0.1:4317".into()
+        )));
     }
 
     #[test]
@@ -259,7 +268,11 @@ mod tests {
             rows[0].render(),
             "| telemetry: disabled | 500000 | 400000 | 1.100 | 1.2 ms | 4.6 ms | 0 | 0 | - | rooms shape ×2.5, median of 3 interleaved rounds (ns per delivery: 1000/1200/1100); +0.0% CPU per delivery vs SDK disabled |"
         );
-        assert!(rows[1].0[9].ends_with("+9.1% CPU per delivery vs SDK disabled"), "{:?}", rows[1]);
+        assert!(
+            rows[1].0[9].ends_with("+9.1% CPU per delivery vs SDK disabled"),
+            "{:?}",
+            rows[1]
+        );
         assert_eq!(rows[3].0[3], "2.200");
     }
 }
