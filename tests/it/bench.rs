@@ -146,6 +146,54 @@ async fn churn_joins_and_leaves_the_room_while_nothing_is_lost() {
     app.stop().await;
 }
 
+/// The phase callbacks `wsgate-bench scenarios` takes its CPU window from:
+/// in order, once each, and a `holding` that resolves ends a ten-minute hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_hears_each_phase_and_can_end_the_hold() {
+    #[derive(Default)]
+    struct Phases(Vec<&'static str>);
+    impl wsgate_bench::Observer for Phases {
+        fn publishing(&mut self) {
+            self.0.push("publishing");
+        }
+        fn settled(&mut self) {
+            self.0.push("settled");
+        }
+        fn report(&mut self, report: &Report) {
+            assert!(report.ok, "{report:#?}");
+            self.0.push("report");
+        }
+        async fn holding(&mut self) {
+            self.0.push("holding");
+        }
+    }
+    let app = spawn_app().await;
+    let url = format!("--url={}", app.ws_url());
+    let argv = [
+        "bench",
+        url.as_str(),
+        "-c=10",
+        "-p=2",
+        "-m=20",
+        "--hold=10m",
+    ];
+    let plan = BenchArgs::try_parse_from(argv)
+        .expect("arguments parse")
+        .plan()
+        .expect("a valid plan");
+    let mut phases = Phases::default();
+    let report = within(wsgate_bench::execute_observed(
+        plan,
+        wsgate_bench::Ui::silent(),
+        &mut phases,
+    ))
+    .await
+    .expect("the bench runs");
+    assert_clean(&report);
+    assert_eq!(phases.0, ["publishing", "settled", "report", "holding"]);
+    app.stop().await;
+}
+
 /// CI's smoke run, as `wsgate-bench scenarios --smoke` runs it, against this
 /// build's gateway binary (unpinned: pinning would pin the test harness).
 /// Every row must be clean and carry a CPU time per delivery, which only the
