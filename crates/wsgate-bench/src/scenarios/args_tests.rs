@@ -64,3 +64,12 @@ fn a_missing_server_binary_is_named() {
     let e = a.server_bin().unwrap_err().to_string();
     assert!(e.contains("/nonexistent/wsgate"), "{e}");
 }
+
+#[test]
+fn only_the_smoke_run_may_run_unpinned() {
+    let e = super::run_pinned(&scenario_args(&["scenarios", "fanout"]), false).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cannot pin to CPUs 0 and 1; the full run needs two cores"
+    );
+}

@@ -189,3 +189,40 @@ impl Runner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenarios::table::test_report;
+
+    fn runner() -> Runner {
+        Runner::new(true, false, "wsgate".into(), None, 5, std::env::temp_dir())
+    }
+
+    #[test]
+    fn loss_or_duplicates_fail_the_run() {
+        let measure = Measure::new(1, "127.0.0.1:1".parse().unwrap(), OnHold::Release);
+        let mut r = runner();
+        r.publishing_row("fanout", &test_report(), &measure, String::new());
+        assert!(r.failed.is_empty());
+        assert_eq!(
+            r.rows[0].0[3], "n/a",
+            "no CPU window without a publishing phase"
+        );
+        for (lost, duplicated) in [(1, 0), (0, 1)] {
+            let report = Report {
+                lost,
+                duplicated,
+                ..test_report()
+            };
+            r.publishing_row("rooms", &report, &measure, String::new());
+        }
+        assert_eq!(r.failed, ["rooms: lost or duplicated deliveries"; 2]);
+    }
+
+    #[tokio::test]
+    async fn the_smoke_run_needs_no_collector() {
+        let shipped = runner().as_shipped().await.unwrap();
+        assert_eq!(shipped, env(&[("OTEL_TRACES_EXPORTER", "none")]));
+    }
+}

@@ -97,6 +97,49 @@ pub fn rounded(x: f64, decimals: usize) -> f64 {
     format!("{x:.decimals$}").parse().unwrap_or(x)
 }
 
+/// A clean report of the fanout shape, for tests.
+#[cfg(test)]
+pub fn test_report() -> Report {
+    Report {
+        urls: vec![],
+        connections: 1000,
+        connected: 1000,
+        rooms: 1,
+        publishers: 1,
+        messages_per_publisher: 1000,
+        payload_bytes: 64,
+        window: Some(4),
+        rate: None,
+        published: 1000,
+        acked: 1000,
+        expected_deliveries: 1_000_000,
+        delivered: 1_000_000,
+        lost: 0,
+        duplicated: 0,
+        errors: Default::default(),
+        connect_failures: Default::default(),
+        closed: Default::default(),
+        stalled_publishers: 0,
+        unexpected_frames: 0,
+        timed_out: false,
+        connect_secs: 0.5,
+        publish_secs: 2.0,
+        elapsed_secs: 2.0,
+        publish_rate: 500.0,
+        deliveries_per_sec: 499_999.6,
+        latency_ms: crate::Latency {
+            samples: 1_000_000,
+            p50: 1.5,
+            p90: 3.0,
+            p99: 12.0,
+            p999: 13.0,
+            max: 14.0,
+        },
+        churn: None,
+        ok: true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,44 +185,7 @@ mod tests {
 
     #[test]
     fn a_publishing_row_from_a_report() {
-        let report = Report {
-            urls: vec![],
-            connections: 1000,
-            connected: 1000,
-            rooms: 1,
-            publishers: 1,
-            messages_per_publisher: 1000,
-            payload_bytes: 64,
-            window: Some(4),
-            rate: None,
-            published: 1000,
-            acked: 1000,
-            expected_deliveries: 1_000_000,
-            delivered: 1_000_000,
-            lost: 0,
-            duplicated: 0,
-            errors: Default::default(),
-            connect_failures: Default::default(),
-            closed: Default::default(),
-            stalled_publishers: 0,
-            unexpected_frames: 0,
-            timed_out: false,
-            connect_secs: 0.5,
-            publish_secs: 2.0,
-            elapsed_secs: 2.0,
-            publish_rate: 500.0,
-            deliveries_per_sec: 499_999.6,
-            latency_ms: crate::Latency {
-                samples: 1_000_000,
-                p50: 1.5,
-                p90: 3.0,
-                p99: 12.0,
-                p999: 13.0,
-                max: 14.0,
-            },
-            churn: None,
-            ok: true,
-        };
+        let report = test_report();
         let row = Row::publishing(
             "fanout",
             &report,
