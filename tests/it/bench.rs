@@ -1,5 +1,7 @@
 //! `wsgate bench` against gateways in this process: the real load generator,
-//! with small numbers, must see every delivery exactly once.
+//! with small numbers, must see every delivery exactly once. And
+//! `wsgate-bench scenarios --smoke`, CI's bench run, end to end against the
+//! real gateway binary.
 
 use std::time::Duration;
 
@@ -141,4 +143,96 @@ async fn churn_joins_and_leaves_the_room_while_nothing_is_lost() {
     // Churners are not receivers: only the 20 members' deliveries count.
     assert_eq!(report.expected_deliveries, 200 * 20);
     app.stop().await;
+}
+
+/// The phase callbacks `wsgate-bench scenarios` takes its CPU window from:
+/// in order, once each, and a `holding` that resolves ends a ten-minute hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_hears_each_phase_and_can_end_the_hold() {
+    #[derive(Default)]
+    struct Phases(Vec<&'static str>);
+    impl wsgate_bench::Observer for Phases {
+        fn publishing(&mut self) {
+            self.0.push("publishing");
+        }
+        fn settled(&mut self) {
+            self.0.push("settled");
+        }
+        fn report(&mut self, report: &Report) {
+            assert!(report.ok, "{report:#?}");
+            self.0.push("report");
+        }
+        async fn holding(&mut self) {
+            self.0.push("holding");
+        }
+    }
+    let app = spawn_app().await;
+    let url = format!("--url={}", app.ws_url());
+    let argv = [
+        "bench",
+        url.as_str(),
+        "-c=10",
+        "-p=2",
+        "-m=20",
+        "--hold=10m",
+    ];
+    let plan = BenchArgs::try_parse_from(argv)
+        .expect("arguments parse")
+        .plan()
+        .expect("a valid plan");
+    let mut phases = Phases::default();
+    let report = within(wsgate_bench::execute_observed(
+        plan,
+        wsgate_bench::Ui::silent(),
+        &mut phases,
+    ))
+    .await
+    .expect("the bench runs");
+    assert_clean(&report);
+    assert_eq!(phases.0, ["publishing", "settled", "report", "holding"]);
+    app.stop().await;
+}
+
+/// CI's smoke run, as `wsgate-bench scenarios --smoke` runs it, against this
+/// build's gateway binary (unpinned: pinning would pin the test harness).
+/// Every row must be clean and carry a CPU time per delivery, which only the
+/// orchestrator's phase callbacks can have measured.
+#[test]
+fn scenarios_smoke_runs_the_real_gateway_end_to_end() {
+    let cli = wsgate_bench::Cli::try_parse_from([
+        "wsgate-bench",
+        "scenarios",
+        "--smoke",
+        "--server",
+        env!("CARGO_BIN_EXE_wsgate"),
+    ])
+    .expect("arguments parse");
+    let Some(wsgate_bench::Command::Scenarios(args)) = cli.command else {
+        panic!("`scenarios` is a subcommand");
+    };
+    let started = std::time::Instant::now();
+    let outcome = wsgate_bench::scenarios::run_pinned(&args, false).expect("the scenarios run");
+    assert!(started.elapsed() < Duration::from_secs(60), "{outcome:?}");
+    assert!(outcome.failed.is_empty(), "{outcome:?}");
+    assert!(
+        outcome.table.contains("unpinned, smoke"),
+        "{}",
+        outcome.table
+    );
+    let names: Vec<&str> = outcome.rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(names, ["fanout", "rooms"], "{}", outcome.table);
+    // fanout: 50 subscribers × 200 messages; rooms: 4 rooms of 5 × 4 × 200.
+    for (row, deliveries) in outcome.rows.iter().zip(["10000", "4000"]) {
+        assert_eq!(row[1], deliveries, "{}", outcome.table);
+        assert_eq!(
+            (row[6].as_str(), row[7].as_str()),
+            ("0", "0"),
+            "{}",
+            outcome.table
+        );
+        let cpu: f64 = row[3]
+            .parse()
+            .unwrap_or_else(|_| panic!("a CPU time: {}", outcome.table));
+        assert!(cpu > 0.0, "{}", outcome.table);
+    }
 }

@@ -18,9 +18,13 @@
 //! - `ui`: progress bars and phase lines on stderr.
 //! - `mix`, `mix_run`, `http_post`: `--mix dashboards`, the error traffic
 //!   the dashboards and alert rules need, until a duration or a signal.
+//! - `cli`: the command line: the load flags, or the `scenarios` subcommand.
+//! - `scenarios`: the standard scenarios against a gateway it starts, with the
+//!   server's CPU time per delivery (docs/bench.md).
 
 mod args;
 mod churn;
+mod cli;
 mod client;
 mod frames;
 mod http_post;
@@ -30,6 +34,7 @@ mod orchestrator;
 mod publisher;
 mod ramp;
 mod report;
+pub mod scenarios;
 mod stats;
 mod tracker;
 mod ui;
@@ -39,8 +44,9 @@ use std::process::ExitCode;
 
 pub use args::{ArgsError, BenchArgs, ChurnPlan, Mix, Pace, Plan};
 pub use churn::ChurnReport;
+pub use cli::{Cli, Command};
 pub use mix_run::run as run_mix;
-pub use orchestrator::{execute, execute_with};
+pub use orchestrator::{Observer, execute, execute_observed, execute_with};
 pub use report::{Latency, Report};
 pub use tracker::{Seen, SeqTracker};
 pub use ui::Ui;
@@ -100,7 +106,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
 #[cfg(unix)]
-fn raise_open_files_limit() -> std::io::Result<u64> {
+pub(crate) fn raise_open_files_limit() -> std::io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -122,6 +128,6 @@ fn raise_open_files_limit() -> std::io::Result<u64> {
 }
 
 #[cfg(not(unix))]
-fn raise_open_files_limit() -> std::io::Result<u64> {
+pub(crate) fn raise_open_files_limit() -> std::io::Result<u64> {
     Ok(u64::MAX)
 }

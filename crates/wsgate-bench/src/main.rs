@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use wsgate_bench::BenchArgs;
+use wsgate_bench::Cli;
 
 fn main() -> ExitCode {
-    wsgate_bench::run(BenchArgs::parse())
+    Cli::parse().run()
 }

@@ -50,6 +50,43 @@ pub async fn execute_with(
     ui: Ui,
     on_report: impl FnOnce(&Report),
 ) -> anyhow::Result<Report> {
+    execute_observed(plan, ui, &mut OnReport(Some(on_report))).await
+}
+
+/// What a caller hears at the phase boundaries of a run, at the moments the
+/// phase lines are printed: `wsgate-bench scenarios` reads the server's CPU
+/// time here instead of parsing those lines.
+pub trait Observer {
+    /// The publishers are about to start (only when there are any).
+    fn publishing(&mut self) {}
+    /// Deliveries have settled, or the settle phase ran out of time.
+    fn settled(&mut self) {}
+    /// The report is ready.
+    fn report(&mut self, _report: &Report) {}
+    /// The connections are being held (`--hold`): the hold ends when this
+    /// resolves, when `--hold` elapses or on SIGINT/SIGTERM, whichever is first.
+    fn holding(&mut self) -> impl std::future::Future<Output = ()> {
+        std::future::pending()
+    }
+}
+
+/// The observer of [`execute_with`]: only the report.
+struct OnReport<F>(Option<F>);
+
+impl<F: FnOnce(&Report)> Observer for OnReport<F> {
+    fn report(&mut self, report: &Report) {
+        if let Some(on_report) = self.0.take() {
+            on_report(report);
+        }
+    }
+}
+
+/// Runs `plan` and tells `observer` about each phase boundary; see [`Observer`].
+pub async fn execute_observed(
+    plan: Plan,
+    ui: Ui,
+    observer: &mut impl Observer,
+) -> anyhow::Result<Report> {
     let addrs = ramp::resolve(&plan.targets).await?;
     let plan = Arc::new(plan);
     let deadline = Instant::now() + plan.timeout;
@@ -123,6 +160,7 @@ pub async fn execute_with(
             "publishing {publishing} × {} messages",
             plan.messages
         ));
+        observer.publishing();
     }
     let start = (Instant::now(), client::unix_nanos());
     let padding: Arc<str> = "x".repeat(plan.payload).into();
@@ -219,6 +257,7 @@ pub async fn execute_with(
         "settled: {}/{expected} deliveries",
         delivered()
     ));
+    observer.settled();
 
     // Collect and merge every reader's stats.
     let mut totals = Totals::default();
@@ -247,7 +286,7 @@ pub async fn execute_with(
     );
     report.churn = churned;
     report.judge();
-    on_report(&report);
+    observer.report(&report);
 
     if !plan.hold.is_zero() {
         // Register for the signals before announcing the hold: whoever reads
@@ -269,6 +308,7 @@ pub async fn execute_with(
             tokio::select! {
                 () = sleep(plan.hold) => {}
                 () = &mut signalled => ui.line(format_args!("signal received: ending the hold")),
+                () = observer.holding() => {}
             }
         }
     }
