@@ -6,7 +6,6 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -27,22 +26,12 @@ impl Collector {
         // right after (rotel cannot report a port of its own choosing).
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let grpc = format!("127.0.0.1:{port}");
-        let out = std::fs::File::create(log)?;
         let mut command = Command::new(rotel);
         command
             .args(["start", "--exporter", "blackhole", "--otlp-grpc-endpoint"])
             .arg(&grpc)
-            .args(["--otlp-http-endpoint", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .kill_on_drop(true);
-        if let Some(cpu) = cpu {
-            pin::pin_command(&mut command, cpu);
-        }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting {}", rotel.display()))?;
+            .args(["--otlp-http-endpoint", "127.0.0.1:0"]);
+        let mut child = pin::spawn_logged(command, log, cpu)?;
         let addr: SocketAddr = grpc.parse()?;
         for _ in 0..100 {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(50)).is_ok() {

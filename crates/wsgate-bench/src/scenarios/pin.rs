@@ -75,6 +75,30 @@ fn set_affinity(pid: libc::pid_t, set: &libc::cpu_set_t) -> io::Result<()> {
     }
 }
 
+/// Starts `command` with its output in `log` and nothing on its stdin, killed
+/// when dropped, pinned to `cpu` if given: how the scenarios start the gateway
+/// and the collector.
+pub fn spawn_logged(
+    mut command: tokio::process::Command,
+    log: &std::path::Path,
+    cpu: Option<usize>,
+) -> anyhow::Result<tokio::process::Child> {
+    use anyhow::Context as _;
+    let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .kill_on_drop(true);
+    if let Some(cpu) = cpu {
+        pin_command(&mut command, cpu);
+    }
+    let program = command.as_std().get_program().to_owned();
+    command
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -36,23 +35,12 @@ impl Server {
         log: PathBuf,
         cpu: Option<usize>,
     ) -> anyhow::Result<Self> {
-        let out =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut command = Command::new(bin);
         command
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .env("OTEL_TRACES_EXPORTER", "none")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .kill_on_drop(true);
-        if let Some(cpu) = cpu {
-            pin::pin_command(&mut command, cpu);
-        }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        let mut child = pin::spawn_logged(command, &log, cpu)?;
         let pid = child.id().context("the server has no process id")?;
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
