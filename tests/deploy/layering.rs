@@ -7,6 +7,10 @@
 //!   `wsgate-protocol` on no runtime, telemetry or HTTP crate, `wsgate-bench`
 //!   not on the gateway.
 //!
+//! And three invariants a reader of the imports can check, so this file does:
+//! JSON stays in the protocol crate, every instrument is declared in
+//! `telemetry/`, and no second rustls crypto provider is in the build.
+//!
 //! A module's own tests (`tests.rs`, `*_tests.rs`, a trailing
 //! `#[cfg(test)] mod tests`) may reach anywhere: they are not layers.
 
@@ -31,10 +35,10 @@ fn layers() -> Vec<String> {
         .collect()
 }
 
-/// Every top-level module of the gateway crate and the modules it names as
-/// `crate::<module>` outside its tests.
-fn imports() -> BTreeMap<String, BTreeSet<String>> {
-    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+/// Every non-test source file of the gateway crate: its path under src/, its
+/// top-level module, and its code without its trailing test module.
+fn sources() -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
     let src = root().join("src");
     for path in rust_files(&src) {
         let relative = path.strip_prefix(&src).expect("under src");
@@ -56,7 +60,18 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
         let code = source
             .split("#[cfg(test)]\nmod tests")
             .next()
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .to_owned();
+        out.push((relative.display().to_string(), top, code));
+    }
+    out
+}
+
+/// Every top-level module of the gateway crate and the modules it names as
+/// `crate::<module>` outside its tests.
+fn imports() -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (_, top, code) in sources() {
         let names = graph.entry(top.clone()).or_default();
         for (at, _) in code.match_indices("crate::") {
             let module: String = code[at + "crate::".len()..]
@@ -175,4 +190,61 @@ fn the_check_reads_edges_as_the_compiler_would() {
     let graph = imports();
     assert!(graph["state"].contains("hub"), "{:?}", graph["state"]);
     assert!(!graph["hub"].contains("telemetry"), "{:?}", graph["hub"]);
+}
+
+/// The gateway holds a message's data as an opaque `RawValue`; decoding and
+/// encoding JSON is the protocol crate's.
+#[test]
+fn json_stays_in_the_protocol_crate() {
+    checks("JSON in the gateway crate", |c| {
+        for (file, _, code) in sources() {
+            for (at, _) in code.match_indices("serde_json") {
+                let path: String = code[at..]
+                    .chars()
+                    .take_while(|ch| ch.is_alphanumeric() || matches!(ch, '_' | ':'))
+                    .collect();
+                c.check(
+                    path == "serde_json::value::RawValue",
+                    format!("src/{file} uses {path}: only wsgate-protocol handles JSON"),
+                );
+            }
+        }
+    });
+}
+
+/// Instruments are created in `telemetry/` only, where their names, units and
+/// closed label sets are reviewed together.
+#[test]
+fn every_instrument_is_declared_in_telemetry() {
+    // The OTel meter's builders: `u64_counter(`, `f64_histogram(`,
+    // `i64_up_down_counter(`, `u64_observable_gauge(`, ...
+    let builder =
+        regex::Regex::new(r"\b[uif]64_(observable_)?(counter|up_down_counter|histogram|gauge)\(")
+            .expect("regex");
+    checks("instruments outside src/telemetry/", |c| {
+        for (file, top, code) in sources() {
+            if let Some(found) = builder.find(&code) {
+                c.check(
+                    top == "telemetry",
+                    format!(
+                        "src/{file} creates an instrument (`{}`): declare it in src/telemetry/",
+                        found.as_str()
+                    ),
+                );
+            }
+        }
+    });
+}
+
+/// One rustls crypto provider, ring: with a second one compiled in, rustls
+/// panics wherever it has to pick one itself.
+#[test]
+fn no_second_crypto_provider_is_in_the_build() {
+    let lock = text("Cargo.lock");
+    for provider in ["aws-lc-rs", "aws-lc-sys"] {
+        assert!(
+            !lock.contains(&format!("name = \"{provider}\"")),
+            "Cargo.lock holds {provider}: find who brings it (cargo tree -i {provider}) and turn it off"
+        );
+    }
 }
