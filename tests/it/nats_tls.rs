@@ -3,12 +3,13 @@
 //! not know a private CA), client certificates for servers that verify
 //! clients, and settings that cannot work stopping the node at start-up.
 
-use crate::helpers::{NatsServer, Pki, node, nodes_talk, refused, refused_saying, start_fails};
+use crate::helpers::{
+    NatsServer, Pki, node, nodes_talk, refused, refused_saying, start_fails, tls_nats,
+};
 
 #[tokio::test]
 async fn nodes_verify_the_server_with_nats_ca_and_talk_over_tls() {
-    let pki = Pki::new();
-    let Some(nats) = NatsServer::start_with(&pki.server_tls()).await else {
+    let Some((pki, nats)) = tls_nats(false).await else {
         return;
     };
     let (url, ca) = (nats.tls_url(), pki.arg("ca.pem"));
@@ -24,8 +25,7 @@ async fn nodes_verify_the_server_with_nats_ca_and_talk_over_tls() {
 
 #[tokio::test]
 async fn the_system_roots_do_not_vouch_for_a_private_ca() {
-    let pki = Pki::new();
-    let Some(nats) = NatsServer::start_with(&pki.server_tls()).await else {
+    let Some((_pki, nats)) = tls_nats(false).await else {
         return;
     };
     // No --nats-ca: the system's CAs, which never signed this server.
@@ -50,8 +50,7 @@ async fn nats_ca_makes_tls_required_even_for_a_nats_url() {
 
 #[tokio::test]
 async fn a_server_that_verifies_clients_admits_only_nodes_with_a_certificate() {
-    let pki = Pki::new();
-    let Some(nats) = NatsServer::start_with(&pki.server_tls_verify()).await else {
+    let Some((pki, nats)) = tls_nats(true).await else {
         return;
     };
     let (url, ca) = (nats.tls_url(), pki.arg("ca.pem"));

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::helpers::Gateway;
+use crate::helpers::{Gateway, NatsServer, Pki};
 use crate::helpers::{poll_until, within};
 
 /// A node of the real binary named `id`, with `args`, exporting no spans.
@@ -95,4 +95,18 @@ pub async fn start_fails(args: &[&str]) -> String {
         "{args:?} should not start; stderr: {stderr}"
     );
     stderr
+}
+
+/// A real nats-server with TLS, its certificates from a throwaway CA; with
+/// `verify_clients`, it also demands a client certificate. `None` when
+/// nats-server is missing outside CI.
+pub async fn tls_nats(verify_clients: bool) -> Option<(Pki, NatsServer)> {
+    let pki = Pki::new();
+    let config = if verify_clients {
+        pki.server_tls_verify()
+    } else {
+        pki.server_tls()
+    };
+    let nats = NatsServer::start_with(&config).await?;
+    Some((pki, nats))
 }
