@@ -19,20 +19,12 @@ use std::process::Command;
 use regex::Regex;
 use serde_yaml_ng::Value;
 
-use crate::checks::{checks, on_path, root, run, text, yaml};
+use crate::checks::{checks, on_path, root, run, system_tool, text, yaml};
 
-/// promtool, or `None` after saying the test skips (never in CI).
+/// promtool (Debian's `prometheus` package), or `None` after saying the test
+/// skips; in CI its absence fails the test.
 fn promtool() -> Option<PathBuf> {
-    let found = on_path("promtool");
-    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    assert!(
-        found.is_some() || !in_ci,
-        "promtool is required in CI (CI=true): apt-get install prometheus"
-    );
-    if found.is_none() {
-        eprintln!("\n*** SKIPPING: promtool is not on PATH (apt-get install prometheus) ***\n");
-    }
-    found
+    system_tool("promtool")
 }
 
 #[test]

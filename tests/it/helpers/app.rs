@@ -119,15 +119,7 @@ impl TestApp {
 
     /// Polls `/metrics` until `ready` holds, failing after the deadline.
     pub async fn metrics_when(&self, what: &str, ready: impl Fn(&Metrics) -> bool) -> Metrics {
-        poll_until(async || {
-            let metrics = self.metrics().await;
-            if ready(&metrics) {
-                Ok(metrics)
-            } else {
-                Err(format!("metrics: {what}"))
-            }
-        })
-        .await
+        super::metrics_when(what, ready, async || self.metrics().await).await
     }
 
     /// Stops the gateway the way a signal would, and waits for it to finish.

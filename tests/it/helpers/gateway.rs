@@ -120,15 +120,7 @@ impl Gateway {
 
     /// Polls `/metrics` until `ready` holds.
     pub async fn metrics_when(&self, what: &str, ready: impl Fn(&Metrics) -> bool) -> Metrics {
-        poll_until(async || {
-            let m = self.metrics().await;
-            if ready(&m) {
-                Ok(m)
-            } else {
-                Err(format!("metrics: {what}"))
-            }
-        })
-        .await
+        super::metrics_when(what, ready, async || self.metrics().await).await
     }
 
     /// The status `/readyz` answers now.

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use super::poll_until;
+
 /// `/metrics` as `series → value`, where a series is written exactly as in the
 /// exposition, e.g. `websocket_errors_total{error_type="too_large"}`.
 #[derive(Debug)]
@@ -33,4 +35,23 @@ impl Metrics {
     pub fn get_or_zero(&self, series: &str) -> f64 {
         self.0.get(series).copied().unwrap_or(0.0)
     }
+}
+
+/// Scrapes with `scrape` until `ready` holds, failing the test after the
+/// deadline with `what` was awaited: for a gateway in this process or the
+/// real binary alike.
+pub async fn metrics_when(
+    what: &str,
+    ready: impl Fn(&Metrics) -> bool,
+    scrape: impl AsyncFn() -> Metrics,
+) -> Metrics {
+    poll_until(async || {
+        let metrics = scrape().await;
+        if ready(&metrics) {
+            Ok(metrics)
+        } else {
+            Err(format!("metrics: {what}"))
+        }
+    })
+    .await
 }

@@ -12,48 +12,58 @@ use super::table::{Row, json_number};
 pub const IDLE_CONNECTIONS: usize = 15_000;
 
 pub async fn fanout(r: &mut Runner) -> anyhow::Result<()> {
-    let shipped = r.as_shipped().await?;
-    let server = r.start_server("fanout", &shipped).await?;
     let flags = if r.smoke {
         "--connections 50 --rooms 1 --publishers 1 --messages 200 --window 4 --payload 64"
     } else {
         "--connections 1000 --rooms 1 --publishers 1 --messages 1000 --window 4 --payload 64"
     };
-    let (report, m) = r
-        .run_bench("fanout", &server, flags, OnHold::Release)
-        .await?;
-    let notes = format!(
-        "{} subscribers, 1 publisher × {}, window 4",
-        report.connections, report.messages_per_publisher
-    );
-    r.publishing_row("fanout", &report, &m, notes);
-    r.check_shipped_spans("fanout", &server, &report).await;
-    server.stop().await;
+    as_shipped("fanout", r, flags, |report| {
+        format!(
+            "{} subscribers, 1 publisher × {}, window 4",
+            report.connections, report.messages_per_publisher
+        )
+    })
+    .await?;
     Ok(())
 }
 
 pub async fn rooms(r: &mut Runner) -> anyhow::Result<()> {
-    let shipped = r.as_shipped().await?;
-    let server = r.start_server("rooms", &shipped).await?;
     let flags = if r.smoke {
         "--connections 20 --rooms 4 --publishers 4 --messages 200 --window 8"
     } else {
         "--connections 100 --rooms 10 --publishers 10 --messages 2000 --window 8"
     };
-    let (report, m) = r
-        .run_bench("rooms", &server, flags, OnHold::Release)
-        .await?;
-    let notes = format!(
-        "{} conns, {} rooms, {} publishers × {}, window 8",
-        report.connections, report.rooms, report.publishers, report.messages_per_publisher
-    );
-    r.publishing_row("rooms", &report, &m, notes);
-    r.check_shipped_spans("rooms", &server, &report).await;
-    server.stop().await;
+    let (shipped, report) = as_shipped("rooms", r, flags, |report| {
+        format!(
+            "{} conns, {} rooms, {} publishers × {}, window 8",
+            report.connections, report.rooms, report.publishers, report.messages_per_publisher
+        )
+    })
+    .await?;
     if !r.smoke {
         half_rate(r, &shipped, report.deliveries_per_sec).await?;
     }
     Ok(())
+}
+
+/// One closed-loop run of `scenario` on a gateway as shipped: its row (with
+/// `notes` made from the report) and the check that its sampled spans reached
+/// the collector. Returns the environment and the report, for a follow-up run.
+async fn as_shipped(
+    scenario: &str,
+    r: &mut Runner,
+    flags: &str,
+    notes: impl FnOnce(&crate::Report) -> String,
+) -> anyhow::Result<(Env, crate::Report)> {
+    let shipped = r.as_shipped().await?;
+    let server = r.start_server(scenario, &shipped).await?;
+    let (report, m) = r
+        .run_bench(scenario, &server, flags, OnHold::Release)
+        .await?;
+    r.publishing_row(scenario, &report, &m, notes(&report));
+    r.check_shipped_spans(scenario, &server, &report).await;
+    server.stop().await;
+    Ok((shipped, report))
 }
 
 /// The latency target is for half the maximum rate: the closed loop of
