@@ -19,6 +19,7 @@ mod counters;
 mod export;
 mod logs;
 mod metrics;
+mod otlp;
 mod process;
 pub mod propagation;
 mod spans;

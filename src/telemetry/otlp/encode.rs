@@ -1,0 +1,1 @@
+//! Encodes the SDK's `SpanData` as an OTLP `ExportTraceServiceRequest`.
