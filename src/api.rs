@@ -26,6 +26,7 @@ use futures_util::StreamExt as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::state::AppState;
+use crate::telemetry::Publisher;
 use wsgate_protocol::room::{RoomKey, Tenant};
 use wsgate_protocol::{self as protocol, ErrorCode, HttpReply};
 
@@ -155,7 +156,7 @@ async fn accept(
     let tenant = request.tenant.unwrap_or_else(Tenant::default_tenant);
     let key = RoomKey::new(tenant, request.room);
     state
-        .publish(&parent, &key, request.data)
+        .publish(&parent, Publisher::Http, &key, request.data)
         .await
         .map_err(|e| ApiError::BrokerUnavailable(e.to_string()))
 }

@@ -5,27 +5,37 @@
 use std::sync::Arc;
 
 use opentelemetry::Context;
+use opentelemetry::context::FutureExt as _;
 use serde_json::value::RawValue;
 
 use crate::broker::BrokerError;
 use crate::message::{Envelope, PublishedAt};
 use crate::state::AppState;
+use crate::telemetry::{Accepted, Publisher};
 use wsgate_protocol::room::RoomKey;
 
 impl AppState {
-    /// Publishes `data` to `room` under a `send` span, child of `parent`.
-    /// Returns the server-assigned message id.
+    /// Publishes `data` to `room` under a `send` span, child of `parent` (the
+    /// client's context, or the HTTP request's span). Returns the
+    /// server-assigned message id.
     pub(crate) async fn publish(
         &self,
         parent: &Context,
+        publisher: Publisher,
         room: &RoomKey,
         data: &RawValue,
     ) -> Result<Arc<str>, BrokerError> {
         let id = self.next_message_id();
-        let system = self.broker().system();
-        let span = self
-            .tracer()
-            .send(parent, system, room, &id, data.get().len());
+        let span = self.tracer().send(
+            parent,
+            &Accepted {
+                publisher,
+                system: self.broker().system(),
+                room,
+                id: &id,
+                body_size: data.get().len(),
+            },
+        );
         let envelope = Envelope {
             id,
             room: room.clone(),
@@ -34,9 +44,19 @@ impl AppState {
             published_at: PublishedAt::now(),
         };
         let id = envelope.id.clone();
-        let result = self.broker().publish(envelope).await;
+        // Log lines while publishing carry the span's ids.
+        let result = self
+            .broker()
+            .publish(envelope)
+            .with_context(span.context().clone())
+            .await;
         match &result {
-            Ok(()) => tracing::debug!(room = %room, message_id = %id, "message published"),
+            Ok(()) if tracing::enabled!(tracing::Level::DEBUG) => {
+                // The line carries the span's ids; no await follows.
+                let _current = span.context().clone().attach();
+                tracing::debug!(room = %room, message_id = %id, "message published");
+            }
+            Ok(()) => {}
             Err(e) => span.record_error("broker_unavailable", &e.to_string()),
         }
         span.end();

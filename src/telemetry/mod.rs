@@ -26,15 +26,11 @@ mod spans;
 mod tls;
 mod warnings;
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
-use opentelemetry::global::BoxedTracer;
 use opentelemetry::metrics::{Meter, MeterProvider as _, NoopMeterProvider};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry::trace::noop::NoopTracer;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
-use opentelemetry_sdk::trace::{SdkTracerProvider, ShouldSample};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, ShouldSample};
 use prometheus::Registry;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -46,7 +42,7 @@ pub(crate) use crate::labels::{
 pub(crate) use broker_metrics::{BrokerMetrics, BrokerState, ObservedBroker};
 pub(crate) use export::EXPORT_FAILED;
 pub(crate) use metrics::{Metrics, StateGauges, StateReaders};
-pub(crate) use spans::{MessageTracer, MessagingSystem};
+pub(crate) use spans::{Accepted, MessageTracer, MessagingSystem, Publisher};
 pub(crate) use warnings::Warnings;
 
 pub use logs::LogFormat;
@@ -63,7 +59,9 @@ pub struct Telemetry {
     sampler: Option<Box<dyn ShouldSample>>,
     /// For instruments created later, such as the broker's.
     pub meter: Meter,
-    pub tracer: Arc<BoxedTracer>,
+    /// The tracer of the message path's spans; `None` when no span is ever
+    /// recorded.
+    tracer: Option<SdkTracer>,
     /// The registry `/metrics` renders: OTel instruments and process metrics.
     pub registry: Registry,
     tracer_provider: Option<SdkTracerProvider>,
@@ -117,7 +115,7 @@ impl Telemetry {
             metrics: Metrics::new(&meter),
             sampler: Some(sampler),
             meter,
-            tracer: Arc::new(BoxedTracer::new(Box::new(tracer_provider.tracer(SCOPE)))),
+            tracer: Some(tracer_provider.tracer(SCOPE)),
             registry,
             tracer_provider: Some(tracer_provider),
             meter_provider: Some(meter_provider),
@@ -138,8 +136,8 @@ impl Telemetry {
         Self::untraced(registry, NoopMeterProvider::new().meter(SCOPE), None)
     }
 
-    /// Telemetry that never records a span: a no-op tracer, which still
-    /// passes an incoming trace context through to delivered frames.
+    /// Telemetry that never records a span; an incoming trace context still
+    /// passes through to delivered frames.
     fn untraced(
         registry: Registry,
         meter: Meter,
@@ -149,7 +147,7 @@ impl Telemetry {
             metrics: Metrics::new(&meter),
             sampler: None,
             meter,
-            tracer: Arc::new(BoxedTracer::new(Box::new(NoopTracer::new()))),
+            tracer: None,
             registry,
             tracer_provider: None,
             meter_provider,
@@ -159,8 +157,11 @@ impl Telemetry {
 
     /// The message-path tracer for a node.
     pub fn message_tracer(&self, node_id: &str) -> MessageTracer {
-        let sampler = self.sampler.as_ref().map(|s| s.box_clone());
-        MessageTracer::new(self.tracer.clone(), sampler, node_id)
+        let traced = self
+            .tracer
+            .clone()
+            .zip(self.sampler.as_ref().map(|s| s.box_clone()));
+        MessageTracer::new(traced, node_id)
     }
 
     /// Installs the global `tracing` subscriber: logs with trace ids, and

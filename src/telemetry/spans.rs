@@ -2,26 +2,32 @@
 //!
 //! ```text
 //! client span (from the frame's traceparent, or none: a new root)
-//! └─ publish        SERVER    the node handling the client's frame / HTTP request
-//!    └─ send        PRODUCER  handing the message to the broker
-//!       └─ process  CONSUMER  one per delivering node: fan-out to local subscribers
+//! └─ send       PRODUCER  the node accepting the message: a `publish` frame's
+//!    │                    handling, or the HTTP request's SERVER span's child
+//!    └─ process CONSUMER  one per delivering node: fan-out to local subscribers
 //! ```
+//!
+//! A `publish` frame's handling span and its `send` span are one span: the
+//! messaging conventions let the PRODUCER span be the message's creation
+//! context, and a separate SERVER span per frame cost a third of the export
+//! work of every traced message (issue 15; docs/performance.md).
 //!
 //! These are built with the OpenTelemetry tracer API directly, not `tracing`
 //! spans, and the sampling decision comes first: the configured sampler (the
 //! SDK's own, from `OTEL_TRACES_SAMPLER`) is asked before anything is built. An
 //! unsampled message creates no span and no ids; it only passes the
 //! publisher's trace context, if it sent one, through to delivered frames.
+//! A span's attributes are all given when it is built, in one vector of the
+//! right size, with static keys and the room's shared strings.
 
 use std::sync::Arc;
 
-use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, TraceId, Tracer as _,
+    SpanContext, SpanKind, Status, TraceContextExt as _, TraceId, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{
-    IdGenerator as _, RandomIdGenerator, SamplingDecision, ShouldSample,
+    IdGenerator as _, RandomIdGenerator, SamplingDecision, SdkTracer, ShouldSample,
 };
 
 use crate::hub::{ConnId, Fanout};
@@ -45,15 +51,23 @@ impl MessagingSystem {
     }
 }
 
+/// Who handed a message to the node: what the `send` span says about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publisher {
+    /// A `publish` frame on this WebSocket connection.
+    WebSocket(ConnId),
+    /// `POST /api/publish`: the request has its own SERVER span.
+    Http,
+}
+
 /// Starts the spans of the message path. Cheap to clone.
 #[derive(Clone)]
 pub struct MessageTracer(Arc<Inner>);
 
 struct Inner {
-    tracer: Arc<BoxedTracer>,
-    /// The sampler the tracer provider uses; `None` when no span is ever
-    /// recorded (telemetry disabled, or no trace exporter).
-    sampler: Option<Box<dyn ShouldSample>>,
+    /// The SDK's tracer and the sampler its provider uses; `None` when no span
+    /// is ever recorded (telemetry disabled, or no trace exporter).
+    traced: Option<(SdkTracer, Box<dyn ShouldSample>)>,
     ids: RandomIdGenerator,
     node_id: Arc<str>,
 }
@@ -93,14 +107,11 @@ pub struct MessageSpan {
 }
 
 impl MessageTracer {
-    pub fn new(
-        tracer: Arc<BoxedTracer>,
-        sampler: Option<Box<dyn ShouldSample>>,
-        node_id: &str,
-    ) -> Self {
+    /// `traced` is the tracer and its provider's sampler, or `None` for a
+    /// node that makes no spans.
+    pub fn new(traced: Option<(SdkTracer, Box<dyn ShouldSample>)>, node_id: &str) -> Self {
         Self(Arc::new(Inner {
-            tracer,
-            sampler,
+            traced,
             ids: RandomIdGenerator::default(),
             node_id: node_id.into(),
         }))
@@ -110,7 +121,7 @@ impl MessageTracer {
     /// span must use when it is to be recorded: the parent's, or a new root's,
     /// so the SDK, asking its identical sampler again, decides the same.
     fn decide(&self, parent: &Context, name: &str, kind: SpanKind) -> Option<TraceId> {
-        let sampler = self.0.sampler.as_ref()?;
+        let (_, sampler) = self.0.traced.as_ref()?;
         let parent_span = parent.span();
         let parent_sc = parent_span.span_context();
         let trace_id = if parent_sc.is_valid() {
@@ -133,73 +144,71 @@ impl MessageTracer {
         parent: &Context,
         name: &'static str,
         kind: SpanKind,
-    ) -> Option<opentelemetry::global::BoxedSpan> {
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Option<opentelemetry_sdk::trace::Span> {
         if !parent.span().span_context().is_valid() {
             return None;
         }
-        self.start(parent, name, kind)
+        self.start(parent, name, kind, attributes)
     }
 
+    /// Starts a span if the sampler keeps it; `attributes` is only called then.
     fn start(
         &self,
         parent: &Context,
         name: &'static str,
         kind: SpanKind,
-    ) -> Option<opentelemetry::global::BoxedSpan> {
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Option<opentelemetry_sdk::trace::Span> {
         let trace_id = self.decide(parent, name, kind.clone())?;
-        let tracer = self.0.tracer.as_ref();
+        let (tracer, _) = self.0.traced.as_ref()?;
         // A root span's trace id is drawn by the SDK's id generator; hand it the
         // one just sampled, so the SDK's own sampler decides the same.
         NEXT_TRACE_ID.set(Some(trace_id));
         let span = tracer
             .span_builder(name)
             .with_kind(kind)
+            .with_attributes(attributes())
             .start_with_context(tracer, parent);
         NEXT_TRACE_ID.set(None);
         Some(span)
     }
 
-    /// The SERVER span for handling one `publish` frame; `parent` is the client's
-    /// context (or empty, for a new root).
-    pub fn publish(&self, parent: &Context, conn: ConnId, room: &RoomKey) -> MessageSpan {
-        let Some(mut span) = self.start(parent, "publish", SpanKind::Server) else {
-            return MessageSpan::passed(parent);
-        };
-        if span.is_recording() {
-            span.set_attribute(KeyValue::new(
-                "messaging.destination.name",
-                room.room.shared(),
+    /// The PRODUCER span of a message this node accepts: the handling of a
+    /// `publish` frame, or the HTTP request's child; its context is what
+    /// travels with the message. `parent` is the client's context (or empty,
+    /// for a new root).
+    pub fn send(&self, parent: &Context, message: &Accepted<'_>) -> MessageSpan {
+        let kind = SpanKind::Producer;
+        let attributes = || {
+            let mut attributes = Vec::with_capacity(11);
+            attributes.extend(messaging_attrs(
+                "send",
+                message.system,
+                message.room,
+                message.id,
             ));
-            span.set_attribute(KeyValue::new("wsgate.tenant", room.tenant.shared()));
-            span.set_attribute(KeyValue::new("wsgate.node.id", self.0.node_id.clone()));
-            span.set_attribute(KeyValue::new("network.protocol.name", "websocket"));
-            span.set_attribute(KeyValue::new("websocket.connection.id", conn as i64));
-        }
-        MessageSpan::owned(parent.with_span(span))
-    }
-
-    /// The PRODUCER span for handing a message to the broker; its context is what
-    /// travels with the message.
-    pub fn send(
-        &self,
-        parent: &Context,
-        system: MessagingSystem,
-        room: &RoomKey,
-        message_id: &Arc<str>,
-        body_size: usize,
-    ) -> MessageSpan {
-        let Some(mut span) = self.continue_trace(parent, "send", SpanKind::Producer) else {
-            return MessageSpan::passed(parent);
-        };
-        if span.is_recording() {
-            span.set_attributes(messaging_attrs("send", system, room, message_id));
-            span.set_attribute(KeyValue::new(
+            attributes.push(KeyValue::new(
                 "messaging.message.body.size",
-                body_size as i64,
+                message.body_size as i64,
             ));
-            span.set_attribute(KeyValue::new("wsgate.node.id", self.0.node_id.clone()));
+            attributes.push(KeyValue::new("wsgate.node.id", self.0.node_id.clone()));
+            if let Publisher::WebSocket(conn) = message.publisher {
+                attributes.push(KeyValue::new("network.protocol.name", "websocket"));
+                attributes.push(KeyValue::new("websocket.connection.id", conn as i64));
+            }
+            attributes
+        };
+        // A publish frame starts the trace when it carries none; an HTTP
+        // request's SERVER span has already decided it.
+        let span = match message.publisher {
+            Publisher::WebSocket(_) => self.start(parent, "send", kind, attributes),
+            Publisher::Http => self.continue_trace(parent, "send", kind, attributes),
+        };
+        match span {
+            Some(span) => MessageSpan::owned(parent.with_span(span)),
+            None => MessageSpan::passed(parent),
         }
-        MessageSpan::owned(parent.with_span(span))
     }
 
     /// The CONSUMER span for fanning a message out on this node. Its parent is the
@@ -213,15 +222,27 @@ impl MessageTracer {
         message_id: &Arc<str>,
     ) -> MessageSpan {
         let parent = Context::new().with_remote_span_context(send.clone());
-        let Some(mut span) = self.continue_trace(&parent, "process", SpanKind::Consumer) else {
-            return MessageSpan::passed(&parent);
+        let attributes = || {
+            // Room for the fan-out's two or three, recorded at the end.
+            let mut attributes = Vec::with_capacity(10);
+            attributes.extend(messaging_attrs("process", system, room, message_id));
+            attributes.push(KeyValue::new("wsgate.node.id", self.0.node_id.clone()));
+            attributes
         };
-        if span.is_recording() {
-            span.set_attributes(messaging_attrs("process", system, room, message_id));
-            span.set_attribute(KeyValue::new("wsgate.node.id", self.0.node_id.clone()));
+        match self.continue_trace(&parent, "process", SpanKind::Consumer, attributes) {
+            Some(span) => MessageSpan::owned(Context::new().with_span(span)),
+            None => MessageSpan::passed(&parent),
         }
-        MessageSpan::owned(Context::new().with_span(span))
     }
+}
+
+/// What the `send` span records about a message the node accepted.
+pub struct Accepted<'a> {
+    pub publisher: Publisher,
+    pub system: MessagingSystem,
+    pub room: &'a RoomKey,
+    pub id: &'a Arc<str>,
+    pub body_size: usize,
 }
 
 impl MessageSpan {
@@ -245,12 +266,6 @@ impl MessageSpan {
     /// The span context delivered frames and brokers carry.
     pub fn span_context(&self) -> SpanContext {
         self.cx.span().span_context().clone()
-    }
-
-    pub fn record_message_id(&self, message_id: &Arc<str>) {
-        self.record(|span| {
-            span.set_attribute(KeyValue::new("messaging.message.id", message_id.clone()));
-        });
     }
 
     /// Marks the span failed with a stable error type.

@@ -6,14 +6,13 @@
 //! code. All of it is counted. Error messages quote at most
 //! [`MAX_QUOTED`](wsgate_protocol::MAX_QUOTED) bytes of what the client sent.
 
-use opentelemetry::context::FutureExt as _;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::rate::Verdict;
 use super::session::Session;
 use crate::hub::Subscriber;
 use crate::outbox::{Outbound, Pushed};
-use crate::telemetry::propagation;
+use crate::telemetry::{Publisher, propagation};
 use wsgate_protocol::room::{RoomKey, RoomName};
 use wsgate_protocol::{self as protocol, ClientFrame, ErrorCode, Publish, Reply, quoted};
 
@@ -181,16 +180,13 @@ impl Session {
             publish.traceparent.as_deref(),
             publish.tracestate.as_deref(),
         );
-        let span = self.state.tracer().publish(&parent, self.conn, &key);
-        let cx = span.context().clone();
+        let publisher = Publisher::WebSocket(self.conn);
         let result = self
             .state
-            .publish(&cx, &key, publish.data)
-            .with_context(cx.clone())
+            .publish(&parent, publisher, &key, publish.data)
             .await;
         match result {
-            Ok(message_id) => {
-                span.record_message_id(&message_id);
+            Ok(_) => {
                 if let Some(id) = publish.id.as_deref() {
                     self.reply(&Reply::Ack {
                         id,
@@ -199,12 +195,13 @@ impl Session {
                 }
             }
             Err(e) => {
-                let code = ErrorCode::BrokerUnavailable;
-                span.record_error(code.as_str(), &e.to_string());
-                self.refuse(code, &e.to_string(), publish.id.as_deref());
+                self.refuse(
+                    ErrorCode::BrokerUnavailable,
+                    &e.to_string(),
+                    publish.id.as_deref(),
+                );
             }
         }
-        span.end();
     }
 
     /// A new token for this connection: the same user and tenant, a later

@@ -110,7 +110,7 @@ async fn start(env: &[(&'static str, String)]) -> Gateway {
     Gateway::start(&env, &[]).await
 }
 
-/// Publishes one message that a subscriber receives: three spans.
+/// Publishes one message that a subscriber receives: two spans.
 async fn traffic(gw: &Gateway) {
     let mut sub = gw.connect().await;
     sub.subscribe("tls").await;

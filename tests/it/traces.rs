@@ -68,23 +68,25 @@ async fn a_message_is_one_connected_trace_from_client_to_delivered_frame() {
     );
 
     let spans = collector
-        .spans_when("publish, send and process", |s| {
-            ["publish", "send", "process"]
+        .spans_when("send and process", |s| {
+            ["send", "process"]
                 .iter()
                 .all(|n| s.iter().any(|x| x.name == *n && x.trace_id == TRACE))
         })
         .await;
-    let publish = one(&spans, "publish", TRACE);
     let send = one(&spans, "send", TRACE);
     let process = one(&spans, "process", TRACE);
-
-    assert_eq!(publish.kind, SpanKind::Server);
     assert_eq!(
-        publish.parent_span_id, CLIENT_SPAN,
+        spans.iter().filter(|s| s.trace_id == TRACE).count(),
+        2,
+        "a publish frame's handling is its send span: two spans per message on one node"
+    );
+
+    assert_eq!(send.kind, SpanKind::Producer);
+    assert_eq!(
+        send.parent_span_id, CLIENT_SPAN,
         "child of the client's span"
     );
-    assert_eq!(send.kind, SpanKind::Producer);
-    assert_eq!(send.parent_span_id, publish.span_id);
     assert_eq!(process.kind, SpanKind::Consumer);
     assert_eq!(process.parent_span_id, send.span_id);
     assert_eq!(
@@ -114,12 +116,17 @@ async fn a_message_is_one_connected_trace_from_client_to_delivered_frame() {
         Some("process")
     );
     assert_eq!(process.attr("wsgate.recipients").as_deref(), Some("1"));
-    assert!(publish.attr("websocket.connection.id").is_some());
+    assert!(send.attr("websocket.connection.id").is_some());
     assert_eq!(
-        publish.attr("messaging.message.id").as_deref(),
-        Some(message_id)
+        send.attr("network.protocol.name").as_deref(),
+        Some("websocket")
     );
-    for span in [publish, send, process] {
+    assert_eq!(
+        send.attr("messaging.message.body.size").as_deref(),
+        Some("7")
+    );
+    assert!(process.attr("websocket.connection.id").is_none());
+    for span in [send, process] {
         assert_eq!(
             span.resource_attr("service.name").as_deref(),
             Some("wsgate")
@@ -157,11 +164,11 @@ async fn an_invalid_traceparent_starts_a_new_root_trace() {
     assert!(!trace.starts_with(&TRACE[..16]));
     let spans = collector
         .spans_when("a new root", |s| {
-            s.iter().any(|x| x.name == "publish" && x.trace_id == trace)
+            s.iter().any(|x| x.name == "send" && x.trace_id == trace)
         })
         .await;
-    let publish = one(&spans, "publish", &trace);
-    assert_eq!(publish.parent_span_id, "", "a new root has no parent");
+    let send = one(&spans, "send", &trace);
+    assert_eq!(send.parent_span_id, "", "a new root has no parent");
 }
 
 #[tokio::test]
@@ -172,12 +179,18 @@ async fn http_requests_get_server_spans_that_continue_the_callers_trace() {
     let response = publish_over_http(&gw, Some(&format!("00-{TRACE}-{CLIENT_SPAN}-01"))).await;
     assert_eq!(response, 202);
     let spans = collector
-        .spans_when("the HTTP span", |s| {
-            s.iter()
-                .any(|x| x.trace_id == TRACE && x.name == "POST /api/publish")
+        .spans_when("the HTTP span and its send span", |s| {
+            ["POST /api/publish", "send"]
+                .iter()
+                .all(|n| s.iter().any(|x| x.trace_id == TRACE && x.name == *n))
         })
         .await;
     let span = one(&spans, "POST /api/publish", TRACE);
+    let send = one(&spans, "send", TRACE);
+    assert_eq!(send.kind, SpanKind::Producer);
+    assert_eq!(send.parent_span_id, span.span_id, "the request's child");
+    assert!(send.attr("websocket.connection.id").is_none());
+    assert!(send.attr("network.protocol.name").is_none());
     assert_eq!(span.kind, SpanKind::Server);
     assert_eq!(span.parent_span_id, CLIENT_SPAN);
     assert_eq!(span.attr("http.route").as_deref(), Some("/api/publish"));
@@ -277,7 +290,7 @@ async fn sigterm_closes_every_client_with_1001_flushes_spans_and_exits_0() {
     let status = gw.wait().await;
     assert!(status.success(), "exit status {status:?}");
     let spans = collector.spans();
-    for name in ["publish", "send", "process"] {
+    for name in ["send", "process"] {
         one(&spans, name, TRACE);
     }
 }
@@ -373,11 +386,11 @@ async fn the_sdks_own_variables_set_service_resource_and_sampler() {
         "traceparent": format!("00-{TRACE}-{CLIENT_SPAN}-01")}))
         .await;
     let spans = collector
-        .spans_when("the publish span", |s| {
-            s.iter().any(|x| x.trace_id == TRACE && x.name == "publish")
+        .spans_when("the send span", |s| {
+            s.iter().any(|x| x.trace_id == TRACE && x.name == "send")
         })
         .await;
-    let span = one(&spans, "publish", TRACE);
+    let span = one(&spans, "send", TRACE);
     assert_eq!(
         span.resource_attr("service.name").as_deref(),
         Some("chat-gateway")
@@ -451,9 +464,9 @@ async fn a_ratio_sampler_samples_that_share_of_messages_once() {
     );
     gw.terminate();
     assert!(gw.wait().await.success());
-    // Every traced message, and only those, has its three spans exported.
+    // Every traced message, and only those, has its two spans exported.
     let spans = collector.spans();
-    for name in ["publish", "send", "process"] {
+    for name in ["send", "process"] {
         let traces: std::collections::HashSet<String> = spans
             .iter()
             .filter(|s| s.name == name)

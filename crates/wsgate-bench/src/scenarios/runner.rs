@@ -161,7 +161,7 @@ impl Runner {
 
     /// After an as-shipped run: the 1 % of traces must really have been
     /// exported (the batch processor's default delay is 5 s, hence the wait).
-    /// With enough messages, at least half the expected 3 spans per sampled
+    /// With enough messages, at least half the expected 2 spans per sampled
     /// message; with few (the fanout's 1,000), at least one span, which a
     /// sampled upgrade may supply.
     pub async fn check_shipped_spans(&mut self, scenario: &str, server: &Server, report: &Report) {
@@ -170,7 +170,7 @@ impl Runner {
         }
         let published = report.published;
         let min = if published >= 10_000 {
-            3 * published / 100 / 2
+            super::telemetry::SPANS_PER_MESSAGE * published / 100 / 2
         } else {
             1
         };
