@@ -6,13 +6,12 @@ use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
-use opentelemetry_otlp::{
-    Protocol, WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _,
-};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
+use super::otlp::settings::{ENDPOINT_VARS, Protocol, Settings, SettingsError};
+use super::otlp::{OtlpExporter, Transport};
 use super::tls;
 
 /// How often an ongoing export failure is logged.
@@ -29,22 +28,16 @@ pub enum TracesExporter {
     NotConfigured,
 }
 
-/// The variables that name an OTLP endpoint for traces.
-const ENDPOINT_VARS: [&str; 2] = [
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-];
-
 #[derive(Debug, thiserror::Error)]
 pub enum ExportConfigError {
     #[error("OTEL_TRACES_EXPORTER={0:?} is not supported (use `otlp` or `none`)")]
     Exporter(String),
-    #[error("{var}={value:?} is not supported (use `grpc` or `http/protobuf`)")]
-    Protocol { var: &'static str, value: String },
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     #[error(transparent)]
     Tls(#[from] tls::TlsConfigError),
     #[error("building the OTLP exporter: {0}")]
-    Build(#[from] opentelemetry_otlp::ExporterBuildError),
+    Build(String),
 }
 
 /// Reads `OTEL_TRACES_EXPORTER`, which the SDK itself ignores. Unset, traces
@@ -62,92 +55,22 @@ pub fn traces_exporter() -> Result<TracesExporter, ExportConfigError> {
     }
 }
 
-/// The OTLP protocol, from `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, then
-/// `OTEL_EXPORTER_OTLP_PROTOCOL`, defaulting to `http/protobuf` as the OTel
-/// specification says. wsgate chooses it itself: with both transports compiled
-/// in, the exporter's own default depends on which features the build enabled.
-pub fn protocol() -> Result<Protocol, ExportConfigError> {
-    for var in [
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-    ] {
-        if let Some(value) = env(var) {
-            return match value.to_ascii_lowercase().as_str() {
-                "grpc" => Ok(Protocol::Grpc),
-                "http/protobuf" => Ok(Protocol::HttpBinary),
-                _ => Err(ExportConfigError::Protocol { var, value }),
-            };
-        }
-    }
-    Ok(Protocol::HttpBinary)
-}
-
-/// Builds the OTLP span exporter. Endpoint, headers and compression come from
-/// the standard variables, read by the exporter itself; TLS and, for HTTP, the
-/// timeout are wsgate's ([`tls`]). Must run inside the tokio runtime: the gRPC
-/// channel spawns its worker there.
-pub fn otlp_exporter(
-    protocol: Protocol,
-) -> Result<opentelemetry_otlp::SpanExporter, ExportConfigError> {
+/// Builds wsgate's OTLP span exporter ([`super::otlp`]) from the standard
+/// variables: protocol, endpoint, headers, compression and timeout
+/// ([`Settings`]), and TLS ([`tls`]). Must run inside the tokio runtime: the
+/// gRPC channel's worker runs there.
+pub fn otlp_exporter() -> Result<OtlpExporter, ExportConfigError> {
+    let settings = Settings::read(&env)?;
     let tls = tls::TlsSettings::from_env()?;
-    let https = endpoint_is_https(protocol, env);
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    let exporter = match protocol {
-        Protocol::Grpc if https => builder.with_tonic().with_tls_config(tls.grpc()?).build()?,
-        Protocol::Grpc => builder.with_tonic().build()?,
-        _ => builder
-            .with_http()
-            .with_protocol(protocol)
-            // A client of wsgate's own: the exporter's default one has no TLS.
-            // The exporter still applies headers and compression to each
-            // request, but the timeout is the client's.
-            .with_http_client(tls.http_client(https, timeout())?)
-            .build()?,
-    };
-    Ok(exporter)
-}
-
-/// Whether the traces endpoint the exporter will use is `https`, by the
-/// exporter's own rules: the per-signal variable, then the general one, then
-/// the default (plain HTTP on localhost). A gRPC endpoint without a scheme is
-/// `https` unless `OTEL_EXPORTER_OTLP_(TRACES_)INSECURE=true`. `var` reads a
-/// variable (the environment, or a table in tests).
-fn endpoint_is_https(protocol: Protocol, var: impl Fn(&str) -> Option<String>) -> bool {
-    let Some(endpoint) = ENDPOINT_VARS.iter().find_map(|name| var(name)) else {
-        return false;
-    };
-    match endpoint.split_once("://") {
-        Some((scheme, _)) if !scheme.contains(['/', '?', '#']) => {
-            scheme.eq_ignore_ascii_case("https")
+    let transport = match settings.protocol {
+        Protocol::Grpc if settings.https() => Transport::Grpc(Some(tls.grpc()?)),
+        Protocol::Grpc => Transport::Grpc(None),
+        Protocol::HttpProtobuf => {
+            Transport::Http(tls.http_client(settings.https(), settings.timeout)?)
         }
-        _ => {
-            let insecure = [
-                "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
-                "OTEL_EXPORTER_OTLP_INSECURE",
-            ]
-            .iter()
-            .find_map(|name| var(name))
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-            protocol == Protocol::Grpc && !insecure
-        }
-    }
+    };
+    OtlpExporter::new(&settings, transport).map_err(ExportConfigError::Build)
 }
-
-/// The export timeout, as the exporter reads it: milliseconds in
-/// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, then `OTEL_EXPORTER_OTLP_TIMEOUT`
-/// (a value that does not parse is skipped), else 10 s.
-fn timeout() -> Duration {
-    [
-        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-        "OTEL_EXPORTER_OTLP_TIMEOUT",
-    ]
-    .iter()
-    .find_map(|var| std::env::var(var).ok()?.parse().ok())
-    .map_or(DEFAULT_TIMEOUT, Duration::from_millis)
-}
-
-/// The specification's default export timeout.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) fn env(var: &str) -> Option<String> {
     std::env::var(var)
@@ -242,50 +165,4 @@ pub fn resource(node_id: &str) -> Resource {
         builder = builder.with_attribute(KeyValue::new("service.instance.id", node_id.to_owned()));
     }
     builder.build()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_endpoint_scheme_decides_tls_as_the_exporter_does() {
-        use Protocol::{Grpc, HttpBinary as Http};
-        const T: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
-        const G: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
-        const INSECURE: &str = "OTEL_EXPORTER_OTLP_INSECURE";
-        /// The protocol, the variables set, and whether the endpoint is https.
-        type Case = (Protocol, &'static [(&'static str, &'static str)], bool);
-        let cases: &[Case] = &[
-            (Grpc, &[], false),
-            (Http, &[], false),
-            (Grpc, &[(G, "http://c:4317")], false),
-            (Grpc, &[(G, "https://c:4317")], true),
-            (Http, &[(G, "HTTPS://c:4318")], true),
-            (
-                Http,
-                &[(T, "https://c/v1/traces"), (G, "http://c:4318")],
-                true,
-            ),
-            (Grpc, &[(T, "http://c:4317"), (G, "https://c:4317")], false),
-            // No scheme: gRPC is secure unless told otherwise; HTTP cannot be.
-            (Grpc, &[(G, "c:4317")], true),
-            (Grpc, &[(G, "c:4317"), (INSECURE, "true")], false),
-            (Grpc, &[(G, "https://c:4317"), (INSECURE, "true")], true),
-            (Grpc, &[(G, "c:4317/p://q")], true),
-            (Http, &[(G, "c:4318")], false),
-        ];
-        for (protocol, vars, https) in cases {
-            let var = |name: &str| {
-                vars.iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| (*v).to_owned())
-            };
-            assert_eq!(
-                endpoint_is_https(*protocol, var),
-                *https,
-                "{protocol:?} {vars:?}"
-            );
-        }
-    }
 }

@@ -30,7 +30,9 @@ use anyhow::Context as _;
 use opentelemetry::metrics::{Meter, MeterProvider as _, NoopMeterProvider};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, ShouldSample};
+use opentelemetry_sdk::trace::{
+    BatchConfig, BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, ShouldSample,
+};
 use prometheus::Registry;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -100,16 +102,19 @@ impl Telemetry {
                 return Ok(telemetry);
             }
         }
-        let exporter = export::otlp_exporter(export::protocol()?)?;
+        let exporter = export::otlp_exporter()?;
         let counted = export::CountingExporter::new(exporter, span_export_counter(&meter));
         // The same sampler the provider's builder reads from the environment
         // (never set in code, which would override OTEL_TRACES_SAMPLER): the
         // message path asks it before building any span.
         let sampler = opentelemetry_sdk::trace::Config::default().sampler;
+        let processor = BatchSpanProcessor::builder(counted)
+            .with_batch_config(batch_config())
+            .build();
         let tracer_provider = SdkTracerProvider::builder()
             .with_id_generator(spans::PresetIdGenerator::default())
             .with_resource(resource)
-            .with_batch_exporter(counted)
+            .with_span_processor(processor)
             .build();
         Ok(Self {
             metrics: Metrics::new(&meter),
@@ -245,6 +250,32 @@ impl Telemetry {
             Err(_) => tracing::warn!("telemetry flush did not finish by the shutdown deadline"),
         }
     }
+}
+
+/// The span queue wsgate ships with, unless `OTEL_BSP_MAX_QUEUE_SIZE` says
+/// otherwise: about a tenth of a second of spans at the message rate one node
+/// sustains with every message traced (2 spans a message), so a scheduling
+/// hiccup or a slow export does not drop spans. A queued span holds about
+/// 1 KiB, so the queue holds at most about 32 MiB.
+pub const SPAN_QUEUE: usize = 32_768;
+
+/// Spans per export request unless `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` says
+/// otherwise: four times the SDK's 512, so a busy node sends a request per
+/// 4,096 spans rather than per 512 (a gRPC or HTTP round trip each).
+pub const SPAN_BATCH: usize = 4_096;
+
+/// The batch span processor's configuration: the SDK reads every
+/// `OTEL_BSP_*` variable; wsgate's own defaults replace the SDK's for the
+/// queue and batch sizes, which the SDK sizes for far fewer spans a second.
+fn batch_config() -> BatchConfig {
+    let mut config = BatchConfigBuilder::default();
+    if export::env("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
+        config = config.with_max_queue_size(SPAN_QUEUE);
+    }
+    if export::env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").is_none() {
+        config = config.with_max_export_batch_size(SPAN_BATCH);
+    }
+    config.build()
 }
 
 /// `OTEL_SDK_DISABLED`, which the Rust SDK does not read itself.

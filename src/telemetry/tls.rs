@@ -16,10 +16,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry_otlp::tonic_types::transport::{ClientTlsConfig, Identity};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tonic::transport::{ClientTlsConfig, Identity};
 
 const CERTIFICATE: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",

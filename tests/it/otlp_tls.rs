@@ -152,20 +152,23 @@ async fn both_protocols_export_over_tls_verified_by_the_configured_ca() {
         let collector = protocol.collector(&ca.server(None)).await;
         let mut env = protocol.env(&collector);
         env.push(("OTEL_EXPORTER_OTLP_CERTIFICATE", ca_file.clone()));
-        // Headers and compression still apply with wsgate's own HTTP client.
-        env.push(("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=blue".into()));
+        // Headers (percent-decoded) and compression apply on both protocols.
+        env.push(("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=blue%20sky".into()));
         env.push(("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip".into()));
         let gw = start(&env).await;
         exports(protocol, &gw, &collector).await;
-        if let Protocol::Http = protocol {
-            let headers = collector.http_headers();
-            assert!(
-                headers
+        let encoding = match protocol {
+            Protocol::Http => "content-encoding",
+            Protocol::Grpc => "grpc-encoding",
+        };
+        let headers = collector.headers();
+        assert!(
+            !headers.is_empty()
+                && headers
                     .iter()
-                    .all(|h| h["x-tenant"] == "blue" && h["content-encoding"] == "gzip"),
-                "{headers:#?}"
-            );
-        }
+                    .all(|h| h["x-tenant"] == "blue sky" && h[encoding] == "gzip"),
+            "{protocol:?}: {headers:#?}"
+        );
     }
 }
 

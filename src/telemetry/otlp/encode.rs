@@ -39,7 +39,6 @@
 //! compares the bytes with prost's.
 
 // Until the exporter uses it, only the tests do.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -61,7 +61,7 @@ fn find(attrs: &[KeyValue], key: &str) -> Option<String> {
 #[derive(Clone, Default)]
 struct Store {
     requests: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
-    /// The headers of each OTLP/HTTP request.
+    /// The headers of each request (a gRPC request's metadata).
     headers: Arc<Mutex<Vec<axum::http::HeaderMap>>>,
     /// TLS handshakes that failed: the client was refused, or refused us.
     failed_handshakes: Arc<AtomicUsize>,
@@ -108,6 +108,8 @@ impl TraceService for Store {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let headers = request.metadata().clone().into_headers();
+        self.headers.lock().expect("headers").push(headers);
         self.push(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
@@ -220,8 +222,8 @@ impl Collector {
         format!("{}://{}", self.scheme, self.addr)
     }
 
-    /// The headers of every OTLP/HTTP request received.
-    pub fn http_headers(&self) -> Vec<axum::http::HeaderMap> {
+    /// The headers of every request received (a gRPC request's metadata).
+    pub fn headers(&self) -> Vec<axum::http::HeaderMap> {
         self.store.headers.lock().expect("headers").clone()
     }
 

@@ -74,12 +74,11 @@ impl Variant {
                 // Half the expected 1 %: never short by chance.
                 (e, SPANS_PER_MESSAGE * MESSAGES / 100 / 2)
             }
+            // The gateway's own span queue and batch sizes: what ships must
+            // export every span of a node running flat out.
             Self::AllTraced => {
                 let mut e = env(&export);
-                e.extend(env(&[
-                    ("OTEL_BSP_MAX_QUEUE_SIZE", "262144"),
-                    ("OTEL_TRACES_SAMPLER", "always_on"),
-                ]));
+                e.extend(env(&[("OTEL_TRACES_SAMPLER", "always_on")]));
                 (e, SPANS_PER_MESSAGE * MESSAGES)
             }
         }
@@ -99,6 +98,9 @@ struct Sample {
     delivered: u64,
     lost: u64,
     duplicated: u64,
+    /// Messages published and spans exported (traced settings).
+    published: u64,
+    spans: u64,
 }
 
 /// The setting each slot of a round runs: each round starts one setting
@@ -173,6 +175,8 @@ async fn one_round(r: &mut Runner, variant: Variant, endpoint: &str) -> anyhow::
         delivered: report.delivered,
         lost: report.lost,
         duplicated: report.duplicated,
+        published: report.published,
+        spans: m.exported_spans,
     })
 }
 
@@ -193,6 +197,10 @@ fn rows(samples: &[Sample], rounds: usize) -> Vec<Row> {
                 .collect::<Vec<_>>()
                 .join("/");
             let change = (total / base - 1.0) * 100.0;
+            let per_span = match v {
+                Variant::AllTraced => traced_cost(samples, base),
+                _ => String::new(),
+            };
             Row([
                 format!("telemetry: {}", v.name()),
                 of(v).next_back().map_or(0, |s| s.delivered).to_string(),
@@ -204,11 +212,35 @@ fn rows(samples: &[Sample], rounds: usize) -> Vec<Row> {
                 of(v).map(|s| s.duplicated).sum::<u64>().to_string(),
                 "-".to_owned(),
                 format!(
-                    "rooms shape ×2.5, median of {rounds} interleaved rounds (ns per delivery: {spread}); {change:+.1}% CPU per delivery vs SDK disabled"
+                    "rooms shape ×2.5, median of {rounds} interleaved rounds (ns per delivery: {spread}); {change:+.1}% CPU per delivery vs SDK disabled{per_span}"
                 ),
             ])
         })
         .collect()
+}
+
+/// What tracing every message costs over the SDK disabled (`base`, ns of CPU
+/// per delivery): the median all-traced round's extra CPU per traced message
+/// and per exported span, and its ratio to SDK-off.
+fn traced_cost(samples: &[Sample], base: f64) -> String {
+    let mut traced: Vec<_> = samples
+        .iter()
+        .filter(|s| s.variant == Variant::AllTraced)
+        .collect();
+    traced.sort_by(|a, b| a.ns_per_delivery.total_cmp(&b.ns_per_delivery));
+    let Some(s) = traced.get(traced.len() / 2) else {
+        return String::new();
+    };
+    let extra_ns = (s.ns_per_delivery - base) * s.delivered as f64;
+    let per = |n: u64| extra_ns / n.max(1) as f64 / 1000.0;
+    format!(
+        "; {:.2} µs of CPU per traced message and {:.2} µs per exported span over SDK disabled ({} spans for {} messages), {:.2}× SDK-off",
+        per(s.published),
+        per(s.spans),
+        s.spans,
+        s.published,
+        s.ns_per_delivery / base
+    )
 }
 
 #[cfg(test)]
@@ -225,6 +257,12 @@ mod tests {
             delivered: 500_000,
             lost: 0,
             duplicated: 0,
+            published: 50_000,
+            spans: if variant == Variant::AllTraced {
+                100_000
+            } else {
+                0
+            },
         }
     }
 
@@ -246,10 +284,13 @@ mod tests {
     fn traced_settings_must_export_spans() {
         assert_eq!(Variant::Disabled.setting("e").1, 0);
         assert_eq!(Variant::Metrics.setting("e").1, 0);
-        assert_eq!(Variant::Sampled1Pct.setting("e").1, 750);
+        assert_eq!(Variant::Sampled1Pct.setting("e").1, 500);
         let (env, min) = Variant::AllTraced.setting("http://127.0.0.1:4317");
-        assert_eq!(min, 150_000);
-        assert!(env.contains(&("OTEL_BSP_MAX_QUEUE_SIZE".into(), "262144".into())));
+        assert_eq!(min, 100_000);
+        assert!(
+            !env.iter().any(|(k, _)| k.starts_with("OTEL_BSP_MAX")),
+            "the shipped queue and batch sizes"
+        );
         assert!(env.contains(&(
             "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
             "http://127.0.0.1:4317".into()
@@ -277,5 +318,15 @@ mod tests {
             rows[1]
         );
         assert_eq!(rows[3].0[3], "2.200");
+        // 1,100 ns more per delivery, 500,000 deliveries: 550 ms over 50,000
+        // messages and 100,000 spans.
+        assert!(
+            rows[3].0[9].ends_with(
+                "; 11.00 µs of CPU per traced message and 5.50 µs per exported span over SDK disabled (100000 spans for 50000 messages), 2.00× SDK-off"
+            ),
+            "{:?}",
+            rows[3]
+        );
+        assert!(!rows[2].0[9].contains("per exported span"));
     }
 }

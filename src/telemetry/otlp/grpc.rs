@@ -1,0 +1,148 @@
+//! OTLP/gRPC: one unary `TraceService/Export` call per batch, over a tonic
+//! channel, with the request already encoded ([`super::encode`]). The codec
+//! passes those bytes through; tonic frames, compresses and sends them.
+
+use std::time::Duration;
+
+use bytes::{Buf as _, BufMut as _, Bytes};
+use http::uri::PathAndQuery;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
+
+use super::Failure;
+use super::settings::Settings;
+
+const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+pub struct GrpcSender {
+    channel: Channel,
+    metadata: MetadataMap,
+    gzip: bool,
+    timeout: Duration,
+    runtime: tokio::runtime::Handle,
+}
+
+impl GrpcSender {
+    /// A lazily connecting channel; must be called inside the tokio runtime,
+    /// where the channel's worker runs.
+    pub fn new(settings: &Settings, tls: Option<ClientTlsConfig>) -> Result<Self, String> {
+        let mut endpoint = Endpoint::from_shared(settings.endpoint.clone())
+            .map_err(|e| e.to_string())?
+            .timeout(settings.timeout)
+            .user_agent(super::USER_AGENT)
+            .map_err(|e| e.to_string())?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
+        }
+        let mut metadata = MetadataMap::new();
+        for (name, value) in &settings.headers {
+            // HTTP header names are valid ASCII metadata keys; a `-bin` key
+            // would need base64 values, which the variables cannot carry.
+            if let (Ok(key), Ok(value)) = (
+                MetadataKey::from_bytes(name.as_str().as_bytes()),
+                MetadataValue::try_from(value.as_bytes()),
+            ) {
+                metadata.append(key, value);
+            }
+        }
+        Ok(Self {
+            channel: endpoint.connect_lazy(),
+            metadata,
+            gzip: settings.gzip,
+            timeout: settings.timeout,
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    /// Sends one encoded request. The call runs on the runtime (the batch
+    /// processor's own thread has none), and its answer is returned here.
+    pub async fn send(&self, body: Bytes) -> Result<Bytes, Failure> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        if self.gzip {
+            grpc = grpc
+                .send_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Gzip);
+        }
+        let mut request = tonic::Request::new(body);
+        *request.metadata_mut() = self.metadata.clone();
+        request.set_timeout(self.timeout);
+        let call = async move {
+            grpc.ready()
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let path = PathAndQuery::from_static(EXPORT);
+            grpc.unary(request, path, RawCodec).await
+        };
+        match self.runtime.spawn(call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(failure(&status)),
+            Err(e) => Err(Failure::permanent(format!("the export task failed: {e}"))),
+        }
+    }
+}
+
+/// Whether a status is worth a retry, by the OTLP specification's list.
+fn failure(status: &Status) -> Failure {
+    let retry = matches!(
+        status.code(),
+        Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::OutOfRange
+            | Code::Unavailable
+            | Code::DataLoss
+            | Code::ResourceExhausted
+    );
+    // The message may echo a token back; the code and tonic's own source
+    // chain (connection errors) are what the log shows.
+    let mut message = format!("gRPC status {:?}", status.code());
+    if let Some(source) = std::error::Error::source(status) {
+        message.push_str(&format!(": {source}"));
+        let mut next = source.source();
+        while let Some(cause) = next {
+            message.push_str(&format!(": {cause}"));
+            next = cause.source();
+        }
+    }
+    Failure { message, retry }
+}
+
+/// Sends bytes as they are and reads the answer as bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
