@@ -40,7 +40,7 @@ impl Delivery {
         let span = self
             .tracer
             .process(&envelope.trace, self.system, &envelope.room, &envelope.id);
-        let traceparent = traceparent(&span.span_context());
+        let traceparent = traceparent(span.span_context());
         let frame = protocol::message_frame(
             &envelope.room.room,
             &envelope.id,
@@ -55,8 +55,7 @@ impl Delivery {
         let fanout = self.hub.fanout(&envelope.room, &item);
         self.metrics
             .undelivered(fanout.dropped, fanout.kicked, fanout.closed);
-        span.record_fanout(&fanout);
-        span.end();
+        span.end_with(&fanout);
         fanout
     }
 }

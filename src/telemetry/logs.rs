@@ -28,8 +28,7 @@ pub enum LogFormat {
 /// dropped from a full subscription buffer among them (a flood anyone who can
 /// publish to NATS can cause); wsgate logs the events that matter itself,
 /// rate-limited, and counts the drops.
-pub const DEFAULT_FILTER: &str = "info,opentelemetry_sdk=warn,opentelemetry-otlp=error,\
-     opentelemetry-http=warn,async_nats=warn";
+pub const DEFAULT_FILTER: &str = "info,opentelemetry_sdk=warn,async_nats=warn";
 
 /// Wraps a formatter and adds the current trace and span ids to each line.
 pub struct WithTraceIds<F> {

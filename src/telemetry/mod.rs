@@ -4,11 +4,10 @@
 //! |---|---|
 //! | `OTEL_SDK_DISABLED=true` | no-op meter and tracer: no OTel series on `/metrics`, no spans |
 //! | `OTEL_TRACES_EXPORTER` | `otlp`, or `none`: no spans are made; an incoming trace context still reaches delivered frames. Unset: `otlp` when an endpoint is set, else `none` with one INFO line at start |
-//! | `OTEL_EXPORTER_OTLP_PROTOCOL` | `http/protobuf` (default) or `grpc` |
-//! | `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`, `_HEADERS`, `_COMPRESSION` (`gzip`) | read by the exporter |
-//! | `OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT` | read by the gRPC exporter; applied by wsgate's own client for HTTP |
+//! | `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL` | `http/protobuf` (default) or `grpc` |
+//! | `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`, `_HEADERS`, `_COMPRESSION` (`gzip`), `_TIMEOUT`, `_INSECURE` | read by wsgate's exporter (`otlp/settings.rs`) |
 //! | `OTEL_EXPORTER_OTLP_(TRACES_)CERTIFICATE`, `_CLIENT_CERTIFICATE`, `_CLIENT_KEY` | TLS, read by wsgate (`tls.rs`) |
-//! | `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_BSP_*` | read by the SDK |
+//! | `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_BSP_*` | read by the SDK; wsgate's own defaults for the queue and batch sizes |
 //! | `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` | resource; defaults `wsgate` and the node id |
 //!
 //! The SDK reads most of these itself, so wsgate never calls `with_sampler`,

@@ -23,7 +23,7 @@
 use std::sync::Arc;
 
 use opentelemetry::trace::{
-    SpanContext, SpanKind, Status, TraceContextExt as _, TraceId, Tracer as _,
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, TraceId, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{
@@ -220,7 +220,12 @@ impl MessageTracer {
         system: MessagingSystem,
         room: &RoomKey,
         message_id: &Arc<str>,
-    ) -> MessageSpan {
+    ) -> ProcessSpan {
+        // An untraced message (or a node that makes no spans) needs no
+        // context at all: the publisher's span context passes through.
+        if !send.is_valid() || self.0.traced.is_none() {
+            return ProcessSpan::Passed(send.clone());
+        }
         let parent = Context::new().with_remote_span_context(send.clone());
         let attributes = || {
             // Room for the fan-out's two or three, recorded at the end.
@@ -229,9 +234,11 @@ impl MessageTracer {
             attributes.push(KeyValue::new("wsgate.node.id", self.0.node_id.clone()));
             attributes
         };
-        match self.continue_trace(&parent, "process", SpanKind::Consumer, attributes) {
-            Some(span) => MessageSpan::owned(Context::new().with_span(span)),
-            None => MessageSpan::passed(&parent),
+        // Held as it is, not in a `Context`: nothing runs inside a fan-out
+        // span, so it needs no allocation to be current.
+        match self.start(&parent, "process", SpanKind::Consumer, attributes) {
+            Some(span) => ProcessSpan::Owned(span),
+            None => ProcessSpan::Passed(send.clone()),
         }
     }
 }
@@ -276,26 +283,6 @@ impl MessageSpan {
         });
     }
 
-    /// Records what a fan-out did on a `process` span.
-    pub fn record_fanout(&self, fanout: &Fanout) {
-        self.record(|span| {
-            span.set_attribute(KeyValue::new(
-                "wsgate.recipients",
-                fanout.recipients() as i64,
-            ));
-            span.set_attribute(KeyValue::new(
-                "wsgate.recipients.queued",
-                fanout.queued as i64,
-            ));
-            if fanout.recipients() != fanout.queued {
-                span.set_attribute(KeyValue::new(
-                    "wsgate.recipients.dropped",
-                    (fanout.recipients() - fanout.queued) as i64,
-                ));
-            }
-        });
-    }
-
     fn record(&self, f: impl FnOnce(&opentelemetry::trace::SpanRef<'_>)) {
         if self.owned {
             let span = self.cx.span();
@@ -311,6 +298,49 @@ impl MessageSpan {
         if self.owned {
             self.cx.span().end();
         }
+    }
+}
+
+/// A `process` span, or the span context a fan-out passes on untraced.
+// Lives on the stack for one fan-out; boxing the span would cost the
+// allocation this type exists to avoid.
+#[allow(clippy::large_enum_variant)]
+pub enum ProcessSpan {
+    Owned(opentelemetry_sdk::trace::Span),
+    Passed(SpanContext),
+}
+
+impl ProcessSpan {
+    /// The span context delivered frames carry.
+    pub fn span_context(&self) -> &SpanContext {
+        match self {
+            Self::Owned(span) => span.span_context(),
+            Self::Passed(sc) => sc,
+        }
+    }
+
+    /// Records what the fan-out did, and ends the span.
+    pub fn end_with(self, fanout: &Fanout) {
+        let Self::Owned(mut span) = self else {
+            return;
+        };
+        if span.is_recording() {
+            span.set_attribute(KeyValue::new(
+                "wsgate.recipients",
+                fanout.recipients() as i64,
+            ));
+            span.set_attribute(KeyValue::new(
+                "wsgate.recipients.queued",
+                fanout.queued as i64,
+            ));
+            if fanout.recipients() != fanout.queued {
+                span.set_attribute(KeyValue::new(
+                    "wsgate.recipients.dropped",
+                    (fanout.recipients() - fanout.queued) as i64,
+                ));
+            }
+        }
+        span.end();
     }
 }
 

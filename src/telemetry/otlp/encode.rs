@@ -25,10 +25,10 @@
 //! opentelemetry-proto's conversion (whose `ScopeSpans` are in order of first
 //! appearance too: its `HashMap` only indexes them).
 //!
-//! A nested message's length is not known until its body is written, so
-//! [`begin`] reserves a guess of length bytes and [`end`] writes the minimal
-//! varint over them, moving the body with `copy_within` only when the guess
-//! was wrong.
+//! An attribute's length is computed before it is written. A larger nested
+//! message's length is not known until its body is written, so [`begin`]
+//! reserves a guess of length bytes and [`end`] writes the minimal varint over
+//! them, moving the body with `copy_within` only when the guess was wrong.
 //!
 //! # What guarantees it
 //!
@@ -37,8 +37,6 @@
 //! library's `group_spans_by_resource_and_scope` for randomized resources and
 //! batches (every attribute value kind, events, links, status, scopes), and
 //! compares the bytes with prost's.
-
-// Until the exporter uses it, only the tests do.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -246,50 +244,96 @@ fn attributes<'a>(out: &mut Vec<u8>, field: u32, attrs: impl IntoIterator<Item =
     }
 }
 
-/// One `common.v1.KeyValue`; its `value` is always present.
+/// One `common.v1.KeyValue`; its `value` is always present. Strings and
+/// scalars, nearly every attribute, have their lengths known up front, so
+/// nothing needs fixing up afterwards.
 fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
-    let at = begin(out, field, 1);
+    let Some(value_len) = scalar_len(value) else {
+        let at = begin(out, field, 1);
+        string(out, 1, key);
+        any_value(out, 2, value);
+        end(out, at);
+        return;
+    };
+    let key_len = if key.is_empty() {
+        0
+    } else {
+        1 + varint_len(key.len() as u64) + key.len()
+    };
+    let body = key_len + 1 + varint_len(value_len as u64) + value_len;
+    out.reserve(2 + varint_len(body as u64) + body);
+    tag(out, field, LEN);
+    varint(out, body as u64);
     string(out, 1, key);
-    any_value(out, 2, value);
-    end(out, at);
+    tag(out, 2, LEN);
+    varint(out, value_len as u64);
+    scalar(out, value);
 }
 
-/// `common.v1.AnyValue`: a `oneof`, so the member is written even when it is
-/// the default (`false`, `0`, `""`, an empty array).
-fn any_value(out: &mut Vec<u8>, field: u32, value: &Value) {
-    let at = begin(out, field, 1);
+/// The length of a non-array `AnyValue`'s body, or `None` for an array.
+#[inline]
+fn scalar_len(value: &Value) -> Option<usize> {
+    Some(match value {
+        Value::String(s) => 1 + varint_len(s.as_str().len() as u64) + s.as_str().len(),
+        Value::Bool(_) => 2,
+        Value::I64(i) => 1 + varint_len(*i as u64),
+        Value::F64(_) => 9,
+        Value::Array(_) => return None,
+        // The library panics on kinds newer than 0.33; an empty `AnyValue`
+        // ("no value") is kinder.
+        _ => 0,
+    })
+}
+
+/// A non-array `AnyValue`'s body: a `oneof`, so the member is written even
+/// when it is the default (`false`, `0`, `""`).
+#[inline]
+fn scalar(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::String(s) => string_always(out, 1, s.as_str()),
         Value::Bool(b) => varint_field(out, 2, u64::from(*b)),
         Value::I64(i) => varint_field(out, 3, *i as u64),
         Value::F64(f) => double(out, 4, *f),
-        Value::Array(array) => {
-            let values = begin(out, 5, 1);
-            // Each element is an `AnyValue` in `ArrayValue.values` (field 1).
-            match array {
-                Array::Bool(v) => v.iter().for_each(|&b| any_value(out, 1, &Value::Bool(b))),
-                Array::I64(v) => v.iter().for_each(|&i| any_value(out, 1, &Value::I64(i))),
-                Array::F64(v) => v.iter().for_each(|&f| any_value(out, 1, &Value::F64(f))),
-                Array::String(v) => v.iter().for_each(|s| {
-                    let element = begin(out, 1, 1);
-                    string_always(out, 1, s.as_str());
-                    end(out, element);
-                }),
-                // The library panics on kinds newer than 0.33; an empty array is kinder.
-                _ => {}
-            }
-            end(out, values);
-        }
-        // Likewise: the library panics; an empty `AnyValue` is "no value".
         _ => {}
+    }
+}
+
+/// `common.v1.AnyValue` as `field`.
+fn any_value(out: &mut Vec<u8>, field: u32, value: &Value) {
+    if let Some(len) = scalar_len(value) {
+        tag(out, field, LEN);
+        varint(out, len as u64);
+        scalar(out, value);
+        return;
+    }
+    let at = begin(out, field, 1);
+    if let Value::Array(array) = value {
+        let values = begin(out, 5, 1);
+        // Each element is an `AnyValue` in `ArrayValue.values` (field 1).
+        match array {
+            Array::Bool(v) => v.iter().for_each(|&b| any_value(out, 1, &Value::Bool(b))),
+            Array::I64(v) => v.iter().for_each(|&i| any_value(out, 1, &Value::I64(i))),
+            Array::F64(v) => v.iter().for_each(|&f| any_value(out, 1, &Value::F64(f))),
+            Array::String(v) => v.iter().for_each(|s| {
+                let len = 1 + varint_len(s.as_str().len() as u64) + s.as_str().len();
+                tag(out, 1, LEN);
+                varint(out, len as u64);
+                string_always(out, 1, s.as_str());
+            }),
+            // The library panics on kinds newer than 0.33; an empty array is kinder.
+            _ => {}
+        }
+        end(out, values);
     }
     end(out, at);
 }
 
-fn key(out: &mut Vec<u8>, field: u32, wire_type: u32) {
+#[inline]
+fn tag(out: &mut Vec<u8>, field: u32, wire_type: u32) {
     varint(out, u64::from(field << 3 | wire_type));
 }
 
+#[inline]
 fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
@@ -298,57 +342,66 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+#[inline]
 fn varint_len(v: u64) -> usize {
     // 1 byte per started 7 bits; 0 takes one byte.
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// A varint field, omitted when 0 (proto3 `uint32`, enums).
+#[inline]
 fn uint(out: &mut Vec<u8>, field: u32, v: u64) {
     if v != 0 {
         varint_field(out, field, v);
     }
 }
 
+#[inline]
 fn varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
-    key(out, field, VARINT);
+    tag(out, field, VARINT);
     varint(out, v);
 }
 
+#[inline]
 fn fixed64(out: &mut Vec<u8>, field: u32, v: u64) {
     if v != 0 {
-        key(out, field, I64);
+        tag(out, field, I64);
         out.extend_from_slice(&v.to_le_bytes());
     }
 }
 
+#[inline]
 fn fixed32(out: &mut Vec<u8>, field: u32, v: u32) {
     if v != 0 {
-        key(out, field, I32);
+        tag(out, field, I32);
         out.extend_from_slice(&v.to_le_bytes());
     }
 }
 
+#[inline]
 fn double(out: &mut Vec<u8>, field: u32, v: f64) {
-    key(out, field, I64);
+    tag(out, field, I64);
     out.extend_from_slice(&v.to_le_bytes());
 }
 
 /// A string field, omitted when empty.
+#[inline]
 fn string(out: &mut Vec<u8>, field: u32, s: &str) {
     bytes(out, field, s.as_bytes());
 }
 
+#[inline]
 fn string_always(out: &mut Vec<u8>, field: u32, s: &str) {
-    key(out, field, LEN);
+    tag(out, field, LEN);
     varint(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
 
 /// A bytes field, omitted when empty.
+#[inline]
 fn bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
     if !b.is_empty() {
-        key(out, field, LEN);
+        tag(out, field, LEN);
         varint(out, b.len() as u64);
         out.extend_from_slice(b);
     }
@@ -361,8 +414,9 @@ struct Mark {
 }
 
 /// Starts a length-delimited `field`, reserving `guess` bytes for its length.
+#[inline]
 fn begin(out: &mut Vec<u8>, field: u32, guess: usize) -> Mark {
-    key(out, field, LEN);
+    tag(out, field, LEN);
     let at = out.len();
     out.resize(at + guess, 0);
     Mark {
@@ -373,6 +427,7 @@ fn begin(out: &mut Vec<u8>, field: u32, guess: usize) -> Mark {
 
 /// Ends the field [`begin`] started: writes the body's length as a minimal
 /// varint, moving the body only if the reserved bytes were too few or many.
+#[inline]
 fn end(out: &mut Vec<u8>, Mark { at, reserved }: Mark) {
     let body = at + reserved..out.len();
     let len = body.len();
