@@ -55,7 +55,7 @@ impl Delivery {
         let fanout = self.hub.fanout(&envelope.room, &item);
         self.metrics
             .undelivered(fanout.dropped, fanout.kicked, fanout.closed);
-        span.end_with(&fanout);
+        self.tracer.end_process(span, &fanout);
         fanout
     }
 }

@@ -26,7 +26,7 @@ impl AppState {
         data: &RawValue,
     ) -> Result<Arc<str>, BrokerError> {
         let id = self.next_message_id();
-        let span = self.tracer().send(
+        let mut span = self.tracer().send(
             parent,
             &Accepted {
                 publisher,
@@ -59,7 +59,7 @@ impl AppState {
             Ok(()) => {}
             Err(e) => span.record_error("broker_unavailable", &e.to_string()),
         }
-        span.end();
+        self.tracer().end_send(span);
         result.map(|()| id)
     }
 }

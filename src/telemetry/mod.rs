@@ -13,6 +13,8 @@
 //! The SDK reads most of these itself, so wsgate never calls `with_sampler`,
 //! `with_endpoint` or the like, which would silently override them.
 
+use std::sync::Arc;
+
 mod broker_metrics;
 mod counters;
 mod export;
@@ -21,16 +23,19 @@ mod metrics;
 mod otlp;
 mod process;
 pub mod propagation;
+mod recording;
 mod spans;
 mod tls;
 mod warnings;
 
 use anyhow::Context as _;
+use opentelemetry::InstrumentationScope;
 use opentelemetry::metrics::{Meter, MeterProvider as _, NoopMeterProvider};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{
-    BatchConfig, BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, ShouldSample,
+    BatchConfig, BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, ShouldSample,
+    SpanProcessor as _,
 };
 use prometheus::Registry;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -60,9 +65,9 @@ pub struct Telemetry {
     sampler: Option<Box<dyn ShouldSample>>,
     /// For instruments created later, such as the broker's.
     pub meter: Meter,
-    /// The tracer of the message path's spans; `None` when no span is ever
-    /// recorded.
-    tracer: Option<SdkTracer>,
+    /// The batch processor the message path hands its spans to, shared with
+    /// the tracer provider; `None` when no span is ever recorded.
+    processor: Option<Arc<BatchSpanProcessor>>,
     /// The registry `/metrics` renders: OTel instruments and process metrics.
     pub registry: Registry,
     tracer_provider: Option<SdkTracerProvider>,
@@ -107,19 +112,21 @@ impl Telemetry {
         // (never set in code, which would override OTEL_TRACES_SAMPLER): the
         // message path asks it before building any span.
         let sampler = opentelemetry_sdk::trace::Config::default().sampler;
-        let processor = BatchSpanProcessor::builder(counted)
+        let mut processor = BatchSpanProcessor::builder(counted)
             .with_batch_config(batch_config())
             .build();
+        // Before it is shared: the exporter needs the resource.
+        processor.set_resource(&resource);
+        let processor = Arc::new(processor);
         let tracer_provider = SdkTracerProvider::builder()
-            .with_id_generator(spans::PresetIdGenerator::default())
             .with_resource(resource)
-            .with_span_processor(processor)
+            .with_span_processor(recording::Shared(processor.clone()))
             .build();
         Ok(Self {
             metrics: Metrics::new(&meter),
             sampler: Some(sampler),
             meter,
-            tracer: Some(tracer_provider.tracer(SCOPE)),
+            processor: Some(processor),
             registry,
             tracer_provider: Some(tracer_provider),
             meter_provider: Some(meter_provider),
@@ -151,7 +158,7 @@ impl Telemetry {
             metrics: Metrics::new(&meter),
             sampler: None,
             meter,
-            tracer: None,
+            processor: None,
             registry,
             tracer_provider: None,
             meter_provider,
@@ -161,10 +168,21 @@ impl Telemetry {
 
     /// The message-path tracer for a node.
     pub fn message_tracer(&self, node_id: &str) -> MessageTracer {
-        let traced = self
-            .tracer
-            .clone()
-            .zip(self.sampler.as_ref().map(|s| s.box_clone()));
+        let traced =
+            self.processor
+                .as_ref()
+                .zip(self.sampler.as_ref())
+                .map(|(processor, sampler)| {
+                    let sink = recording::Sink {
+                        processor: processor.clone(),
+                        scope: InstrumentationScope::builder(SCOPE).build(),
+                        attribute_limit: opentelemetry_sdk::trace::Config::default()
+                            .span_limits
+                            .max_attributes_per_span
+                            as usize,
+                    };
+                    (sampler.box_clone(), sink)
+                });
         MessageTracer::new(traced, node_id)
     }
 

@@ -10,26 +10,26 @@
 //! A `publish` frame's handling span and its `send` span are one span: the
 //! messaging conventions let the PRODUCER span be the message's creation
 //! context, and a separate SERVER span per frame cost a third of the export
-//! work of every traced message (issue 15; docs/performance.md).
+//! work of every traced message (docs/performance.md).
 //!
-//! These are built with the OpenTelemetry tracer API directly, not `tracing`
-//! spans, and the sampling decision comes first: the configured sampler (the
-//! SDK's own, from `OTEL_TRACES_SAMPLER`) is asked before anything is built. An
-//! unsampled message creates no span and no ids; it only passes the
-//! publisher's trace context, if it sent one, through to delivered frames.
-//! A span's attributes are all given when it is built, in one vector of the
-//! right size, with static keys and the room's shared strings.
+//! These are not `tracing` spans, nor the SDK tracer's: the sampling decision
+//! comes first (the provider's own sampler, from `OTEL_TRACES_SAMPLER`, asked
+//! exactly as the SDK's tracer asks it), and a kept span is the SDK's
+//! `SpanData`, filled in and handed to the SDK's batch processor when it ends
+//! ([`super::recording`]). An unsampled message creates no span and no ids; it
+//! only passes the publisher's trace context, if it sent one, through to
+//! delivered frames. A span's attributes are all given when it starts, in one
+//! vector of the right size, with static keys and the room's shared strings.
 
 use std::sync::Arc;
 
-use opentelemetry::trace::{
-    Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, TraceId, Tracer as _,
-};
+use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{
-    IdGenerator as _, RandomIdGenerator, SamplingDecision, SdkTracer, ShouldSample,
+    IdGenerator as _, RandomIdGenerator, SamplingDecision, ShouldSample,
 };
 
+use super::recording::{Recording, Sink, Start};
 use crate::hub::{ConnId, Fanout};
 use wsgate_protocol::room::RoomKey;
 
@@ -65,51 +65,26 @@ pub enum Publisher {
 pub struct MessageTracer(Arc<Inner>);
 
 struct Inner {
-    /// The SDK's tracer and the sampler its provider uses; `None` when no span
-    /// is ever recorded (telemetry disabled, or no trace exporter).
-    traced: Option<(SdkTracer, Box<dyn ShouldSample>)>,
+    /// The sampler the tracer provider uses and where spans go; `None` when
+    /// no span is ever recorded (telemetry disabled, or no trace exporter).
+    traced: Option<(Box<dyn ShouldSample>, Sink)>,
     ids: RandomIdGenerator,
     node_id: Arc<str>,
 }
 
-thread_local! {
-    /// The trace id the next root span on this thread must use; see
-    /// [`PresetIdGenerator`].
-    static NEXT_TRACE_ID: std::cell::Cell<Option<TraceId>> = const { std::cell::Cell::new(None) };
-}
-
-/// The tracer provider's id generator: random ids, except that a root span
-/// started by [`MessageTracer`] gets the trace id its sampling decision was
-/// made with. Without it, the pre-check and the SDK would each draw a trace id
-/// and a ratio sampler would be applied twice (1% would become 0.01%).
-#[derive(Debug, Default)]
-pub struct PresetIdGenerator {
-    random: RandomIdGenerator,
-}
-
-impl opentelemetry_sdk::trace::IdGenerator for PresetIdGenerator {
-    fn new_trace_id(&self) -> TraceId {
-        NEXT_TRACE_ID
-            .take()
-            .unwrap_or_else(|| self.random.new_trace_id())
-    }
-
-    fn new_span_id(&self) -> opentelemetry::trace::SpanId {
-        self.random.new_span_id()
-    }
-}
-
-/// One span of a message, or the context it would have continued when the
-/// message is not traced. It ends only a span it created.
+/// One `send` span, or the context the message continues when it is not
+/// traced. It ends only a span it created.
 pub struct MessageSpan {
+    recording: Option<Recording>,
+    /// The context the broker's work runs in: the span's, or the one passed
+    /// through.
     cx: Context,
-    owned: bool,
 }
 
 impl MessageTracer {
-    /// `traced` is the tracer and its provider's sampler, or `None` for a
+    /// `traced` is the provider's sampler and the span sink, or `None` for a
     /// node that makes no spans.
-    pub fn new(traced: Option<(SdkTracer, Box<dyn ShouldSample>)>, node_id: &str) -> Self {
+    pub fn new(traced: Option<(Box<dyn ShouldSample>, Sink)>, node_id: &str) -> Self {
         Self(Arc::new(Inner {
             traced,
             ids: RandomIdGenerator::default(),
@@ -117,11 +92,17 @@ impl MessageTracer {
         }))
     }
 
-    /// Asks the sampler about a span under `parent`. Returns the trace id the
-    /// span must use when it is to be recorded: the parent's, or a new root's,
-    /// so the SDK, asking its identical sampler again, decides the same.
-    fn decide(&self, parent: &Context, name: &str, kind: SpanKind) -> Option<TraceId> {
-        let (_, sampler) = self.0.traced.as_ref()?;
+    /// Starts a span under `parent` if the sampler keeps it; `attributes` is
+    /// only called then. A root gets a new trace id; the sampler is asked
+    /// exactly as the SDK's tracer would ask it.
+    fn start(
+        &self,
+        parent: &Context,
+        name: &'static str,
+        kind: SpanKind,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Option<Recording> {
+        let (sampler, sink) = self.0.traced.as_ref()?;
         let parent_span = parent.span();
         let parent_sc = parent_span.span_context();
         let trace_id = if parent_sc.is_valid() {
@@ -129,49 +110,34 @@ impl MessageTracer {
         } else {
             self.0.ids.new_trace_id()
         };
-        let decision = sampler
-            .should_sample(Some(parent), trace_id, name, &kind, &[], &[])
-            .decision;
-        (decision != SamplingDecision::Drop).then_some(trace_id)
-    }
-
-    /// A span that continues `parent` and never starts a trace: a message's
-    /// trace is decided once, at its first span (`publish`, or the HTTP
-    /// request's). With no context to continue, the message is untraced; with
-    /// one, a ratio sampler sees the same trace id and repeats its decision.
-    fn continue_trace(
-        &self,
-        parent: &Context,
-        name: &'static str,
-        kind: SpanKind,
-        attributes: impl FnOnce() -> Vec<KeyValue>,
-    ) -> Option<opentelemetry_sdk::trace::Span> {
-        if !parent.span().span_context().is_valid() {
+        let result = sampler.should_sample(Some(parent), trace_id, name, &kind, &[], &[]);
+        // A span that is recorded but not sampled would never be exported;
+        // the built-in samplers never ask for one.
+        if result.decision != SamplingDecision::RecordAndSample {
             return None;
         }
-        self.start(parent, name, kind, attributes)
+        let mut attributes = attributes();
+        attributes.extend(result.attributes);
+        let span_context = Recording::context_for(
+            trace_id,
+            self.0.ids.new_span_id(),
+            parent_sc,
+            result.trace_state,
+        );
+        let start = Start {
+            parent: parent_sc,
+            span_context,
+            name,
+            kind,
+        };
+        Some(Recording::start(sink, start, attributes))
     }
 
-    /// Starts a span if the sampler keeps it; `attributes` is only called then.
-    fn start(
-        &self,
-        parent: &Context,
-        name: &'static str,
-        kind: SpanKind,
-        attributes: impl FnOnce() -> Vec<KeyValue>,
-    ) -> Option<opentelemetry_sdk::trace::Span> {
-        let trace_id = self.decide(parent, name, kind.clone())?;
-        let (tracer, _) = self.0.traced.as_ref()?;
-        // A root span's trace id is drawn by the SDK's id generator; hand it the
-        // one just sampled, so the SDK's own sampler decides the same.
-        NEXT_TRACE_ID.set(Some(trace_id));
-        let span = tracer
-            .span_builder(name)
-            .with_kind(kind)
-            .with_attributes(attributes())
-            .start_with_context(tracer, parent);
-        NEXT_TRACE_ID.set(None);
-        Some(span)
+    /// Ends a span this tracer started.
+    fn end(&self, recording: Recording) {
+        if let Some((_, sink)) = &self.0.traced {
+            recording.end(sink);
+        }
     }
 
     /// The PRODUCER span of a message this node accepts: the handling of a
@@ -200,14 +166,24 @@ impl MessageTracer {
             attributes
         };
         // A publish frame starts the trace when it carries none; an HTTP
-        // request's SERVER span has already decided it.
-        let span = match message.publisher {
-            Publisher::WebSocket(_) => self.start(parent, "send", kind, attributes),
-            Publisher::Http => self.continue_trace(parent, "send", kind, attributes),
+        // request's SERVER span has already decided it, so with none valid
+        // the message is untraced.
+        let continues = parent.span().span_context().is_valid();
+        let recording = match message.publisher {
+            Publisher::Http if !continues => None,
+            _ => self.start(parent, "send", kind, attributes),
         };
-        match span {
-            Some(span) => MessageSpan::owned(parent.with_span(span)),
-            None => MessageSpan::passed(parent),
+        match recording {
+            // The broker's work runs in the span's context, so its log lines
+            // carry the span's ids.
+            Some(recording) => MessageSpan {
+                cx: parent.with_remote_span_context(recording.span_context().clone()),
+                recording: Some(recording),
+            },
+            None => MessageSpan {
+                recording: None,
+                cx: parent.clone(),
+            },
         }
     }
 
@@ -234,12 +210,40 @@ impl MessageTracer {
             attributes.push(KeyValue::new("wsgate.node.id", self.0.node_id.clone()));
             attributes
         };
-        // Held as it is, not in a `Context`: nothing runs inside a fan-out
-        // span, so it needs no allocation to be current.
+        // Never made current: nothing runs inside a fan-out span.
         match self.start(&parent, "process", SpanKind::Consumer, attributes) {
-            Some(span) => ProcessSpan::Owned(span),
+            Some(recording) => ProcessSpan::Owned(recording),
             None => ProcessSpan::Passed(send.clone()),
         }
+    }
+
+    /// Ends a `send` span, if one was made.
+    pub fn end_send(&self, span: MessageSpan) {
+        if let Some(recording) = span.recording {
+            self.end(recording);
+        }
+    }
+
+    /// Records what the fan-out did on a `process` span, and ends it.
+    pub fn end_process(&self, span: ProcessSpan, fanout: &Fanout) {
+        let ProcessSpan::Owned(mut recording) = span else {
+            return;
+        };
+        recording.push(KeyValue::new(
+            "wsgate.recipients",
+            fanout.recipients() as i64,
+        ));
+        recording.push(KeyValue::new(
+            "wsgate.recipients.queued",
+            fanout.queued as i64,
+        ));
+        if fanout.recipients() != fanout.queued {
+            recording.push(KeyValue::new(
+                "wsgate.recipients.dropped",
+                (fanout.recipients() - fanout.queued) as i64,
+            ));
+        }
+        self.end(recording);
     }
 }
 
@@ -253,18 +257,6 @@ pub struct Accepted<'a> {
 }
 
 impl MessageSpan {
-    fn owned(cx: Context) -> Self {
-        Self { cx, owned: true }
-    }
-
-    /// No span: the message continues `parent`, untouched.
-    fn passed(parent: &Context) -> Self {
-        Self {
-            cx: parent.clone(),
-            owned: false,
-        }
-    }
-
     /// The context to continue: this span's, or the one passed through.
     pub fn context(&self) -> &Context {
         &self.cx
@@ -272,41 +264,27 @@ impl MessageSpan {
 
     /// The span context delivered frames and brokers carry.
     pub fn span_context(&self) -> SpanContext {
-        self.cx.span().span_context().clone()
-    }
-
-    /// Marks the span failed with a stable error type.
-    pub fn record_error(&self, error_type: &'static str, description: &str) {
-        self.record(|span| {
-            span.set_attribute(KeyValue::new("error.type", error_type));
-            span.set_status(Status::error(description.to_owned()));
-        });
-    }
-
-    fn record(&self, f: impl FnOnce(&opentelemetry::trace::SpanRef<'_>)) {
-        if self.owned {
-            let span = self.cx.span();
-            if span.is_recording() {
-                f(&span);
-            }
+        match &self.recording {
+            Some(recording) => recording.span_context().clone(),
+            None => self.cx.span().span_context().clone(),
         }
     }
 
-    /// Ends the span, if this created one: a passed-through parent (the HTTP
-    /// request's own span, say) is not ours to end.
-    pub fn end(self) {
-        if self.owned {
-            self.cx.span().end();
+    /// Marks the span failed with a stable error type.
+    pub fn record_error(&mut self, error_type: &'static str, description: &str) {
+        if let Some(recording) = &mut self.recording {
+            recording.push(KeyValue::new("error.type", error_type));
+            recording.set_status(Status::error(description.to_owned()));
         }
     }
 }
 
 /// A `process` span, or the span context a fan-out passes on untraced.
-// Lives on the stack for one fan-out; boxing the span would cost the
-// allocation this type exists to avoid.
+// Lives on the stack for one fan-out; boxing the span would cost an
+// allocation per traced message.
 #[allow(clippy::large_enum_variant)]
 pub enum ProcessSpan {
-    Owned(opentelemetry_sdk::trace::Span),
+    Owned(Recording),
     Passed(SpanContext),
 }
 
@@ -314,33 +292,9 @@ impl ProcessSpan {
     /// The span context delivered frames carry.
     pub fn span_context(&self) -> &SpanContext {
         match self {
-            Self::Owned(span) => span.span_context(),
+            Self::Owned(recording) => recording.span_context(),
             Self::Passed(sc) => sc,
         }
-    }
-
-    /// Records what the fan-out did, and ends the span.
-    pub fn end_with(self, fanout: &Fanout) {
-        let Self::Owned(mut span) = self else {
-            return;
-        };
-        if span.is_recording() {
-            span.set_attribute(KeyValue::new(
-                "wsgate.recipients",
-                fanout.recipients() as i64,
-            ));
-            span.set_attribute(KeyValue::new(
-                "wsgate.recipients.queued",
-                fanout.queued as i64,
-            ));
-            if fanout.recipients() != fanout.queued {
-                span.set_attribute(KeyValue::new(
-                    "wsgate.recipients.dropped",
-                    (fanout.recipients() - fanout.queued) as i64,
-                ));
-            }
-        }
-        span.end();
     }
 }
 

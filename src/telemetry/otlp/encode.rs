@@ -248,6 +248,9 @@ fn attributes<'a>(out: &mut Vec<u8>, field: u32, attrs: impl IntoIterator<Item =
 /// scalars, nearly every attribute, have their lengths known up front, so
 /// nothing needs fixing up afterwards.
 fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
+    if short_string_pair(out, field, key, value) {
+        return;
+    }
     let Some(value_len) = scalar_len(value) else {
         let at = begin(out, field, 1);
         string(out, 1, key);
@@ -268,6 +271,36 @@ fn key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
     tag(out, 2, LEN);
     varint(out, value_len as u64);
     scalar(out, value);
+}
+
+/// The common case, a short key with a short string value (every length
+/// under 128, so each is one byte): four fixed-size writes and two copies,
+/// instead of a varint and a capacity check per byte. Returns false, having
+/// written nothing, for anything else. The bytes are the general path's.
+#[inline]
+fn short_string_pair(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) -> bool {
+    let Value::String(value) = value else {
+        return false;
+    };
+    let (key, value) = (key.as_bytes(), value.as_str().as_bytes());
+    // KeyValue { key (1), value (2): AnyValue { string_value (1) } }
+    let any_value = 2 + value.len();
+    let body = 2 + key.len() + 2 + any_value;
+    if key.is_empty() || body >= 128 || field >= 16 {
+        return false;
+    }
+    let field_tag = (field << 3 | LEN) as u8;
+    out.reserve(2 + body);
+    out.extend_from_slice(&[field_tag, body as u8, 1 << 3 | LEN as u8, key.len() as u8]);
+    out.extend_from_slice(key);
+    out.extend_from_slice(&[
+        2 << 3 | LEN as u8,
+        any_value as u8,
+        1 << 3 | LEN as u8,
+        value.len() as u8,
+    ]);
+    out.extend_from_slice(value);
+    true
 }
 
 /// The length of a non-array `AnyValue`'s body, or `None` for an array.
