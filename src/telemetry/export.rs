@@ -57,8 +57,7 @@ pub fn traces_exporter() -> Result<TracesExporter, ExportConfigError> {
 
 /// Builds wsgate's OTLP span exporter ([`super::otlp`]) from the standard
 /// variables: protocol, endpoint, headers, compression and timeout
-/// ([`Settings`]), and TLS ([`tls`]). Must run inside the tokio runtime: the
-/// gRPC channel's worker runs there.
+/// ([`Settings`]), and TLS ([`tls`]).
 pub fn otlp_exporter() -> Result<OtlpExporter, ExportConfigError> {
     let settings = Settings::read(&env)?;
     let tls = tls::TlsSettings::from_env()?;

@@ -81,8 +81,8 @@ impl std::fmt::Debug for OtlpExporter {
 }
 
 impl OtlpExporter {
-    /// Builds the exporter for `settings`; `tls` gives the gRPC TLS
-    /// configuration or the HTTP client. Must run inside the tokio runtime.
+    /// Builds the exporter for `settings`; `transport` gives the gRPC TLS
+    /// configuration or the HTTP client.
     pub fn new(settings: &Settings, transport: Transport) -> Result<Self, String> {
         let sender = match (settings.protocol, transport) {
             (Protocol::Grpc, Transport::Grpc(tls)) => {
