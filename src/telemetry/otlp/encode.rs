@@ -14,11 +14,8 @@
 //!
 //! # Wire format
 //!
-//! Protobuf fields are a key varint `(field_number << 3) | wire_type`, then
-//! the value: wire type 0 is a varint (bools, enums, `uint32`, `int64` as its
-//! two's-complement `u64`), 1 is 8 little-endian bytes (`fixed64`, `double`), 5
-//! is 4 (`fixed32`) and 2 is a length varint then the bytes (strings, bytes,
-//! nested messages). Like prost we write fields in field-number order, omit
+//! The protobuf primitives are in [`super::wire`]. Like prost we write fields
+//! in field-number order, omit
 //! proto3 defaults (empty strings and bytes, zeros, empty repeated fields),
 //! always write `oneof` members and `Some(..)` sub-messages (even if empty),
 //! and use minimal varints, so the output is byte-for-byte what prost makes of
@@ -45,11 +42,10 @@ use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
 
-/// Wire types.
-const VARINT: u32 = 0;
-const I64: u32 = 1;
-const LEN: u32 = 2;
-const I32: u32 = 5;
+use super::wire::{
+    LEN, begin, bytes, double, end, fixed32, fixed64, string, string_always, tag, uint, varint,
+    varint_field, varint_len,
+};
 
 /// The OTLP flag bits `build_span_flags` adds: the parent's remoteness is
 /// known (`0x100`), and it is remote (`0x200`).
@@ -359,125 +355,6 @@ fn any_value(out: &mut Vec<u8>, field: u32, value: &Value) {
         end(out, values);
     }
     end(out, at);
-}
-
-#[inline]
-fn tag(out: &mut Vec<u8>, field: u32, wire_type: u32) {
-    varint(out, u64::from(field << 3 | wire_type));
-}
-
-#[inline]
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-#[inline]
-fn varint_len(v: u64) -> usize {
-    // 1 byte per started 7 bits; 0 takes one byte.
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-/// A varint field, omitted when 0 (proto3 `uint32`, enums).
-#[inline]
-fn uint(out: &mut Vec<u8>, field: u32, v: u64) {
-    if v != 0 {
-        varint_field(out, field, v);
-    }
-}
-
-#[inline]
-fn varint_field(out: &mut Vec<u8>, field: u32, v: u64) {
-    tag(out, field, VARINT);
-    varint(out, v);
-}
-
-#[inline]
-fn fixed64(out: &mut Vec<u8>, field: u32, v: u64) {
-    if v != 0 {
-        tag(out, field, I64);
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-}
-
-#[inline]
-fn fixed32(out: &mut Vec<u8>, field: u32, v: u32) {
-    if v != 0 {
-        tag(out, field, I32);
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-}
-
-#[inline]
-fn double(out: &mut Vec<u8>, field: u32, v: f64) {
-    tag(out, field, I64);
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-/// A string field, omitted when empty.
-#[inline]
-fn string(out: &mut Vec<u8>, field: u32, s: &str) {
-    bytes(out, field, s.as_bytes());
-}
-
-#[inline]
-fn string_always(out: &mut Vec<u8>, field: u32, s: &str) {
-    tag(out, field, LEN);
-    varint(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
-}
-
-/// A bytes field, omitted when empty.
-#[inline]
-fn bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
-    if !b.is_empty() {
-        tag(out, field, LEN);
-        varint(out, b.len() as u64);
-        out.extend_from_slice(b);
-    }
-}
-
-/// Where [`begin`] left room for a length varint, and how much.
-struct Mark {
-    at: usize,
-    reserved: usize,
-}
-
-/// Starts a length-delimited `field`, reserving `guess` bytes for its length.
-#[inline]
-fn begin(out: &mut Vec<u8>, field: u32, guess: usize) -> Mark {
-    tag(out, field, LEN);
-    let at = out.len();
-    out.resize(at + guess, 0);
-    Mark {
-        at,
-        reserved: guess,
-    }
-}
-
-/// Ends the field [`begin`] started: writes the body's length as a minimal
-/// varint, moving the body only if the reserved bytes were too few or many.
-#[inline]
-fn end(out: &mut Vec<u8>, Mark { at, reserved }: Mark) {
-    let body = at + reserved..out.len();
-    let len = body.len();
-    let need = varint_len(len as u64);
-    if need != reserved {
-        if need > reserved {
-            out.resize(at + need + len, 0);
-        }
-        out.copy_within(body, at + need);
-        out.truncate(at + need + len);
-    }
-    let mut v = len as u64;
-    for b in &mut out[at..at + need] {
-        *b = v as u8 | 0x80;
-        v >>= 7;
-    }
-    out[at + need - 1] &= 0x7f;
 }
 
 #[cfg(test)]

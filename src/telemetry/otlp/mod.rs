@@ -22,6 +22,7 @@ pub(crate) mod encode;
 mod grpc;
 mod http_protobuf;
 pub(crate) mod settings;
+mod wire;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
