@@ -22,7 +22,10 @@ use crate::labels::{LabelSet as _, WarningKind};
 /// The rate-limited warnings of one node, one limiter per [`WarningKind`].
 /// Cheap to clone: one `Arc`.
 ///
-/// ```
+/// How a warning is logged (crate-internal, so not a doctest; the unit tests
+/// below drive the same calls):
+///
+/// ```ignore
 /// # use std::time::Duration;
 /// # use wsgate::telemetry::{WarningKind, Warnings};
 /// # let meter = opentelemetry::global::meter("doc");
