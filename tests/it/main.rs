@@ -23,6 +23,7 @@ mod nats_auth;
 mod nats_limits;
 mod nats_startup;
 mod nats_tls;
+mod otlp_export;
 mod otlp_tls;
 mod promql;
 mod quiet_defaults;

@@ -65,9 +65,20 @@ struct Store {
     headers: Arc<Mutex<Vec<axum::http::HeaderMap>>>,
     /// TLS handshakes that failed: the client was refused, or refused us.
     failed_handshakes: Arc<AtomicUsize>,
+    /// Export requests received, refused ones included.
+    attempts: Arc<AtomicUsize>,
+    /// Answers for the next requests instead of taking them: HTTP statuses
+    /// (the gRPC service maps them to codes, see [`grpc_code`]).
+    refusals: Arc<Mutex<std::collections::VecDeque<u16>>>,
 }
 
 impl Store {
+    /// Counts a request, and returns the refusal it gets, if one is queued.
+    fn attempt(&self) -> Option<u16> {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        self.refusals.lock().expect("refusals").pop_front()
+    }
+
     fn push(&self, request: ExportTraceServiceRequest) {
         self.requests.lock().expect("store").push(request);
     }
@@ -108,6 +119,9 @@ impl TraceService for Store {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        if let Some(status) = self.attempt() {
+            return Err(tonic::Status::new(grpc_code(status), "refused by the test"));
+        }
         let headers = request.metadata().clone().into_headers();
         self.headers.lock().expect("headers").push(headers);
         self.push(request.into_inner());
@@ -222,6 +236,22 @@ impl Collector {
         format!("{}://{}", self.scheme, self.addr)
     }
 
+    /// Refuses the next requests, one per status: an HTTP collector answers
+    /// it, a gRPC one the matching code (503 is UNAVAILABLE, 400 is
+    /// INVALID_ARGUMENT).
+    pub fn refuse_next(&self, statuses: &[u16]) {
+        self.store
+            .refusals
+            .lock()
+            .expect("refusals")
+            .extend(statuses);
+    }
+
+    /// Export requests received so far, refused ones included.
+    pub fn attempts(&self) -> usize {
+        self.store.attempts.load(Ordering::Relaxed)
+    }
+
     /// The headers of every request received (a gRPC request's metadata).
     pub fn headers(&self) -> Vec<axum::http::HeaderMap> {
         self.store.headers.lock().expect("headers").clone()
@@ -256,6 +286,15 @@ impl Drop for Collector {
     }
 }
 
+/// The gRPC code a refusal's HTTP status stands for.
+fn grpc_code(status: u16) -> tonic::Code {
+    match status {
+        503 => tonic::Code::Unavailable,
+        400 => tonic::Code::InvalidArgument,
+        other => panic!("no gRPC code chosen for HTTP {other}"),
+    }
+}
+
 /// `/v1/traces`: protobuf bodies, gzip-compressed or not.
 fn http_router(store: Store) -> axum::Router {
     use axum::body::Bytes;
@@ -264,6 +303,9 @@ fn http_router(store: Store) -> axum::Router {
     use prost::Message as _;
 
     async fn traces(State(store): State<Store>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        if let Some(status) = store.attempt() {
+            return StatusCode::from_u16(status).expect("a status");
+        }
         let body = match headers.get(header::CONTENT_ENCODING) {
             None => body.to_vec(),
             Some(encoding) if encoding == "gzip" => {
