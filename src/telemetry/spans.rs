@@ -93,8 +93,9 @@ impl MessageTracer {
     }
 
     /// Starts a span under `parent` if the sampler keeps it; `attributes` is
-    /// only called then. A root gets a new trace id; the sampler is asked
-    /// exactly as the SDK's tracer would ask it.
+    /// only called then. A root gets a new trace id. The sampler is asked as
+    /// the SDK's tracer asks it, except that no attributes exist yet (the
+    /// built-in samplers do not read them).
     fn start(
         &self,
         parent: &Context,
