@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use opentelemetry::Context;
-use opentelemetry::context::FutureExt as _;
 use serde_json::value::RawValue;
 
 use crate::broker::BrokerError;
@@ -40,20 +39,15 @@ impl AppState {
             id,
             room: room.clone(),
             data: data.to_owned(),
-            trace: span.span_context(),
+            trace: span.span_context().clone(),
             published_at: PublishedAt::now(),
         };
         let id = envelope.id.clone();
-        // Log lines while publishing carry the span's ids.
-        let result = self
-            .broker()
-            .publish(envelope)
-            .with_context(span.context().clone())
-            .await;
+        let result = self.broker().publish(envelope).await;
         match &result {
             Ok(()) if tracing::enabled!(tracing::Level::DEBUG) => {
                 // The line carries the span's ids; no await follows.
-                let _current = span.context().clone().attach();
+                let _current = span.log_context().attach();
                 tracing::debug!(room = %room, message_id = %id, "message published");
             }
             Ok(()) => {}

@@ -3,7 +3,8 @@
 //!
 //! The ids come from `opentelemetry::Context::current()`, which covers both kinds
 //! of span wsgate has: `tracing` spans (tracing-opentelemetry makes their context
-//! current on entry) and message-path spans (attached around their work).
+//! current on entry) and message-path spans (attached where a line about a
+//! message is logged).
 
 use std::fmt::Write as _;
 

@@ -72,13 +72,12 @@ struct Inner {
     node_id: Arc<str>,
 }
 
-/// One `send` span, or the context the message continues when it is not
-/// traced. It ends only a span it created.
+/// One `send` span, or the span context the message continues when it is
+/// not traced. It ends only a span it created.
 pub struct MessageSpan {
     recording: Option<Recording>,
-    /// The context the broker's work runs in: the span's, or the one passed
-    /// through.
-    cx: Context,
+    /// The publisher's own span context, passed through when untraced.
+    passed: SpanContext,
 }
 
 impl MessageTracer {
@@ -174,17 +173,12 @@ impl MessageTracer {
             Publisher::Http if !continues => None,
             _ => self.start(parent, "send", kind, attributes),
         };
-        match recording {
-            // The broker's work runs in the span's context, so its log lines
-            // carry the span's ids.
-            Some(recording) => MessageSpan {
-                cx: parent.with_remote_span_context(recording.span_context().clone()),
-                recording: Some(recording),
+        MessageSpan {
+            passed: match &recording {
+                Some(_) => SpanContext::empty_context(),
+                None => parent.span().span_context().clone(),
             },
-            None => MessageSpan {
-                recording: None,
-                cx: parent.clone(),
-            },
+            recording,
         }
     }
 
@@ -258,17 +252,19 @@ pub struct Accepted<'a> {
 }
 
 impl MessageSpan {
-    /// The context to continue: this span's, or the one passed through.
-    pub fn context(&self) -> &Context {
-        &self.cx
+    /// The span context delivered frames and brokers carry: this span's, or
+    /// the one passed through.
+    pub fn span_context(&self) -> &SpanContext {
+        match &self.recording {
+            Some(recording) => recording.span_context(),
+            None => &self.passed,
+        }
     }
 
-    /// The span context delivered frames and brokers carry.
-    pub fn span_context(&self) -> SpanContext {
-        match &self.recording {
-            Some(recording) => recording.span_context().clone(),
-            None => self.cx.span().span_context().clone(),
-        }
+    /// A context for log lines about this message, which then carry its ids.
+    /// Built on demand: nothing in the broker's publish logs per message.
+    pub fn log_context(&self) -> Context {
+        Context::new().with_remote_span_context(self.span_context().clone())
     }
 
     /// Marks the span failed with a stable error type.
