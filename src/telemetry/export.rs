@@ -1,8 +1,7 @@
 //! Trace export: the OTLP exporter chosen from `OTEL_*`, wrapped so failures are
 //! counted and logged at most once a minute instead of once per batch.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
@@ -13,6 +12,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use super::otlp::settings::{ENDPOINT_VARS, Protocol, Settings, SettingsError};
 use super::otlp::{OtlpExporter, Transport};
 use super::tls;
+use super::warnings::WarnLimiter;
 
 /// How often an ongoing export failure is logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -84,7 +84,7 @@ pub(super) fn env(var: &str) -> Option<String> {
 pub struct CountingExporter<E> {
     inner: E,
     spans: Counter<u64>,
-    last_log: Mutex<Option<Instant>>,
+    log: WarnLimiter,
 }
 
 impl<E> CountingExporter<E> {
@@ -92,7 +92,7 @@ impl<E> CountingExporter<E> {
         Self {
             inner,
             spans,
-            last_log: Mutex::new(None),
+            log: WarnLimiter::new(LOG_EVERY),
         }
     }
 }
@@ -109,12 +109,11 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
             Err(e) => {
                 self.spans
                     .add(n, &[KeyValue::new("error.type", EXPORT_FAILED)]);
-                let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
-                if last.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
-                    *last = Some(Instant::now());
+                if let Some(suppressed) = self.log.admit() {
                     tracing::warn!(
                         error = %e,
                         spans = n,
+                        suppressed,
                         "trace export failed; spans are dropped (logged at most once a minute, \
                          counted in otel_sdk_exporter_span_exported_total)"
                     );

@@ -13,8 +13,6 @@
 //! The SDK reads most of these itself, so wsgate never calls `with_sampler`,
 //! `with_endpoint` or the like, which would silently override them.
 
-use std::sync::Arc;
-
 mod broker_metrics;
 mod counters;
 mod export;
@@ -27,6 +25,8 @@ mod recording;
 mod spans;
 mod tls;
 mod warnings;
+
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use opentelemetry::InstrumentationScope;
@@ -60,14 +60,12 @@ const SCOPE: &str = "wsgate";
 /// explicitly ([`Telemetry::shutdown`]) so buffered spans are exported.
 pub struct Telemetry {
     pub metrics: Metrics,
-    /// The sampler the tracer provider was built with (the SDK's own, from
-    /// `OTEL_TRACES_SAMPLER`); `None` when no span is ever recorded.
-    sampler: Option<Box<dyn ShouldSample>>,
+    /// What the message path traces with: the sampler the tracer provider
+    /// was built with (the SDK's own, from `OTEL_TRACES_SAMPLER`) and where its
+    /// spans go; `None` when no span is ever recorded.
+    traced: Option<(Box<dyn ShouldSample>, recording::Sink)>,
     /// For instruments created later, such as the broker's.
     pub meter: Meter,
-    /// The batch processor the message path hands its spans to, shared with
-    /// the tracer provider; `None` when no span is ever recorded.
-    processor: Option<Arc<BatchSpanProcessor>>,
     /// The registry `/metrics` renders: OTel instruments and process metrics.
     pub registry: Registry,
     tracer_provider: Option<SdkTracerProvider>,
@@ -107,10 +105,11 @@ impl Telemetry {
         }
         let exporter = export::otlp_exporter()?;
         let counted = export::CountingExporter::new(exporter, span_export_counter(&meter));
-        // The same sampler the provider's builder reads from the environment
-        // (never set in code, which would override OTEL_TRACES_SAMPLER): the
-        // message path asks it before building any span.
-        let sampler = opentelemetry_sdk::trace::Config::default().sampler;
+        // The same sampler and span limits the provider's builder reads from
+        // the environment (never set in code, which would override
+        // OTEL_TRACES_SAMPLER): the message path asks the sampler before
+        // building any span.
+        let config = opentelemetry_sdk::trace::Config::default();
         let mut processor = BatchSpanProcessor::builder(counted)
             .with_batch_config(batch_config())
             .build();
@@ -121,11 +120,15 @@ impl Telemetry {
             .with_resource(resource)
             .with_span_processor(recording::Shared(processor.clone()))
             .build();
+        let sink = recording::Sink {
+            processor,
+            scope: InstrumentationScope::builder(SCOPE).build(),
+            attribute_limit: config.span_limits.max_attributes_per_span as usize,
+        };
         Ok(Self {
             metrics: Metrics::new(&meter),
-            sampler: Some(sampler),
+            traced: Some((config.sampler, sink)),
             meter,
-            processor: Some(processor),
             registry,
             tracer_provider: Some(tracer_provider),
             meter_provider: Some(meter_provider),
@@ -155,9 +158,8 @@ impl Telemetry {
     ) -> Self {
         Self {
             metrics: Metrics::new(&meter),
-            sampler: None,
+            traced: None,
             meter,
-            processor: None,
             registry,
             tracer_provider: None,
             meter_provider,
@@ -167,21 +169,10 @@ impl Telemetry {
 
     /// The message-path tracer for a node.
     pub fn message_tracer(&self, node_id: &str) -> MessageTracer {
-        let traced =
-            self.processor
-                .as_ref()
-                .zip(self.sampler.as_ref())
-                .map(|(processor, sampler)| {
-                    let sink = recording::Sink {
-                        processor: processor.clone(),
-                        scope: InstrumentationScope::builder(SCOPE).build(),
-                        attribute_limit: opentelemetry_sdk::trace::Config::default()
-                            .span_limits
-                            .max_attributes_per_span
-                            as usize,
-                    };
-                    (sampler.box_clone(), sink)
-                });
+        let traced = self
+            .traced
+            .as_ref()
+            .map(|(sampler, sink)| (sampler.box_clone(), sink.clone()));
         MessageTracer::new(traced, node_id)
     }
 

@@ -26,6 +26,7 @@ use opentelemetry_sdk::trace::{
 };
 
 /// Where message-path spans go: the processor the tracer provider also uses.
+#[derive(Clone)]
 pub struct Sink {
     pub processor: Arc<BatchSpanProcessor>,
     pub scope: InstrumentationScope,

@@ -21,15 +21,17 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{ClientTlsConfig, Identity};
 
-const CERTIFICATE: [&str; 2] = [
+use super::otlp::settings::{Vars, either};
+
+const CERTIFICATE: Vars = [
     "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
     "OTEL_EXPORTER_OTLP_CERTIFICATE",
 ];
-const CLIENT_CERTIFICATE: [&str; 2] = [
+const CLIENT_CERTIFICATE: Vars = [
     "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
     "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
 ];
-const CLIENT_KEY: [&str; 2] = [
+const CLIENT_KEY: Vars = [
     "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
     "OTEL_EXPORTER_OTLP_CLIENT_KEY",
 ];
@@ -77,11 +79,8 @@ struct PemFile {
 
 impl PemFile {
     /// The first of `vars` that is set (the per-signal one wins), read.
-    fn from_env(vars: [&'static str; 2]) -> Result<Option<Self>, TlsConfigError> {
-        let Some((var, path)) = vars
-            .into_iter()
-            .find_map(|var| super::export::env(var).map(|path| (var, path)))
-        else {
+    fn from_env(vars: Vars) -> Result<Option<Self>, TlsConfigError> {
+        let Some((var, path)) = either(&super::export::env, vars) else {
             return Ok(None);
         };
         match std::fs::read(&path) {

@@ -75,6 +75,7 @@ impl Warnings {
 /// next occurrence let through reports. Nothing is lost from the count: every
 /// occurrence is either let through or reported by a later one (or still
 /// pending, when none has come since).
+#[derive(Debug)]
 pub struct WarnLimiter {
     interval: u64,
     origin: Instant,

@@ -18,8 +18,8 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
-use super::Failure;
 use super::settings::Settings;
+use super::{Failure, error_chain};
 
 const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -127,15 +127,10 @@ fn failure(status: &Status) -> Failure {
     );
     // The message may echo a token back; the code and tonic's own source
     // chain (connection errors) are what the log shows.
-    let mut message = format!("gRPC status {:?}", status.code());
-    if let Some(source) = std::error::Error::source(status) {
-        message.push_str(&format!(": {source}"));
-        let mut next = source.source();
-        while let Some(cause) = next {
-            message.push_str(&format!(": {cause}"));
-            next = cause.source();
-        }
-    }
+    let message = match std::error::Error::source(status) {
+        Some(source) => format!("gRPC status {:?}: {}", status.code(), error_chain(source)),
+        None => format!("gRPC status {:?}", status.code()),
+    };
     Failure { message, retry }
 }
 

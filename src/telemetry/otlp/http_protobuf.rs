@@ -11,8 +11,8 @@ use flate2::write::GzEncoder;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT};
 use otlp_reqwest::blocking::Client;
 
-use super::Failure;
 use super::settings::Settings;
+use super::{Failure, error_chain};
 
 pub struct HttpSender {
     client: Client,
@@ -81,14 +81,4 @@ fn gzip(body: &[u8]) -> Result<Bytes, Failure> {
         .and_then(|()| encoder.finish())
         .map(Bytes::from)
         .map_err(|e| Failure::permanent(format!("compressing the request: {e}")))
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut next = error.source();
-    while let Some(cause) = next {
-        message.push_str(&format!(": {cause}"));
-        next = cause.source();
-    }
-    message
 }

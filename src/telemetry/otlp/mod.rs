@@ -24,7 +24,6 @@ mod http_protobuf;
 pub(crate) mod settings;
 mod wire;
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -36,6 +35,8 @@ use prost::Message as _;
 
 use encode::SpanEncoder;
 use settings::{Protocol, Settings};
+
+use super::warnings::WarnLimiter;
 
 /// What wsgate calls itself to collectors.
 const USER_AGENT: &str = concat!("wsgate/", env!("CARGO_PKG_VERSION"));
@@ -59,6 +60,17 @@ impl Failure {
     }
 }
 
+/// An error and its sources, `: `-separated: what a failed attempt logs.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        message.push_str(&format!(": {cause}"));
+        next = cause.source();
+    }
+    message
+}
+
 enum Sender {
     Grpc(grpc::GrpcSender),
     Http(http_protobuf::HttpSender),
@@ -72,7 +84,7 @@ pub struct OtlpExporter {
     /// The last request's size: the next buffer's capacity.
     last_len: AtomicUsize,
     shut_down: AtomicBool,
-    last_rejection_log: Mutex<Option<Instant>>,
+    rejections_log: WarnLimiter,
 }
 
 impl std::fmt::Debug for OtlpExporter {
@@ -100,7 +112,7 @@ impl OtlpExporter {
             timeout: settings.timeout,
             last_len: AtomicUsize::new(0),
             shut_down: AtomicBool::new(false),
-            last_rejection_log: Mutex::new(None),
+            rejections_log: WarnLimiter::new(LOG_EVERY),
         })
     }
 
@@ -134,7 +146,8 @@ impl OtlpExporter {
         unreachable!("the last attempt returns")
     }
 
-    /// Logs, at most once a minute, spans the collector took but rejected.
+    /// Logs, at most once a minute (with the count of those not logged), spans
+    /// the collector took but rejected.
     fn check_partial_success(&self, answer: &[u8]) {
         use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
         let Ok(response) = ExportTraceServiceResponse::decode(answer) else {
@@ -146,15 +159,11 @@ impl OtlpExporter {
         if partial.rejected_spans == 0 && partial.error_message.is_empty() {
             return;
         }
-        let mut last = self
-            .last_rejection_log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
-            *last = Some(Instant::now());
+        if let Some(suppressed) = self.rejections_log.admit() {
             tracing::warn!(
                 rejected_spans = partial.rejected_spans,
                 error = partial.error_message,
+                suppressed,
                 "the collector rejected part of a span batch (logged at most once a minute)"
             );
         }

@@ -71,7 +71,7 @@ impl Settings {
 }
 
 /// Each setting's variables, per-signal first.
-type Vars = [&'static str; 2];
+pub type Vars = [&'static str; 2];
 const PROTOCOL: Vars = [
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
     "OTEL_EXPORTER_OTLP_PROTOCOL",
@@ -94,7 +94,10 @@ const INSECURE: Vars = [
 ];
 
 /// The first of `names` that is set, and its value.
-fn either(var: &impl Fn(&str) -> Option<String>, names: Vars) -> Option<(&'static str, String)> {
+pub fn either(
+    var: &impl Fn(&str) -> Option<String>,
+    names: Vars,
+) -> Option<(&'static str, String)> {
     names
         .into_iter()
         .find_map(|name| var(name).map(|value| (name, value)))
