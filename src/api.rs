@@ -28,6 +28,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use crate::state::AppState;
 use crate::telemetry::Publisher;
 use wsgate_protocol::room::{RoomKey, Tenant};
+use crate::publish::{ClientId, Published, PublishError};
 use wsgate_protocol::{self as protocol, ErrorCode, HttpReply};
 
 /// Why a publish request was refused; each maps to one status and a stable code.
@@ -51,6 +52,8 @@ pub(crate) enum ApiError {
     Invalid { code: ErrorCode, message: String },
     #[error("{0}")]
     BrokerUnavailable(String),
+    #[error("{0}")]
+    IdConflict(String),
 }
 
 impl ApiError {
@@ -63,6 +66,7 @@ impl ApiError {
             Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Body(_) | Self::Invalid { .. } => StatusCode::BAD_REQUEST,
             Self::BrokerUnavailable(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::IdConflict(_) => StatusCode::CONFLICT,
         }
     }
 
@@ -77,6 +81,7 @@ impl ApiError {
             Self::Overloaded => "overloaded",
             Self::Invalid { code, .. } => code.as_str(),
             Self::BrokerUnavailable(_) => ErrorCode::BrokerUnavailable.as_str(),
+            Self::IdConflict(_) => ErrorCode::IdConflict.as_str(),
         }
     }
 }
@@ -110,16 +115,21 @@ fn json(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// `POST /api/publish` with `{"room": "...", "data": <any JSON>}` → `202 {"id": "..."}`.
+/// `POST /api/publish` with `{"room": "...", "data": <any JSON>}` → `202 {"id": "..."}`
+/// (and `"offset"` when the room has history).
 pub(crate) async fn publish(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     match accept(&state, &headers, body).await {
-        Ok(id) => json(
+        Ok(published) => json(
             StatusCode::ACCEPTED,
-            HttpReply::Accepted { id: &id }.to_json(),
+            HttpReply::Accepted {
+                id: &published.id,
+                offset: published.offset,
+            }
+            .to_json(),
         ),
         Err(e) => e.into_response(),
     }
@@ -129,7 +139,7 @@ async fn accept(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<std::sync::Arc<str>, ApiError> {
+) -> Result<Published, ApiError> {
     authorize(state, headers)?;
     if !is_json(headers) {
         return Err(ApiError::ContentType);
@@ -155,10 +165,14 @@ async fn accept(
     let parent = tracing::Span::current().context();
     let tenant = request.tenant.unwrap_or_else(Tenant::default_tenant);
     let key = RoomKey::new(tenant, request.room);
+    let client_id = request.id.as_deref().map(|id| ClientId { scope: "http", id });
     state
-        .publish(&parent, Publisher::Http, &key, request.data)
+        .publish(&parent, Publisher::Http, &key, request.data, client_id)
         .await
-        .map_err(|e| ApiError::BrokerUnavailable(e.to_string()))
+        .map_err(|e| match e {
+            PublishError::Broker(e) => ApiError::BrokerUnavailable(e.to_string()),
+            e @ PublishError::IdConflict { .. } => ApiError::IdConflict(e.to_string()),
+        })
 }
 
 /// The body, up to `limit` bytes. Only exceeding the limit is `TooLarge`;

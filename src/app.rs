@@ -19,13 +19,15 @@ use crate::auth::Verifier;
 use crate::broker::{Broker, NatsBroker, NatsSettings};
 use crate::config::Config;
 use crate::delivery::Delivery;
+use crate::history::{History, HistoryLimits};
 use crate::hub::Hub;
 use crate::message::MessageIds;
 use crate::outbox::{QueueLimits, QueuedBytes};
 use crate::secret::Secret;
 use crate::state::{AppState, Limits, Shared};
 use crate::telemetry::{
-    BrokerMetrics, MessagingSystem, StateGauges, StateReaders, Telemetry, Warnings,
+    BrokerMetrics, HistoryMetrics, MessagingSystem, StateGauges, StateReaders, Telemetry,
+    Warnings,
 };
 
 /// A bound, not yet serving, gateway. Tests build it on port 0 and read the port.
@@ -65,8 +67,19 @@ impl Application {
             system,
         ));
         let warnings = Warnings::new(&telemetry.meter, config.warning_log_interval);
+        let history_metrics = HistoryMetrics::new(&telemetry.meter);
+        // `validate` refuses history with NATS: it is in-memory only for now.
+        let history = (config.history_size > 0).then(|| {
+            let limits = HistoryLimits {
+                size: config.history_size as usize,
+                ttl: config.history_ttl,
+                max_bytes: usize::try_from(config.history_max_bytes).unwrap_or(usize::MAX),
+                meta_ttl: config.history_meta_ttl,
+            };
+            Arc::new(History::new(limits, history_metrics.clone()))
+        });
         let broker = match config.nats_access()? {
-            None => Broker::memory(delivery),
+            None => Broker::memory(delivery, history.clone()),
             Some(access) => {
                 let settings = NatsSettings {
                     access,
@@ -122,6 +135,14 @@ impl Application {
                     let queued = queued_bytes.clone();
                     Box::new(move || queued.get())
                 },
+                history_messages: {
+                    let history = history.clone();
+                    Box::new(move || history.as_ref().map_or(0, |h| h.message_count()))
+                },
+                history_bytes: {
+                    let history = history.clone();
+                    Box::new(move || history.as_ref().map_or(0, |h| h.byte_count()))
+                },
                 connections_limit: u64::from(config.max_connections),
             },
         );
@@ -129,7 +150,9 @@ impl Application {
             limits,
             hub,
             broker,
+            history,
             metrics,
+            history_metrics,
             tracer,
             registry: telemetry.registry.clone(),
             ids: MessageIds::new(),
@@ -210,6 +233,9 @@ impl Application {
                 None => public.await,
             }
         });
+        if let Some((history, hub)) = state.history_and_hub() {
+            tokio::spawn(sweep(history, hub, token.clone()));
+        }
         signal.await;
         let deadline = Instant::now() + shutdown_grace;
         let open = state.hub().room_count();
@@ -234,6 +260,19 @@ impl Application {
         }
         tracing::info!("shutdown complete");
         Ok(deadline)
+    }
+}
+
+/// Once a second until shutdown: drops expired history and forgets idle
+/// rooms' records (a room with subscribers here keeps its epoch).
+async fn sweep(history: Arc<History>, hub: Arc<Hub>, token: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => history.sweep(|room| hub.has_room(room)),
+            () = token.cancelled() => return,
+        }
     }
 }
 

@@ -105,6 +105,28 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_rooms: u32,
 
+    /// Messages kept per room for clients that resume with `since` and for
+    /// `history` requests; 0 keeps no history.
+    #[arg(long, env = "WSGATE_HISTORY_SIZE", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub history_size: u32,
+
+    /// How long a room's messages are kept in its history.
+    #[arg(long, env = "WSGATE_HISTORY_TTL", default_value = "5m", value_parser = duration)]
+    pub history_ttl: Duration,
+
+    /// Bytes the node's history may hold in all; past it, the oldest messages
+    /// of the largest rooms go first.
+    #[arg(long, env = "WSGATE_HISTORY_MAX_BYTES", default_value_t = 256 << 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_max_bytes: u64,
+
+    /// How long a room's offset and epoch are remembered after its last
+    /// message or local subscriber, so that a client away for longer than
+    /// --history-ttl that missed nothing still resumes.
+    #[arg(long, env = "WSGATE_HISTORY_META_TTL", default_value = "1h", value_parser = duration)]
+    pub history_meta_ttl: Duration,
+
     /// Largest client frame or message, in bytes; larger ones close the
     /// connection with 1009.
     #[arg(long, env = "WSGATE_MAX_MESSAGE_BYTES", default_value_t = 65_536,
@@ -277,6 +299,11 @@ pub enum ConfigError {
     },
     #[error("--nats-creds and credentials in --nats-url are two logins to NATS: give one of them")]
     NatsTwoLogins,
+    #[error(
+        "--history-size keeps history in this node's memory, which other nodes cannot see: \
+         history with --nats-url (in JetStream) is not available yet"
+    )]
+    HistoryWithNats,
 }
 
 /// The most one room's NATS subscription buffer may hold, in bytes.
@@ -292,6 +319,8 @@ impl Config {
             ("write-timeout", self.write_timeout),
             ("warning-log-interval", self.warning_log_interval),
             ("request-timeout", self.request_timeout),
+            ("history-ttl", self.history_ttl),
+            ("history-meta-ttl", self.history_meta_ttl),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero { flag });
@@ -316,6 +345,9 @@ impl Config {
                 timeout: self.heartbeat_timeout,
                 interval: self.heartbeat_interval,
             });
+        }
+        if self.history_size > 0 && self.nats_url.is_some() {
+            return Err(ConfigError::HistoryWithNats);
         }
         if let Some(admin) = self.admin_listen
             && admin == self.listen
@@ -472,6 +504,10 @@ mod tests {
         assert_eq!(c.send_queue_bytes, 1 << 20);
         assert_eq!(c.write_timeout, Duration::from_secs(10));
         assert_eq!(c.max_rooms, 100_000);
+        assert_eq!(c.history_size, 0);
+        assert_eq!(c.history_ttl, Duration::from_secs(300));
+        assert_eq!(c.history_max_bytes, 256 << 20);
+        assert_eq!(c.history_meta_ttl, Duration::from_secs(3600));
         assert_eq!(c.slow_consumer, SlowConsumerPolicy::Disconnect);
         assert_eq!(c.heartbeat_interval, Duration::from_secs(25));
         assert_eq!(c.heartbeat_timeout, Duration::from_secs(60));

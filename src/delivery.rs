@@ -35,8 +35,9 @@ impl Delivery {
     }
 
     /// Fans `envelope` out to this node's subscribers of its room, under a
-    /// `process` span whose context the delivered frames carry.
-    pub(crate) fn deliver(&self, envelope: &Envelope) -> Fanout {
+    /// `process` span whose context the delivered frames carry; `offset` is
+    /// its place in the room's history, when the room keeps one.
+    pub(crate) fn deliver(&self, envelope: &Envelope, offset: Option<u64>) -> Fanout {
         let span = self
             .tracer
             .process(&envelope.trace, self.system, &envelope.room, &envelope.id);
@@ -46,6 +47,7 @@ impl Delivery {
             &envelope.id,
             &envelope.data,
             traceparent.as_ref().map(|tp| tp.as_str()),
+            offset,
         );
         let item = Outbound {
             frame,

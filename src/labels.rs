@@ -63,6 +63,7 @@ label_enum! {
         RateLimited => "rate_limited",
         TooManyRooms => "too_many_rooms",
         Unauthorized => "unauthorized",
+        IdConflict => "id_conflict",
         Internal => "internal",
         TooLarge => "too_large",
         HeartbeatTimeout => "heartbeat_timeout",
@@ -136,6 +137,31 @@ label_enum! {
     }
 }
 
+label_enum! {
+    /// Why stored messages left the history: the `reason` label of
+    /// `wsgate_history_trimmed_total`.
+    TrimReason {
+        /// More than `--history-size` messages in the room.
+        Size => "size",
+        /// Older than `--history-ttl`.
+        Ttl => "ttl",
+        /// The node held more than `--history-max-bytes`.
+        Memory => "memory",
+    }
+}
+
+label_enum! {
+    /// The answer to a subscribe that asked to resume (`since`): the `result`
+    /// label of `websocket_recoveries_total`.
+    RecoveryResult {
+        /// Every message after `since` was replayed.
+        Recovered => "recovered",
+        /// The client was told `recovered: false`: the epoch differs, messages
+        /// were trimmed, or the node keeps no history.
+        NotRecovered => "not_recovered",
+    }
+}
+
 impl From<ErrorCode> for ErrorType {
     fn from(code: ErrorCode) -> Self {
         match code {
@@ -149,6 +175,7 @@ impl From<ErrorCode> for ErrorType {
             ErrorCode::RateLimited => Self::RateLimited,
             ErrorCode::TooManyRooms => Self::TooManyRooms,
             ErrorCode::Unauthorized => Self::Unauthorized,
+            ErrorCode::IdConflict => Self::IdConflict,
             ErrorCode::Internal => Self::Internal,
         }
     }
@@ -227,6 +254,8 @@ mod tests {
         dense::<CloseReason>();
         dense::<ConsumeError>();
         dense::<WarningKind>();
+        dense::<TrimReason>();
+        dense::<RecoveryResult>();
         dense::<wsgate_protocol::ClientFrameType>();
         dense::<wsgate_protocol::ServerFrameType>();
     }

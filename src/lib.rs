@@ -15,6 +15,7 @@ mod app;
 mod broker;
 mod delivery;
 mod demo;
+mod history;
 mod hub;
 mod labels;
 mod message;

@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -150,7 +150,9 @@ pub(crate) struct Outbox {
     /// Wakes the write loop: a stored permit means "look at the state again".
     wake: Notify,
     /// Wakes everyone waiting for the connection to start closing, such as a
-    /// write loop stuck writing to a client that stopped reading.
+    /// write loop stuck writing to a client that stopped reading; and a paced
+    /// push (a replay) when the write loop freed space. Waiters re-check their
+    /// condition, so one `Notify` serves both and keeps the outbox small.
     closed: Notify,
     limits: QueueLimits,
     /// The node-wide total this outbox's bytes are part of.
@@ -167,6 +169,8 @@ struct State {
     /// yet reported written.
     bytes: usize,
     close: Option<CloseRequest>,
+    /// A paced push waits for space: the write loop wakes it when it frees some.
+    awaiting_space: bool,
 }
 
 /// What the write loop should do next.
@@ -218,6 +222,11 @@ impl Outbox {
                 }
             };
         }
+        self.enqueue(state, item)
+    }
+
+    fn enqueue(&self, mut state: MutexGuard<'_, State>, item: Outbound) -> Pushed {
+        let len = item.frame.len();
         let was_empty = state.queue.is_empty();
         state.queue.push_back(item);
         state.bytes += len;
@@ -227,6 +236,44 @@ impl Outbox {
             self.wake.notify_one();
         }
         Pushed::Queued
+    }
+
+    /// Whether `frames` more frames of `bytes` in all fit now, within both
+    /// bounds, on a connection that is not closing.
+    pub(crate) fn has_room(&self, frames: usize, bytes: usize) -> bool {
+        let state = self.lock();
+        state.close.is_none() && self.fits(&state, frames, bytes)
+    }
+
+    fn fits(&self, state: &State, frames: usize, bytes: usize) -> bool {
+        let frames_fit = state.queue.len() + frames <= self.limits.frames;
+        // As in `push`, one frame of any size enters an empty queue.
+        let bytes_fit = state.bytes + bytes <= self.limits.bytes || (state.bytes == 0 && frames <= 1);
+        frames_fit && bytes_fit
+    }
+
+    /// Queues `item` once it fits within both bounds, waiting for the write
+    /// loop to make room: for replays, which a client asked for and which must
+    /// never trip the slow-consumer policy. `Closed` if the connection starts
+    /// closing first.
+    pub(crate) async fn push_when_room(&self, item: Outbound) -> Pushed {
+        loop {
+            let changed = self.closed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so space freed in between is not missed.
+            changed.as_mut().enable();
+            {
+                let mut state = self.lock();
+                if state.close.is_some() {
+                    return Pushed::Closed;
+                }
+                if self.fits(&state, 1, item.frame.len()) {
+                    return self.enqueue(state, item);
+                }
+                state.awaiting_space = true;
+            }
+            changed.await;
+        }
     }
 
     /// Asks the write loop to close the connection. Returns whether this was the
@@ -308,9 +355,10 @@ impl Outbox {
     pub(crate) async fn next(&self, batch: &mut VecDeque<Outbound>, written: &mut usize) -> Next {
         debug_assert!(batch.is_empty());
         loop {
-            {
+            let (next, freed) = {
                 let mut state = self.lock();
                 self.release(&mut state, std::mem::take(written));
+                let freed = std::mem::take(&mut state.awaiting_space);
                 if let Some(request) = state.close
                     && (request.abandons_backlog() || state.queue.is_empty())
                 {
@@ -320,10 +368,18 @@ impl Outbox {
                     self.gauge.sub(bytes);
                     return Next::Close { request, discarded };
                 }
-                if !state.queue.is_empty() {
+                if state.queue.is_empty() {
+                    (None, freed)
+                } else {
                     std::mem::swap(&mut state.queue, batch);
-                    return Next::Write;
+                    (Some(Next::Write), freed)
                 }
+            };
+            if freed {
+                self.closed.notify_waiters();
+            }
+            if let Some(next) = next {
+                return next;
             }
             self.wake.notified().await;
         }

@@ -1,6 +1,6 @@
 //! The producer side: accepting a message for a room and handing it to the
 //! broker. WebSocket `publish` frames and the HTTP API both come through here,
-//! so both get the same ids, spans and delivery.
+//! so both get the same ids, spans, history and delivery.
 
 use std::sync::Arc;
 
@@ -8,22 +8,54 @@ use opentelemetry::Context;
 use serde_json::value::RawValue;
 
 use crate::broker::BrokerError;
+use crate::history::Appended;
 use crate::message::{Envelope, PublishedAt};
 use crate::state::AppState;
 use crate::telemetry::{Accepted, Publisher};
 use wsgate_protocol::room::RoomKey;
 
+/// A message the broker took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Published {
+    /// The server-assigned id (a retried publish's original one).
+    pub(crate) id: Arc<str>,
+    /// Its place in the room's history, when the node keeps one.
+    pub(crate) offset: Option<u64>,
+}
+
+/// Why a publish did not happen.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PublishError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(
+        "this id was already used in this room, for other data, by the message at offset {offset}"
+    )]
+    IdConflict { offset: u64 },
+}
+
+/// The publisher's `id` for de-duplication, within a scope of its own: one
+/// user's ids never collide with another's, nor with the HTTP API's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientId<'a> {
+    /// `ws:<user>` for a WebSocket client (`ws:` without tokens), `http` for
+    /// the API.
+    pub(crate) scope: &'a str,
+    pub(crate) id: &'a str,
+}
+
 impl AppState {
     /// Publishes `data` to `room` under a `send` span, child of `parent` (the
-    /// client's context, or the HTTP request's span). Returns the
-    /// server-assigned message id.
+    /// client's context, or the HTTP request's span). In a room with history,
+    /// a `client_id` already accepted is acknowledged again, not delivered.
     pub(crate) async fn publish(
         &self,
         parent: &Context,
         publisher: Publisher,
         room: &RoomKey,
         data: &RawValue,
-    ) -> Result<Arc<str>, BrokerError> {
+        client_id: Option<ClientId<'_>>,
+    ) -> Result<Published, PublishError> {
         let id = self.next_message_id();
         let mut span = self.tracer().send(
             parent,
@@ -43,17 +75,34 @@ impl AppState {
             published_at: PublishedAt::now(),
         };
         let id = envelope.id.clone();
-        let result = self.broker().publish(envelope).await;
+        // Only a node with history remembers ids.
+        let dedupe = client_id
+            .filter(|_| self.history().is_some())
+            .map(|c| format!("{}\0{}", c.scope, c.id).into_boxed_str());
+        let result = match self.broker().publish(envelope, dedupe).await {
+            Ok(None) => Ok(Published { id, offset: None }),
+            Ok(Some(Appended::Stored { offset })) => Ok(Published {
+                id,
+                offset: Some(offset),
+            }),
+            Ok(Some(Appended::Duplicate { offset, id })) => Ok(Published {
+                id,
+                offset: Some(offset),
+            }),
+            Ok(Some(Appended::Conflict { offset })) => Err(PublishError::IdConflict { offset }),
+            Err(e) => Err(e.into()),
+        };
         match &result {
-            Ok(()) if tracing::enabled!(tracing::Level::DEBUG) => {
+            Ok(published) if tracing::enabled!(tracing::Level::DEBUG) => {
                 // The line carries the span's ids; no await follows.
                 let _current = span.log_context().attach();
-                tracing::debug!(room = %room, message_id = %id, "message published");
+                tracing::debug!(room = %room, message_id = %published.id, "message published");
             }
-            Ok(()) => {}
-            Err(e) => span.record_error("broker_unavailable", &e.to_string()),
+            Ok(_) => {}
+            Err(PublishError::Broker(e)) => span.record_error("broker_unavailable", &e.to_string()),
+            Err(e @ PublishError::IdConflict { .. }) => span.record_error("id_conflict", &e.to_string()),
         }
         self.tracer().end_send(span);
-        result.map(|()| id)
+        result
     }
 }

@@ -12,10 +12,11 @@ use tokio_util::task::TaskTracker;
 use crate::admission::Admission;
 use crate::admission::ApiAccess;
 use crate::broker::Broker;
+use crate::history::History;
 use crate::hub::{ConnId, Hub};
 use crate::message::MessageIds;
 use crate::outbox::{QueueLimits, QueuedBytes};
-use crate::telemetry::{MessageTracer, Metrics, StateGauges};
+use crate::telemetry::{HistoryMetrics, MessageTracer, Metrics, StateGauges};
 
 /// State shared by every request and connection. Cloning is an `Arc` bump.
 #[derive(Clone)]
@@ -25,7 +26,10 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     pub(crate) hub: Arc<Hub>,
     pub(crate) broker: Broker,
+    /// Each room's recent messages, with `--history-size`.
+    pub(crate) history: Option<Arc<History>>,
     pub(crate) metrics: Metrics,
+    pub(crate) history_metrics: HistoryMetrics,
     pub(crate) tracer: MessageTracer,
     /// Rendered by `/metrics`.
     pub(crate) registry: prometheus::Registry,
@@ -86,6 +90,17 @@ impl AppState {
     }
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+    pub(crate) fn history(&self) -> Option<&History> {
+        self.0.history.as_deref()
+    }
+    /// The history and the hub, owned, for the task that sweeps the history.
+    pub(crate) fn history_and_hub(&self) -> Option<(Arc<History>, Arc<Hub>)> {
+        let history = self.0.history.clone()?;
+        Some((history, self.0.hub.clone()))
+    }
+    pub(crate) fn history_metrics(&self) -> &HistoryMetrics {
+        &self.0.history_metrics
     }
     pub(crate) fn tracer(&self) -> &MessageTracer {
         &self.0.tracer

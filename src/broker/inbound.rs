@@ -61,7 +61,7 @@ impl Inbound {
         match decode(room, message) {
             Ok(envelope) => {
                 self.metrics.consumed(None);
-                self.delivery.deliver(&envelope);
+                self.delivery.deliver(&envelope, None);
             }
             Err(reason) => {
                 self.metrics.consumed(Some(ConsumeError::InvalidMessage));

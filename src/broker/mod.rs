@@ -24,6 +24,7 @@ pub(crate) use nats_url::{NatsUrl, NatsUrlError};
 pub(crate) use tls::ClientCert;
 
 use crate::delivery::Delivery;
+use crate::history::{Appended, History};
 use crate::message::Envelope;
 use crate::telemetry::MessagingSystem;
 use wsgate_protocol::room::RoomKey;
@@ -47,8 +48,8 @@ pub(crate) enum Broker {
 }
 
 impl Broker {
-    pub(crate) fn memory(delivery: Arc<Delivery>) -> Self {
-        Self::Memory(MemoryBroker::new(delivery))
+    pub(crate) fn memory(delivery: Arc<Delivery>, history: Option<Arc<History>>) -> Self {
+        Self::Memory(MemoryBroker::new(delivery, history))
     }
 
     /// The `messaging.system` this broker reports on spans.
@@ -60,16 +61,19 @@ impl Broker {
     }
 
     /// Hands a message to the broker. When this returns `Ok` the message is on
-    /// its way to every node; an error means it went nowhere.
-    pub(crate) async fn publish(&self, envelope: Envelope) -> Result<(), BrokerError> {
+    /// its way to every node; an error means it went nowhere. With history,
+    /// `Ok` says where it was stored, or that `dedupe` (the publisher's key
+    /// for its `id`) was already accepted.
+    pub(crate) async fn publish(
+        &self,
+        envelope: Envelope,
+        dedupe: Option<Box<str>>,
+    ) -> Result<Option<Appended>, BrokerError> {
         match self {
-            Self::Memory(broker) => {
-                broker.publish(envelope);
-                Ok(())
-            }
+            Self::Memory(broker) => Ok(broker.publish(envelope, dedupe)),
             // Boxed: the NATS future is large, and an unboxed arm would size
             // every session's state machine, in-memory ones included.
-            Self::Nats(broker) => Box::pin(broker.publish(&envelope)).await,
+            Self::Nats(broker) => Box::pin(broker.publish(&envelope)).await.map(|()| None),
         }
     }
 

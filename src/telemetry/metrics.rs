@@ -236,7 +236,7 @@ impl Metrics {
 /// given, so telemetry needs no access to the hub or the outboxes. Keep it
 /// alive as long as the state it reads.
 pub struct StateGauges {
-    _gauges: [ObservableGauge<u64>; 5],
+    _gauges: [ObservableGauge<u64>; 7],
 }
 
 /// What [`StateGauges`] reads, each a closure over the node's state.
@@ -244,6 +244,9 @@ pub struct StateReaders {
     pub rooms: Box<dyn Fn() -> u64 + Send + Sync>,
     pub subscriptions: Box<dyn Fn() -> u64 + Send + Sync>,
     pub queued_bytes: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// Messages and bytes in the in-memory history (0 without it).
+    pub history_messages: Box<dyn Fn() -> u64 + Send + Sync>,
+    pub history_bytes: Box<dyn Fn() -> u64 + Send + Sync>,
     /// `--max-connections`, a constant: exported so that alerts and dashboards
     /// divide the active connections by the limit this node really has.
     pub connections_limit: u64,
@@ -266,6 +269,8 @@ impl StateGauges {
             rooms,
             subscriptions,
             queued_bytes,
+            history_messages,
+            history_bytes,
             connections_limit,
         } = readers;
         Self {
@@ -287,6 +292,18 @@ impl StateGauges {
                     .with_description("Bytes of frames queued for clients or being written to their sockets, across all connections (each bounded by --send-queue-bytes).")
                     .with_unit("By")
                     .with_callback(move |o| o.observe(queued_bytes(), &[]))
+                    .build(),
+                meter
+                    .u64_observable_gauge("wsgate.history.messages")
+                    .with_description("Messages kept in the in-memory history, across all rooms (each room bounded by --history-size).")
+                    .with_unit("{message}")
+                    .with_callback(move |o| o.observe(history_messages(), &[]))
+                    .build(),
+                meter
+                    .u64_observable_gauge("wsgate.history")
+                    .with_description("Bytes held by the in-memory history: stored messages and room records (bounded by --history-max-bytes).")
+                    .with_unit("By")
+                    .with_callback(move |o| o.observe(history_bytes(), &[]))
                     .build(),
                 meter
                     .u64_observable_gauge("wsgate.connections.limit")

@@ -16,6 +16,7 @@
 mod broker_metrics;
 mod counters;
 mod export;
+mod history_metrics;
 mod logs;
 mod metrics;
 mod otlp;
@@ -47,6 +48,7 @@ pub(crate) use crate::labels::{
 };
 pub(crate) use broker_metrics::{BrokerMetrics, BrokerState, ObservedBroker};
 pub(crate) use export::EXPORT_FAILED;
+pub(crate) use history_metrics::HistoryMetrics;
 pub(crate) use metrics::{Metrics, StateGauges, StateReaders};
 pub(crate) use spans::{Accepted, MessageTracer, MessagingSystem, Publisher};
 pub(crate) use warnings::Warnings;

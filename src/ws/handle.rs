@@ -9,12 +9,15 @@
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::rate::Verdict;
+use super::recover::Joined;
 use super::session::Session;
 use crate::hub::Subscriber;
+use crate::labels::RecoveryResult;
 use crate::outbox::{Outbound, Pushed};
+use crate::publish::{ClientId, PublishError};
 use crate::telemetry::{Publisher, propagation};
 use wsgate_protocol::room::{RoomKey, RoomName};
-use wsgate_protocol::{self as protocol, ClientFrame, ErrorCode, Publish, Reply, quoted};
+use wsgate_protocol::{self as protocol, ClientFrame, ErrorCode, Publish, Reply, Since, quoted};
 
 impl Session {
     /// The key of one of this connection's rooms: rooms live within its tenant.
@@ -56,19 +59,31 @@ impl Session {
         // idle connection's session future. One allocation per publish or
         // subscribe is cheaper than kilobytes per connection.
         match frame {
-            ClientFrame::Subscribe { room } => Box::pin(self.subscribe(room)).await,
+            ClientFrame::Subscribe { room, since } => Box::pin(self.subscribe(room, since)).await,
             ClientFrame::Unsubscribe { room } => self.unsubscribe(room),
             ClientFrame::Publish(publish) => Box::pin(self.publish(publish)).await,
             ClientFrame::Ping { id } => self.reply(&Reply::Pong { id: id.as_deref() }),
             ClientFrame::Refresh { token } => self.refresh(&token),
+            ClientFrame::History { room, limit, since } => {
+                Box::pin(self.history(room, limit, since)).await;
+            }
         }
     }
 
-    async fn subscribe(&mut self, room: RoomName) {
+    async fn subscribe(&mut self, room: RoomName, since: Option<Since<'_>>) {
         if self.rooms.contains(&room) {
-            // Idempotent: the client is subscribed, and hears so again.
+            // Idempotent: the client is subscribed, and hears so again (with
+            // the room's position, when it has history).
+            let position = self.state.history().map(|h| {
+                h.with_room(&self.key(room.clone()), |log| {
+                    (log.latest(), log.epoch().clone())
+                })
+            });
             self.reply(&Reply::Subscribed {
                 room: room.as_str(),
+                offset: position.as_ref().map(|p| p.0),
+                epoch: position.as_ref().map(|p| &*p.1),
+                recovered: None,
             });
             return;
         }
@@ -101,8 +116,33 @@ impl Session {
             self.refuse(ErrorCode::BrokerUnavailable, &e.to_string(), None);
             return;
         }
+        let state = self.state.clone();
+        if let Some(history) = state.history() {
+            match self.join_with_history(history, &key, &room, since).await {
+                Joined::Yes => {
+                    self.rooms.insert(room);
+                }
+                Joined::RoomLimit => {
+                    self.state.broker().release(&key);
+                    self.refuse_room_limit();
+                }
+                Joined::Answered => self.state.broker().release(&key),
+            }
+            return;
+        }
+        // Without history nothing can be resumed: a client that asked is
+        // told so.
+        let recovered = since.map(|_| false);
+        if recovered.is_some() {
+            self.state
+                .history_metrics()
+                .recovery(RecoveryResult::NotRecovered, 0);
+        }
         let confirmation = Reply::Subscribed {
             room: room.as_str(),
+            offset: None,
+            epoch: None,
+            recovered,
         };
         let frame = confirmation.encode();
         let subscriber = Subscriber {
@@ -181,27 +221,54 @@ impl Session {
             publish.tracestate.as_deref(),
         );
         let publisher = Publisher::WebSocket(self.conn);
+        // A user's ids are its own: the scope keeps them from matching another
+        // user's (only a node with history remembers them).
+        let scope = match (&publish.id, self.state.history()) {
+            (Some(_), Some(_)) => {
+                let user = self.admitted.identity.user.as_deref().unwrap_or("");
+                format!("ws:{user}")
+            }
+            _ => String::new(),
+        };
+        let client_id = publish.id.as_deref().map(|id| ClientId { scope: &scope, id });
         let result = self
             .state
-            .publish(&parent, publisher, &key, publish.data)
+            .publish(&parent, publisher, &key, publish.data, client_id)
             .await;
         match result {
-            Ok(_) => {
+            Ok(published) => {
                 if let Some(id) = publish.id.as_deref() {
                     self.reply(&Reply::Ack {
                         id,
                         room: publish.room.as_str(),
+                        offset: published.offset,
                     });
                 }
             }
-            Err(e) => {
+            Err(e @ PublishError::Broker(_)) => {
                 self.refuse(
                     ErrorCode::BrokerUnavailable,
                     &e.to_string(),
                     publish.id.as_deref(),
                 );
             }
+            Err(e @ PublishError::IdConflict { .. }) => {
+                self.refuse(ErrorCode::IdConflict, &e.to_string(), publish.id.as_deref());
+            }
         }
+    }
+
+    /// A `history` request: authorised exactly like a subscribe to the room.
+    async fn history(&mut self, room: RoomName, limit: Option<u32>, since: Option<Since<'_>>) {
+        if !self.admitted.identity.permissions.may_subscribe(&room) {
+            let message = format!(
+                "your token does not allow reading {}",
+                quoted(room.as_str())
+            );
+            self.refuse(ErrorCode::Forbidden, &message, None);
+            return;
+        }
+        self.read_history(&room, limit, since).await;
     }
 
     /// A new token for this connection: the same user and tenant, a later
@@ -252,7 +319,7 @@ impl Session {
         self.reply(&Reply::Error { code, message, id });
     }
 
-    fn reply(&self, reply: &Reply<'_>) {
+    pub(super) fn reply(&self, reply: &Reply<'_>) {
         let pushed = self.outbox.push(Outbound {
             frame: reply.encode(),
             frame_type: reply.frame_type(),
@@ -262,7 +329,7 @@ impl Session {
     }
 
     /// Counts a frame that could not be queued for this connection.
-    fn account(&self, pushed: Pushed) {
+    pub(super) fn account(&self, pushed: Pushed) {
         let metrics = self.state.metrics();
         match pushed {
             Pushed::Queued => {}
@@ -280,6 +347,7 @@ fn frame_id<'a>(frame: &'a ClientFrame<'_>) -> Option<&'a str> {
         ClientFrame::Ping { id } => id.as_deref(),
         ClientFrame::Subscribe { .. }
         | ClientFrame::Unsubscribe { .. }
-        | ClientFrame::Refresh { .. } => None,
+        | ClientFrame::Refresh { .. }
+        | ClientFrame::History { .. } => None,
     }
 }

@@ -3,6 +3,7 @@
 mod handle;
 mod progress;
 mod rate;
+mod recover;
 mod session;
 pub(crate) mod upgrade;
 mod writer;

@@ -6,7 +6,10 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::data::check_data;
-use super::{ClientFrame, ClientFrameType, DecodeError, ErrorCode, MAX_ID_LEN, Publish, quoted};
+use super::{
+    ClientFrame, ClientFrameType, DecodeError, ErrorCode, MAX_EPOCH_LEN, MAX_ID_LEN, Publish,
+    Since, quoted,
+};
 use crate::room::{InvalidRoom, RoomName};
 
 /// The shape of every client frame; fields a frame type does not use are ignored.
@@ -28,6 +31,18 @@ struct RawFrame<'a> {
     traceparent: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     tracestate: Option<&'a RawValue>,
+    /// `subscribe` and `history`: a position in the room's history.
+    #[serde(borrow)]
+    since: Option<RawSince<'a>>,
+    /// `history`: how many messages at most.
+    limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct RawSince<'a> {
+    offset: u64,
+    #[serde(borrow)]
+    epoch: Cow<'a, str>,
 }
 
 pub(super) fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -81,6 +96,7 @@ pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
         "publish" => ClientFrameType::Publish,
         "ping" => ClientFrameType::Ping,
         "refresh" => ClientFrameType::Refresh,
+        "history" => ClientFrameType::History,
         other => {
             return Err(fail(
                 ErrorCode::UnknownType,
@@ -100,8 +116,30 @@ pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError> {
         RoomName::parse(room)
             .map_err(|e: InvalidRoom| fail(ErrorCode::InvalidRoom, frame_type, e.to_string()))
     };
+    let since = || -> Result<Option<Since<'_>>, DecodeError> {
+        match &raw.since {
+            Some(since) if since.epoch.len() > MAX_EPOCH_LEN => Err(fail(
+                ErrorCode::InvalidMessage,
+                frame_type,
+                format!("`since.epoch` is longer than {MAX_EPOCH_LEN} bytes"),
+            )),
+            Some(since) => Ok(Some(Since {
+                offset: since.offset,
+                epoch: since.epoch.clone(),
+            })),
+            None => Ok(None),
+        }
+    };
     let frame = match frame_type {
-        ClientFrameType::Subscribe => ClientFrame::Subscribe { room: room()? },
+        ClientFrameType::Subscribe => ClientFrame::Subscribe {
+            room: room()?,
+            since: since()?,
+        },
+        ClientFrameType::History => ClientFrame::History {
+            room: room()?,
+            limit: raw.limit,
+            since: since()?,
+        },
         ClientFrameType::Unsubscribe => ClientFrame::Unsubscribe { room: room()? },
         ClientFrameType::Publish => {
             let room = room()?;

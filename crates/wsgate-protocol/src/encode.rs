@@ -1,5 +1,7 @@
 //! Encoding server frames.
 
+use std::io::Write as _;
+
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tungstenite::Utf8Bytes;
@@ -11,15 +13,26 @@ use crate::room::RoomName;
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Reply<'a> {
+    /// `offset` and `epoch` are the room's position when it has history;
+    /// `recovered` answers a subscribe that asked to resume (`since`).
     Subscribed {
         room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     },
     Unsubscribed {
         room: &'a str,
     },
+    /// `offset` is the message's position when the room has history.
     Ack {
         id: &'a str,
         room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
     },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,26 +74,90 @@ impl Reply<'_> {
 /// Builds the `message` frame delivered to every subscriber of a room, once per node.
 ///
 /// `data` is copied in verbatim; being a `RawValue` it is already known to be JSON.
+/// `offset` is the message's position in the room's history, when it has one.
 pub fn message_frame(
     room: &RoomName,
     id: &str,
     data: &RawValue,
     traceparent: Option<&str>,
+    offset: Option<u64>,
 ) -> Utf8Bytes {
-    let data = data.get();
-    let mut out = Vec::with_capacity(64 + room.as_str().len() + id.len() + data.len());
+    let size = 96 + room.as_str().len() + id.len() + data.get().len();
+    let mut out = Vec::with_capacity(size);
     out.extend_from_slice(br#"{"type":"message","room":"#);
     write_json_str(&mut out, room.as_str());
+    write_entry(
+        &mut out,
+        &HistoryEntry {
+            id,
+            offset,
+            data,
+            traceparent,
+        },
+    );
+    finish(out)
+}
+
+/// One stored message in a `history` frame.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryEntry<'a> {
+    pub id: &'a str,
+    pub offset: Option<u64>,
+    pub data: &'a RawValue,
+    pub traceparent: Option<&'a str>,
+}
+
+/// Builds the answer to a `history` request: the room's position (`None` when
+/// the node keeps no history) and its stored messages, oldest first, each as a
+/// `message` frame's fields.
+pub fn history_frame(
+    room: &RoomName,
+    position: Option<(u64, &str)>,
+    messages: &[HistoryEntry<'_>],
+) -> Utf8Bytes {
+    let size: usize = messages.iter().map(|m| 96 + m.id.len() + m.data.get().len()).sum();
+    let mut out = Vec::with_capacity(96 + room.as_str().len() + size);
+    out.extend_from_slice(br#"{"type":"history","room":"#);
+    write_json_str(&mut out, room.as_str());
+    if let Some((offset, epoch)) = position {
+        let _ = write!(out, r#","offset":{offset},"epoch":"#);
+        write_json_str(&mut out, epoch);
+    }
+    out.extend_from_slice(br#","messages":["#);
+    for (i, message) in messages.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        // `write_entry` starts every field with a comma; the first one here
+        // must not have it.
+        let start = out.len();
+        write_entry(&mut out, message);
+        out.remove(start);
+    }
+    out.extend_from_slice(b"]}");
+    finish(out)
+}
+
+/// Writes a message's fields, each preceded by a comma, and closes the object.
+fn write_entry(out: &mut Vec<u8>, entry: &HistoryEntry<'_>) {
     out.extend_from_slice(br#","id":"#);
-    write_json_str(&mut out, id);
+    write_json_str(out, entry.id);
+    if let Some(offset) = entry.offset {
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, r#","offset":{offset}"#);
+    }
     out.extend_from_slice(br#","data":"#);
-    out.extend_from_slice(data.as_bytes());
-    if let Some(traceparent) = traceparent {
+    out.extend_from_slice(entry.data.get().as_bytes());
+    if let Some(traceparent) = entry.traceparent {
         out.extend_from_slice(br#","traceparent":"#);
-        write_json_str(&mut out, traceparent);
+        write_json_str(out, traceparent);
     }
     out.push(b'}');
-    // Every piece above is UTF-8, so this conversion only re-checks what is known.
+}
+
+fn finish(out: Vec<u8>) -> Utf8Bytes {
+    // Every piece written is UTF-8, so this conversion only re-checks what is known.
     Utf8Bytes::try_from(out)
         .unwrap_or_else(|_| Utf8Bytes::from_static(r#"{"type":"error","code":"internal"}"#))
 }

@@ -7,16 +7,18 @@ use serde_json::value::RawValue;
 
 use super::data::check_data;
 use super::decode::{describe, present};
-use super::{ClientFrameType, DecodeError, ErrorCode};
+use super::{ClientFrameType, DecodeError, ErrorCode, MAX_ID_LEN};
 use crate::room::{RoomName, Tenant};
 
 /// The body of `POST /api/publish`: `{"room": "...", "data": <any JSON>}`,
-/// optionally with `"tenant": "..."`.
+/// optionally with `"tenant": "..."` and an `"id"` that makes a retry
+/// idempotent in a room with history.
 #[derive(Debug)]
 pub struct HttpPublish<'a> {
     pub tenant: Option<Tenant>,
     pub room: RoomName,
     pub data: &'a RawValue,
+    pub id: Option<Cow<'a, str>>,
 }
 
 /// Decodes an HTTP publish body, with the same rules as a `publish` frame.
@@ -29,6 +31,8 @@ pub fn decode_http_publish(body: &[u8]) -> Result<HttpPublish<'_>, DecodeError> 
         data: Option<&'a RawValue>,
         #[serde(borrow)]
         tenant: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        id: Option<Cow<'a, str>>,
     }
     let fail = |code, message: String| DecodeError {
         code,
@@ -57,14 +61,30 @@ pub fn decode_http_publish(body: &[u8]) -> Result<HttpPublish<'_>, DecodeError> 
         .map(|t| Tenant::parse(&t))
         .transpose()
         .map_err(|e| fail(ErrorCode::InvalidMessage, e.to_string()))?;
-    Ok(HttpPublish { tenant, room, data })
+    if body.id.as_ref().is_some_and(|id| id.len() > MAX_ID_LEN) {
+        return Err(fail(
+            ErrorCode::InvalidMessage,
+            format!("`id` is longer than {MAX_ID_LEN} bytes"),
+        ));
+    }
+    Ok(HttpPublish {
+        tenant,
+        room,
+        data,
+        id: body.id,
+    })
 }
 
 /// The JSON bodies of the HTTP API.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum HttpReply<'a> {
-    Accepted { id: &'a str },
+    /// `offset` is the message's position when the room has history.
+    Accepted {
+        id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+    },
     Error { code: &'a str, message: &'a str },
 }
 

@@ -30,7 +30,7 @@ use crate::room::RoomName;
 
 pub use data::{MAX_DEPTH, parse_data};
 pub use decode::decode;
-pub use encode::{Reply, message_frame};
+pub use encode::{HistoryEntry, Reply, history_frame, message_frame};
 pub use http::{HttpPublish, HttpReply, decode_http_publish};
 
 /// The longest client `id` accepted, in bytes: ids are echoed in replies.
@@ -40,6 +40,10 @@ pub const MAX_ID_LEN: usize = 128;
 /// humans; echoing more would let a client make the server send back whatever
 /// it sent (a 60 KB frame, say) as an error.
 pub const MAX_QUOTED: usize = 64;
+
+/// The longest `since.epoch` accepted, in bytes: epochs are the server's own
+/// short strings, so anything longer cannot match one.
+pub const MAX_EPOCH_LEN: usize = 64;
 
 /// `s` cut to at most [`MAX_QUOTED`] bytes at a character boundary, with `…`
 /// added when something was cut: the form client input takes in an error message.
@@ -63,16 +67,18 @@ pub enum ClientFrameType {
     Publish,
     Ping,
     Refresh,
+    History,
     Invalid,
 }
 
 impl ClientFrameType {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Subscribe,
         Self::Unsubscribe,
         Self::Publish,
         Self::Ping,
         Self::Refresh,
+        Self::History,
         Self::Invalid,
     ];
 
@@ -83,6 +89,7 @@ impl ClientFrameType {
             Self::Publish => "publish",
             Self::Ping => "ping",
             Self::Refresh => "refresh",
+            Self::History => "history",
             Self::Invalid => "invalid",
         }
     }
@@ -98,17 +105,19 @@ pub enum ServerFrameType {
     Unsubscribed,
     Pong,
     Refreshed,
+    History,
     Error,
 }
 
 impl ServerFrameType {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Message,
         Self::Ack,
         Self::Subscribed,
         Self::Unsubscribed,
         Self::Pong,
         Self::Refreshed,
+        Self::History,
         Self::Error,
     ];
 
@@ -120,6 +129,7 @@ impl ServerFrameType {
             Self::Unsubscribed => "unsubscribed",
             Self::Pong => "pong",
             Self::Refreshed => "refreshed",
+            Self::History => "history",
             Self::Error => "error",
         }
     }
@@ -154,12 +164,15 @@ pub enum ErrorCode {
     TooManyRooms,
     /// A `refresh` token that does not verify.
     Unauthorized,
+    /// A publish `id` the room already accepted, within its history, for
+    /// different `data`: nothing was published.
+    IdConflict,
     /// The server failed; the request may be retried.
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::InvalidMessage,
         Self::UnknownType,
         Self::InvalidRoom,
@@ -170,6 +183,7 @@ impl ErrorCode {
         Self::RateLimited,
         Self::TooManyRooms,
         Self::Unauthorized,
+        Self::IdConflict,
         Self::Internal,
     ];
 
@@ -185,6 +199,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::TooManyRooms => "too_many_rooms",
             Self::Unauthorized => "unauthorized",
+            Self::IdConflict => "id_conflict",
             Self::Internal => "internal",
         }
     }
@@ -195,6 +210,8 @@ impl ErrorCode {
 pub enum ClientFrame<'a> {
     Subscribe {
         room: RoomName,
+        /// Resume from here: the last message the client has (`since`).
+        since: Option<Since<'a>>,
     },
     Unsubscribe {
         room: RoomName,
@@ -207,6 +224,22 @@ pub enum ClientFrame<'a> {
     Refresh {
         token: Cow<'a, str>,
     },
+    /// Read a room's stored messages without subscribing.
+    History {
+        room: RoomName,
+        /// At most this many messages (the server caps it too).
+        limit: Option<u32>,
+        /// Only messages after this position.
+        since: Option<Since<'a>>,
+    },
+}
+
+/// A position in a room's history: the offset of the last message a client
+/// has, and the epoch it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since<'a> {
+    pub offset: u64,
+    pub epoch: Cow<'a, str>,
 }
 
 impl ClientFrame<'_> {
@@ -217,6 +250,7 @@ impl ClientFrame<'_> {
             Self::Publish(_) => ClientFrameType::Publish,
             Self::Ping { .. } => ClientFrameType::Ping,
             Self::Refresh { .. } => ClientFrameType::Refresh,
+            Self::History { .. } => ClientFrameType::History,
         }
     }
 }
@@ -247,3 +281,5 @@ pub struct DecodeError {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_history;

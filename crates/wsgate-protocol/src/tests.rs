@@ -21,7 +21,7 @@ enum Decoded {
 #[track_caller]
 fn check(input: &str, expected: Decoded) {
     let got = match decode(input) {
-        Ok(ClientFrame::Subscribe { room }) => {
+        Ok(ClientFrame::Subscribe { room, .. }) => {
             format!("{:?}", Decoded::Subscribe(leak(room.as_str())))
         }
         Ok(ClientFrame::Unsubscribe { room }) => {
@@ -38,6 +38,7 @@ fn check(input: &str, expected: Decoded) {
         ),
         Ok(ClientFrame::Ping { id }) => format!("{:?}", Decoded::Ping(id.as_deref().map(leak))),
         Ok(ClientFrame::Refresh { token }) => format!("{:?}", Decoded::Refresh(leak(&token))),
+        Ok(frame @ ClientFrame::History { .. }) => format!("{frame:?}"),
         Err(e) => format!(
             "{:?}",
             Decoded::Error(e.code, e.frame_type, e.id.as_deref().map(leak))
@@ -327,7 +328,12 @@ fn data_nested_deeper_than_64_levels_is_refused_everywhere() {
 fn encodes_replies() {
     let cases: [(Reply<'_>, &str); 6] = [
         (
-            Reply::Subscribed { room: "lobby" },
+            Reply::Subscribed {
+                room: "lobby",
+                offset: None,
+                epoch: None,
+                recovered: None,
+            },
             r#"{"type":"subscribed","room":"lobby"}"#,
         ),
         (
@@ -338,6 +344,7 @@ fn encodes_replies() {
             Reply::Ack {
                 id: "c-17",
                 room: "lobby",
+                offset: None,
             },
             r#"{"type":"ack","id":"c-17","room":"lobby"}"#,
         ),
@@ -373,6 +380,7 @@ fn message_frame_is_valid_json_with_data_verbatim() {
         "m-1",
         data,
         Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        None,
     );
     assert_eq!(
         frame.as_str(),
@@ -381,7 +389,7 @@ fn message_frame_is_valid_json_with_data_verbatim() {
     let parsed: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
     assert_eq!(parsed["data"]["t"], "a\"b");
 
-    let untraced = message_frame(&room, "id with \"quote\"", data, None);
+    let untraced = message_frame(&room, "id with \"quote\"", data, None, None);
     let parsed: serde_json::Value = serde_json::from_str(untraced.as_str()).unwrap();
     assert_eq!(parsed["id"], "id with \"quote\"");
     assert!(parsed.get("traceparent").is_none());
@@ -427,7 +435,11 @@ fn parses_data_from_other_nodes_strictly() {
 #[test]
 fn encodes_http_replies() {
     assert_eq!(
-        HttpReply::Accepted { id: "m-1" }.to_json(),
+        HttpReply::Accepted {
+            id: "m-1",
+            offset: None
+        }
+        .to_json(),
         r#"{"id":"m-1"}"#
     );
     assert_eq!(
@@ -492,7 +504,7 @@ mod properties {
         fn message_frames_are_valid_json(room in room(), data in json_value(), id in ".*", tp in proptest::option::of(".*")) {
             let raw = serde_json::value::to_raw_value(&data).unwrap();
             let room_name = RoomName::parse(&room).unwrap();
-            let frame = message_frame(&room_name, &id, &raw, tp.as_deref());
+            let frame = message_frame(&room_name, &id, &raw, tp.as_deref(), None);
             let parsed: Value = serde_json::from_str(frame.as_str()).expect("valid JSON");
             let verbatim = format!(r#""data":{}"#, raw.get());
             prop_assert!(frame.as_str().contains(&verbatim), "data is embedded verbatim");

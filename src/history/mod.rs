@@ -1,0 +1,298 @@
+//! The in-memory history: each room's recent messages, so a client that
+//! reconnects is given exactly what it missed (or told that it cannot be).
+//!
+//! On with `--history-size N` (messages kept per room). Trimmed by size
+//! (per room), by age (`--history-ttl`) and by the node's total
+//! (`--history-max-bytes`: past it, the oldest messages of the largest rooms go
+//! first). Every trim is counted by reason.
+//!
+//! Ordering: a room's lock is held while a message is given its offset,
+//! stored and fanned out (the caller's `deliver`), and while a subscriber
+//! catches up and joins. So a joining subscriber sees every message either in
+//! its catch-up or live, never both and never neither.
+//!
+//! Locking follows the hub: the map of rooms is locked only to find, create
+//! or forget a record, never while a room's lock is held.
+
+mod room;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+pub(crate) use room::{Entry, RoomLog, Seen};
+
+use crate::labels::TrimReason;
+use crate::message::Envelope;
+use crate::telemetry::HistoryMetrics;
+use room::{ROOM_OVERHEAD, Trimmed};
+use wsgate_protocol::room::RoomKey;
+
+/// The history flags.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HistoryLimits {
+    /// Messages kept per room (`--history-size`, at least 1 here).
+    pub(crate) size: usize,
+    /// How long a message is kept (`--history-ttl`).
+    pub(crate) ttl: Duration,
+    /// The node's total (`--history-max-bytes`).
+    pub(crate) max_bytes: usize,
+    /// How long an empty room's offset and epoch are remembered after its
+    /// last message or subscriber (`--history-meta-ttl`).
+    pub(crate) meta_ttl: Duration,
+}
+
+type RoomRef = Arc<Mutex<RoomLog>>;
+
+pub(crate) struct History {
+    limits: HistoryLimits,
+    rooms: RwLock<HashMap<RoomKey, RoomRef>>,
+    /// This process's part of every epoch: a restarted node never reuses one.
+    node: u32,
+    /// Room records created, the other part of an epoch.
+    records: AtomicU64,
+    messages: AtomicUsize,
+    bytes: AtomicUsize,
+    /// Held by the one caller trimming for `--history-max-bytes`.
+    trimming: Mutex<()>,
+    metrics: HistoryMetrics,
+}
+
+/// The outcome of [`History::append`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Appended {
+    /// Stored (and delivered) as `offset`.
+    Stored { offset: u64 },
+    /// Already accepted as this message; nothing was delivered.
+    Duplicate { offset: u64, id: Arc<str> },
+    /// The id was accepted for other data; nothing was stored or delivered.
+    Conflict { offset: u64 },
+}
+
+/// A room's lock, held: the room's record, with the node's totals it updates.
+pub(crate) struct Locked<'a> {
+    history: &'a History,
+    log: &'a mut RoomLog,
+}
+
+impl History {
+    pub(crate) fn new(limits: HistoryLimits, metrics: HistoryMetrics) -> Self {
+        Self {
+            limits: HistoryLimits {
+                size: limits.size.max(1),
+                ..limits
+            },
+            rooms: RwLock::default(),
+            node: rand::random(),
+            records: AtomicU64::new(0),
+            messages: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            trimming: Mutex::new(()),
+            metrics,
+        }
+    }
+
+    pub(crate) fn limits(&self) -> &HistoryLimits {
+        &self.limits
+    }
+
+    /// Messages stored across all rooms.
+    pub(crate) fn message_count(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed) as u64
+    }
+
+    /// Bytes held by stored messages and room records.
+    pub(crate) fn byte_count(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed) as u64
+    }
+
+    /// Gives `envelope` the room's next offset, stores it and, still under the
+    /// room's lock, runs `deliver` with it. With a de-duplication key the room
+    /// already holds, nothing is stored or delivered.
+    pub(crate) fn append(
+        &self,
+        envelope: Envelope,
+        dedupe: Option<Box<str>>,
+        deliver: impl FnOnce(&Envelope, u64),
+    ) -> Appended {
+        let room_key = envelope.room.clone();
+        let appended = self.with_room(&room_key, |room| {
+            let now = Instant::now();
+            if let Some(key) = &dedupe {
+                match room.log.seen(key, envelope.data.get()) {
+                    Seen::New => {}
+                    Seen::Duplicate { offset, id } => return Appended::Duplicate { offset, id },
+                    Seen::Conflict { offset } => return Appended::Conflict { offset },
+                }
+            }
+            let (entry, bytes) = room.log.append(envelope, dedupe, now);
+            self.messages.fetch_add(1, Ordering::Relaxed);
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+            let size = self.limits.size;
+            let trimmed = room.log.trim_to(size);
+            room.account(trimmed, TrimReason::Size);
+            deliver(&entry.envelope, entry.offset);
+            Appended::Stored {
+                offset: entry.offset,
+            }
+        });
+        if self.bytes.load(Ordering::Relaxed) > self.limits.max_bytes {
+            self.trim_memory();
+        }
+        appended
+    }
+
+    /// Runs `f` under `room`'s lock, creating its record (a new epoch) if
+    /// there is none, after dropping the messages past `--history-ttl`.
+    pub(crate) fn with_room<R>(&self, room: &RoomKey, f: impl FnOnce(&mut Locked<'_>) -> R) -> R {
+        loop {
+            let entry = self.find_or_create(room);
+            let mut log = lock(&entry);
+            if log.closed {
+                // Forgotten between the lookup and the lock: start over.
+                continue;
+            }
+            let mut locked = Locked {
+                history: self,
+                log: &mut log,
+            };
+            locked.expire(Instant::now());
+            return f(&mut locked);
+        }
+    }
+
+    fn find_or_create(&self, room: &RoomKey) -> RoomRef {
+        if let Some(entry) = read(&self.rooms).get(room) {
+            return entry.clone();
+        }
+        let mut rooms = write(&self.rooms);
+        if let Some(entry) = rooms.get(room) {
+            return entry.clone();
+        }
+        let n = self.records.fetch_add(1, Ordering::Relaxed) + 1;
+        let epoch: Arc<str> = Arc::from(format!("{:08x}-{n}", self.node));
+        let entry = Arc::new(Mutex::new(RoomLog::new(epoch, Instant::now())));
+        self.bytes.fetch_add(ROOM_OVERHEAD, Ordering::Relaxed);
+        rooms.insert(room.clone(), entry.clone());
+        entry
+    }
+
+    /// Drops expired messages everywhere, and forgets the records that are
+    /// empty, unused for `--history-meta-ttl` and not `in_use` (a room with
+    /// subscribers on this node keeps its epoch). Run about once a second.
+    pub(crate) fn sweep(&self, in_use: impl Fn(&RoomKey) -> bool) {
+        let now = Instant::now();
+        let rooms: Vec<(RoomKey, RoomRef)> = read(&self.rooms)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut idle = Vec::new();
+        for (key, entry) in rooms {
+            let mut log = lock(&entry);
+            if log.closed {
+                continue;
+            }
+            let trimmed = log.expire(now, self.limits.ttl);
+            self.forget_bytes(trimmed, TrimReason::Ttl);
+            if in_use(&key) {
+                log.last_used = now;
+            } else if log.len() == 0
+                && now.saturating_duration_since(log.last_used) >= self.limits.meta_ttl
+            {
+                idle.push((key, entry.clone()));
+            }
+        }
+        for (key, entry) in idle {
+            let mut rooms = write(&self.rooms);
+            let mut log = lock(&entry);
+            // Checked again: a message may have arrived since.
+            if log.len() == 0 && rooms.get(&key).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+                log.closed = true;
+                rooms.remove(&key);
+                self.bytes.fetch_sub(log.bytes(), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Over `--history-max-bytes`: drops the oldest messages of the largest
+    /// rooms, each losing at most half of its bytes per pass, largest first,
+    /// until the node holds at most 95% of the cap, so the next appends do
+    /// not each trim again.
+    fn trim_memory(&self) {
+        let Ok(_only_one) = self.trimming.try_lock() else {
+            return;
+        };
+        let target = self.limits.max_bytes / 20 * 19;
+        let mut rooms: Vec<(usize, RoomRef)> = read(&self.rooms)
+            .values()
+            .map(|e| (lock(e).bytes(), e.clone()))
+            .collect();
+        rooms.sort_by(|a, b| b.0.cmp(&a.0));
+        loop {
+            let mut progress = false;
+            for (_, entry) in &rooms {
+                let held = self.byte_count() as usize;
+                if held <= target {
+                    return;
+                }
+                let mut log = lock(entry);
+                let keep = log.bytes().saturating_sub(held - target).max(log.bytes() / 2);
+                let trimmed = log.shrink_to(keep);
+                progress |= trimmed.messages > 0;
+                self.forget_bytes(trimmed, TrimReason::Memory);
+            }
+            if !progress {
+                return;
+            }
+        }
+    }
+
+    fn forget_bytes(&self, trimmed: Trimmed, reason: TrimReason) {
+        if trimmed.messages == 0 {
+            return;
+        }
+        self.messages.fetch_sub(trimmed.messages, Ordering::Relaxed);
+        self.bytes.fetch_sub(trimmed.bytes, Ordering::Relaxed);
+        self.metrics.trimmed(reason, trimmed.messages as u64);
+    }
+}
+
+impl Locked<'_> {
+    /// Marks the record used now (a subscriber joined or left).
+    pub(crate) fn touch(&mut self) {
+        self.log.last_used = Instant::now();
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let trimmed = self.log.expire(now, self.history.limits.ttl);
+        self.account(trimmed, TrimReason::Ttl);
+    }
+
+    fn account(&self, trimmed: Trimmed, reason: TrimReason) {
+        self.history.forget_bytes(trimmed, reason);
+    }
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = RoomLog;
+    fn deref(&self) -> &RoomLog {
+        self.log
+    }
+}
+
+// As in the hub: every critical section is a collection operation that leaves
+// nothing half done if a panic unwinds through it, so poisoning is ignored.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+#[path = "history_tests.rs"]
+mod tests;

@@ -1,0 +1,318 @@
+//! Subscribing to a room with history: the position in `subscribed`, resuming
+//! from `since`, and `history` requests.
+//!
+//! A resuming subscriber is given every message after `since`, then live ones,
+//! with no gap and no duplicate at the seam: it joins the hub's room under the
+//! room's history lock, which every publish to the room holds while it is given
+//! an offset and fanned out. A backlog that does not fit in the connection's
+//! free send-queue space is replayed in chunks, each pushed only as space
+//! frees up, with the lock released in between; the subscriber joins once the
+//! rest fits. So a replay never trips the slow-consumer policy. If messages
+//! it had yet to replay are trimmed meanwhile (a room publishing faster than
+//! the client reads), a second `subscribed` with `recovered: false` says so,
+//! and live messages follow.
+
+use std::sync::Arc;
+
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::session::Session;
+use crate::history::{Entry, History, RoomLog};
+use crate::hub::Subscriber;
+use crate::labels::RecoveryResult;
+use crate::outbox::{Outbound, Pushed};
+use crate::telemetry::propagation::traceparent;
+use wsgate_protocol::room::{RoomKey, RoomName};
+use wsgate_protocol::{self as protocol, ErrorCode, HistoryEntry, Reply, ServerFrameType, Since};
+
+/// Messages replayed per chunk when the backlog does not fit at once.
+const CHUNK: usize = 64;
+
+/// Bytes a `message` frame adds to its data and id, at most: the field names,
+/// the room (128 bytes at most), the offset and a traceparent.
+const FRAME_OVERHEAD: usize = 320;
+
+/// Replayed messages not yet queued, and where the replay stands.
+struct Chunk {
+    epoch: Arc<str>,
+    /// The offset of the last message queued for the client.
+    cursor: u64,
+    entries: Vec<Arc<Entry>>,
+}
+
+/// What a step of the replay, under the room's lock, decided.
+enum Step {
+    Done(Joined),
+    Replay(Chunk),
+}
+
+/// How a subscribe with history ended.
+pub(super) enum Joined {
+    Yes,
+    /// The node reached `--max-rooms` first; nothing was queued.
+    RoomLimit,
+    /// Not joined, and the client has its answer (or is going away).
+    Answered,
+}
+
+impl Session {
+    /// Subscribes to `room` (already checked and acquired from the broker),
+    /// answering with the room's position and, with `since`, replaying what
+    /// the client missed.
+    pub(super) async fn join_with_history(
+        &mut self,
+        history: &History,
+        key: &RoomKey,
+        room: &RoomName,
+        since: Option<Since<'_>>,
+    ) -> Joined {
+        let first = history.with_room(key, |log| {
+            log.touch();
+            let resume = since
+                .as_ref()
+                .map(|s| (s.offset, log.continuous_after(&s.epoch, s.offset)));
+            let subscribed = self.subscribed(room, log, resume.map(|(_, ok)| ok));
+            let cursor = match resume {
+                Some((cursor, true)) => cursor,
+                Some((_, false)) => {
+                    self.state
+                        .history_metrics()
+                        .recovery(RecoveryResult::NotRecovered, 0);
+                    return Step::Done(self.join_now(key, vec![subscribed]));
+                }
+                None => return Step::Done(self.join_now(key, vec![subscribed])),
+            };
+            let (count, bytes) = log.backlog_after(cursor);
+            if self.fits(count + 1, bytes, count) {
+                let mut frames = vec![subscribed];
+                frames.extend(self.replayed(room, &log.after(cursor, count)));
+                let joined = self.join_now(key, frames);
+                if let Joined::Yes = joined {
+                    self.recovered(count);
+                }
+                return Step::Done(joined);
+            }
+            // Too much for the send queue's free space: replay in chunks.
+            self.push(subscribed);
+            Step::Replay(Chunk {
+                epoch: log.epoch().clone(),
+                cursor,
+                entries: log.after(cursor, CHUNK),
+            })
+        });
+        let mut chunk = match first {
+            Step::Done(joined) => return joined,
+            Step::Replay(chunk) => chunk,
+        };
+        let mut replayed = 0;
+        loop {
+            for entry in &chunk.entries {
+                let frame = self.replay_frame(room, entry);
+                if self.outbox.push_when_room(frame).await != Pushed::Queued {
+                    // The connection is closing; the room was never joined.
+                    self.recovered(replayed);
+                    return Joined::Answered;
+                }
+                chunk.cursor = entry.offset;
+                replayed += 1;
+            }
+            let (epoch, cursor) = (chunk.epoch, chunk.cursor);
+            let next = history.with_room(key, |log| {
+                if !log.continuous_after(&epoch, cursor) {
+                    // Trimmed before this client could read it: say so, go live.
+                    self.state
+                        .history_metrics()
+                        .recovery(RecoveryResult::NotRecovered, replayed as u64);
+                    let subscribed = self.subscribed(room, log, Some(false));
+                    return Step::Done(self.join_late(key, room, vec![subscribed]));
+                }
+                let (count, bytes) = log.backlog_after(cursor);
+                if self.fits(count, bytes, count) {
+                    let frames = self.replayed(room, &log.after(cursor, count));
+                    let joined = self.join_late(key, room, frames);
+                    self.recovered(replayed + count);
+                    return Step::Done(joined);
+                }
+                Step::Replay(Chunk {
+                    entries: log.after(cursor, CHUNK),
+                    epoch,
+                    cursor,
+                })
+            });
+            chunk = match next {
+                Step::Done(joined) => return joined,
+                Step::Replay(chunk) => chunk,
+            };
+        }
+    }
+
+    /// Answers a `history` request: the room's position and its stored
+    /// messages, after `since` (oldest first) or the newest ones, at most
+    /// `limit` and at most one send queue's bytes.
+    pub(super) async fn read_history(
+        &mut self,
+        room: &RoomName,
+        limit: Option<u32>,
+        since: Option<Since<'_>>,
+    ) {
+        let Some(history) = self.state.history() else {
+            self.push(outbound(
+                protocol::history_frame(room, None, &[]),
+                ServerFrameType::History,
+            ));
+            return;
+        };
+        let size = history.limits().size;
+        let max = limit.map_or(size, |l| (l as usize).min(size));
+        let budget = self.state.limits().queue.bytes;
+        let (offset, epoch, entries) = history.with_room(&self.key(room.clone()), |log| {
+            let entries = match &since {
+                Some(s) if **log.epoch() == *s.epoch => log.after(s.offset, max),
+                Some(_) => log.after(0, max),
+                None => log.newest(max),
+            };
+            (log.latest(), log.epoch().clone(), entries)
+        });
+        let entries = within_budget(entries, budget, since.is_none());
+        let traces: Vec<_> = entries
+            .iter()
+            .map(|e| traceparent(&e.envelope.trace))
+            .collect();
+        let items: Vec<HistoryEntry<'_>> = entries
+            .iter()
+            .zip(&traces)
+            .map(|(e, tp)| HistoryEntry {
+                id: &e.envelope.id,
+                offset: Some(e.offset),
+                data: &e.envelope.data,
+                traceparent: tp.as_ref().map(|tp| tp.as_str()),
+            })
+            .collect();
+        let frame = protocol::history_frame(room, Some((offset, &epoch)), &items);
+        let pushed = self
+            .outbox
+            .push_when_room(outbound(frame, ServerFrameType::History))
+            .await;
+        self.account(pushed);
+    }
+
+    /// Joins the hub's room, queuing `frames` under its lock.
+    fn join_now(&mut self, key: &RoomKey, frames: Vec<Outbound>) -> Joined {
+        let subscriber = Subscriber {
+            conn: self.conn,
+            outbox: self.outbox.clone(),
+        };
+        let mut results = Vec::with_capacity(frames.len());
+        let joined = self.state.hub().join(key, subscriber, || {
+            results.extend(frames.into_iter().map(|f| self.outbox.push(f)));
+        });
+        if joined.is_err() {
+            return Joined::RoomLimit;
+        }
+        for pushed in results {
+            self.account(pushed);
+        }
+        Joined::Yes
+    }
+
+    /// Joins after a paced replay, whose `subscribed` is already out: at the
+    /// room limit now, the client hears `unsubscribed` and `too_many_rooms`.
+    fn join_late(&mut self, key: &RoomKey, room: &RoomName, frames: Vec<Outbound>) -> Joined {
+        if let Joined::RoomLimit = self.join_now(key, frames) {
+            self.push(outbound(
+                Reply::Unsubscribed {
+                    room: room.as_str(),
+                }
+                .encode(),
+                ServerFrameType::Unsubscribed,
+            ));
+            let message = "this server is at its limit of rooms; try again later";
+            self.refuse(ErrorCode::TooManyRooms, message, None);
+            return Joined::Answered;
+        }
+        Joined::Yes
+    }
+
+    /// The `subscribed` frame for `room` at its current position.
+    fn subscribed(&self, room: &RoomName, log: &RoomLog, recovered: Option<bool>) -> Outbound {
+        let reply = Reply::Subscribed {
+            room: room.as_str(),
+            offset: Some(log.latest()),
+            epoch: Some(log.epoch()),
+            recovered,
+        };
+        outbound(reply.encode(), reply.frame_type())
+    }
+
+    fn replayed(&self, room: &RoomName, entries: &[Arc<Entry>]) -> Vec<Outbound> {
+        entries.iter().map(|e| self.replay_frame(room, e)).collect()
+    }
+
+    /// A stored message as a `message` frame. Its `traceparent` is the
+    /// publish's own context, so the client continues the message's trace.
+    fn replay_frame(&self, room: &RoomName, entry: &Entry) -> Outbound {
+        let trace = traceparent(&entry.envelope.trace);
+        let frame = protocol::message_frame(
+            room,
+            &entry.envelope.id,
+            &entry.envelope.data,
+            trace.as_ref().map(|tp| tp.as_str()),
+            Some(entry.offset),
+        );
+        outbound(frame, ServerFrameType::Message)
+    }
+
+    /// Whether `frames` frames carrying `data` bytes of `messages` messages
+    /// fit in the send queue now.
+    fn fits(&self, frames: usize, data: usize, messages: usize) -> bool {
+        self.outbox
+            .has_room(frames, data + (messages + 1) * FRAME_OVERHEAD)
+    }
+
+    fn recovered(&self, replayed: usize) {
+        self.state
+            .history_metrics()
+            .recovery(RecoveryResult::Recovered, replayed as u64);
+    }
+
+    fn push(&self, item: Outbound) {
+        let pushed = self.outbox.push(item);
+        self.account(pushed);
+    }
+}
+
+fn outbound(frame: Utf8Bytes, frame_type: ServerFrameType) -> Outbound {
+    Outbound {
+        frame,
+        frame_type,
+        published_at: None,
+    }
+}
+
+/// The entries whose frame fits in `budget` bytes: the newest ones when
+/// `newest`, else the oldest.
+fn within_budget(mut entries: Vec<Arc<Entry>>, budget: usize, newest: bool) -> Vec<Arc<Entry>> {
+    let size = |e: &Arc<Entry>| e.envelope.data.get().len() + e.envelope.id.len() + FRAME_OVERHEAD;
+    let mut total = FRAME_OVERHEAD;
+    if newest {
+        let keep = entries
+            .iter()
+            .rev()
+            .take_while(|e| {
+                total += size(e);
+                total <= budget
+            })
+            .count();
+        entries.drain(..entries.len() - keep);
+    } else {
+        let keep = entries
+            .iter()
+            .take_while(|e| {
+                total += size(e);
+                total <= budget
+            })
+            .count();
+        entries.truncate(keep);
+    }
+    entries
+}
