@@ -15,6 +15,7 @@ mod errors;
 mod faults;
 mod handshakes;
 mod helpers;
+mod history;
 mod limits;
 mod messaging;
 mod metrics;
