@@ -25,10 +25,10 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use crate::publish::{ClientId, PublishError, Published};
 use crate::state::AppState;
 use crate::telemetry::Publisher;
 use wsgate_protocol::room::{RoomKey, Tenant};
-use crate::publish::{ClientId, Published, PublishError};
 use wsgate_protocol::{self as protocol, ErrorCode, HttpReply};
 
 /// Why a publish request was refused; each maps to one status and a stable code.
@@ -135,11 +135,7 @@ pub(crate) async fn publish(
     }
 }
 
-async fn accept(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Published, ApiError> {
+async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Published, ApiError> {
     authorize(state, headers)?;
     if !is_json(headers) {
         return Err(ApiError::ContentType);
@@ -165,7 +161,10 @@ async fn accept(
     let parent = tracing::Span::current().context();
     let tenant = request.tenant.unwrap_or_else(Tenant::default_tenant);
     let key = RoomKey::new(tenant, request.room);
-    let client_id = request.id.as_deref().map(|id| ClientId { scope: "http", id });
+    let client_id = request
+        .id
+        .as_deref()
+        .map(|id| ClientId { scope: "http", id });
     state
         .publish(&parent, Publisher::Http, &key, request.data, client_id)
         .await

@@ -26,8 +26,7 @@ use crate::outbox::{QueueLimits, QueuedBytes};
 use crate::secret::Secret;
 use crate::state::{AppState, Limits, Shared};
 use crate::telemetry::{
-    BrokerMetrics, HistoryMetrics, MessagingSystem, StateGauges, StateReaders, Telemetry,
-    Warnings,
+    BrokerMetrics, HistoryMetrics, MessagingSystem, StateGauges, StateReaders, Telemetry, Warnings,
 };
 
 /// A bound, not yet serving, gateway. Tests build it on port 0 and read the port.

@@ -248,7 +248,8 @@ impl Outbox {
     fn fits(&self, state: &State, frames: usize, bytes: usize) -> bool {
         let frames_fit = state.queue.len() + frames <= self.limits.frames;
         // As in `push`, one frame of any size enters an empty queue.
-        let bytes_fit = state.bytes + bytes <= self.limits.bytes || (state.bytes == 0 && frames <= 1);
+        let bytes_fit =
+            state.bytes + bytes <= self.limits.bytes || (state.bytes == 0 && frames <= 1);
         frames_fit && bytes_fit
     }
 

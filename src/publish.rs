@@ -100,7 +100,9 @@ impl AppState {
             }
             Ok(_) => {}
             Err(PublishError::Broker(e)) => span.record_error("broker_unavailable", &e.to_string()),
-            Err(e @ PublishError::IdConflict { .. }) => span.record_error("id_conflict", &e.to_string()),
+            Err(e @ PublishError::IdConflict { .. }) => {
+                span.record_error("id_conflict", &e.to_string())
+            }
         }
         self.tracer().end_send(span);
         result

@@ -53,9 +53,15 @@ fn append_delivers_under_the_offset_it_stores() {
 fn a_duplicate_id_is_not_delivered_again() {
     let h = history(10, usize::MAX);
     let mut deliveries = 0;
-    let first = h.append(in_room("r", "s1", "1"), Some("ws:\0a".into()), |_, _| deliveries += 1);
-    let again = h.append(in_room("r", "s2", "1"), Some("ws:\0a".into()), |_, _| deliveries += 1);
-    let other = h.append(in_room("r", "s3", "2"), Some("ws:\0a".into()), |_, _| deliveries += 1);
+    let first = h.append(in_room("r", "s1", "1"), Some("ws:\0a".into()), |_, _| {
+        deliveries += 1
+    });
+    let again = h.append(in_room("r", "s2", "1"), Some("ws:\0a".into()), |_, _| {
+        deliveries += 1
+    });
+    let other = h.append(in_room("r", "s3", "2"), Some("ws:\0a".into()), |_, _| {
+        deliveries += 1
+    });
     assert_eq!(first, Appended::Stored { offset: 1 });
     assert_eq!(
         again,
@@ -87,10 +93,16 @@ fn the_byte_cap_trims_the_largest_room_first() {
     let h = history(100, 60_000);
     h.append(in_room("small", "s", "1"), None, |_, _| {});
     for i in 0..10 {
-        h.append(in_room("big", &i.to_string(), &format!("\"{big}\"")), None, |_, _| {});
+        h.append(
+            in_room("big", &i.to_string(), &format!("\"{big}\"")),
+            None,
+            |_, _| {},
+        );
     }
     assert!(h.byte_count() <= 60_000, "{}", h.byte_count());
-    h.with_room(&key("small"), |log| assert_eq!(log.len(), 1, "the small room kept its message"));
+    h.with_room(&key("small"), |log| {
+        assert_eq!(log.len(), 1, "the small room kept its message")
+    });
     h.with_room(&key("big"), |log| {
         assert!(log.len() < 10);
         assert_eq!(log.latest(), 10, "the newest is kept");

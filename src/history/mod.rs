@@ -228,7 +228,7 @@ impl History {
             .values()
             .map(|e| (lock(e).bytes(), e.clone()))
             .collect();
-        rooms.sort_by(|a, b| b.0.cmp(&a.0));
+        rooms.sort_by_key(|r| std::cmp::Reverse(r.0));
         loop {
             let mut progress = false;
             for (_, entry) in &rooms {
@@ -237,7 +237,10 @@ impl History {
                     return;
                 }
                 let mut log = lock(entry);
-                let keep = log.bytes().saturating_sub(held - target).max(log.bytes() / 2);
+                let keep = log
+                    .bytes()
+                    .saturating_sub(held - target)
+                    .max(log.bytes() / 2);
                 let trimmed = log.shrink_to(keep);
                 progress |= trimmed.messages > 0;
                 self.forget_bytes(trimmed, TrimReason::Memory);

@@ -175,8 +175,7 @@ impl RoomLog {
         self.latest += 1;
         let offset = self.latest;
         let key_bytes = dedupe.as_ref().map_or(0, |k| 2 * k.len());
-        let bytes =
-            ENTRY_OVERHEAD + envelope.data.get().len() + envelope.id.len() + key_bytes;
+        let bytes = ENTRY_OVERHEAD + envelope.data.get().len() + envelope.id.len() + key_bytes;
         if let Some(key) = &dedupe {
             self.dedupe.insert(key.clone(), offset);
         }

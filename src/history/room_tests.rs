@@ -20,7 +20,11 @@ pub(crate) fn envelope(id: &str, data: &str) -> Envelope {
 fn log_with(n: u64) -> RoomLog {
     let mut log = RoomLog::new(Arc::from("e1"), Instant::now());
     for i in 1..=n {
-        log.append(envelope(&format!("m{i}"), &i.to_string()), None, Instant::now());
+        log.append(
+            envelope(&format!("m{i}"), &i.to_string()),
+            None,
+            Instant::now(),
+        );
     }
     log
 }
@@ -88,7 +92,11 @@ fn bytes_are_given_back_exactly() {
 #[test]
 fn an_id_seen_again_is_a_duplicate_or_a_conflict_until_trimmed() {
     let mut log = RoomLog::new(Arc::from("e1"), Instant::now());
-    log.append(envelope("s1", "{\"a\":1}"), Some("ws:\0c1".into()), Instant::now());
+    log.append(
+        envelope("s1", "{\"a\":1}"),
+        Some("ws:\0c1".into()),
+        Instant::now(),
+    );
     log.append(envelope("s2", "2"), None, Instant::now());
     assert_eq!(
         log.seen("ws:\0c1", "{\"a\":1}"),
@@ -97,8 +105,15 @@ fn an_id_seen_again_is_a_duplicate_or_a_conflict_until_trimmed() {
             id: Arc::from("s1")
         }
     );
-    assert_eq!(log.seen("ws:\0c1", "{\"a\":2}"), Seen::Conflict { offset: 1 });
-    assert_eq!(log.seen("ws:u\0c1", "{\"a\":1}"), Seen::New, "another scope");
+    assert_eq!(
+        log.seen("ws:\0c1", "{\"a\":2}"),
+        Seen::Conflict { offset: 1 }
+    );
+    assert_eq!(
+        log.seen("ws:u\0c1", "{\"a\":1}"),
+        Seen::New,
+        "another scope"
+    );
     log.trim_to(1);
     assert_eq!(log.seen("ws:\0c1", "{\"a\":1}"), Seen::New);
 }

@@ -24,7 +24,9 @@ impl HistoryMetrics {
     pub(crate) fn new(meter: &Meter) -> Self {
         let recovered_messages = meter
             .u64_counter("websocket.recovered_messages")
-            .with_description("Messages replayed to subscribers that resumed with `since` and were recovered.")
+            .with_description(
+                "Messages replayed to subscribers that resumed with `since` and were recovered.",
+            )
             .with_unit("{message}")
             .build();
         recovered_messages.add(0, &[]);

@@ -230,7 +230,10 @@ impl Session {
             }
             _ => String::new(),
         };
-        let client_id = publish.id.as_deref().map(|id| ClientId { scope: &scope, id });
+        let client_id = publish
+            .id
+            .as_deref()
+            .map(|id| ClientId { scope: &scope, id });
         let result = self
             .state
             .publish(&parent, publisher, &key, publish.data, client_id)

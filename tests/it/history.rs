@@ -30,7 +30,9 @@ async fn subscribe(client: &mut Client, room: &str, since: Option<(u64, &str)>) 
 async fn publish_n(client: &mut Client, room: &str, from: u64, n: u64) {
     for i in from..from + n {
         client
-            .send_json(json!({"type": "publish", "room": room, "data": {"n": i}, "id": format!("p{i}")}))
+            .send_json(
+                json!({"type": "publish", "room": room, "data": {"n": i}, "id": format!("p{i}")}),
+            )
             .await;
     }
     loop {
@@ -38,7 +40,10 @@ async fn publish_n(client: &mut Client, room: &str, from: u64, n: u64) {
         if frame["type"] == "ack" && frame["id"] == format!("p{}", from + n - 1) {
             return;
         }
-        assert!(matches!(frame["type"].as_str(), Some("ack" | "message")), "{frame}");
+        assert!(
+            matches!(frame["type"].as_str(), Some("ack" | "message")),
+            "{frame}"
+        );
     }
 }
 
@@ -108,7 +113,10 @@ async fn resuming_past_trimmed_history_says_not_recovered() {
 
     let mut back = app.connect().await;
     let resumed = subscribe(&mut back, "r", Some((0, &epoch))).await;
-    assert_eq!(resumed["recovered"], false, "offsets 1-3 were trimmed: {resumed}");
+    assert_eq!(
+        resumed["recovered"], false,
+        "offsets 1-3 were trimmed: {resumed}"
+    );
     publish_n(&mut publisher, "r", 9, 1).await;
     assert_eq!(
         messages(&mut back, 1).await,
@@ -158,7 +166,11 @@ async fn an_epoch_from_before_a_restart_is_not_recovered() {
 #[tokio::test]
 async fn a_publish_racing_a_long_resume_leaves_no_gap_and_no_duplicate() {
     // The backlog (3,000) is three times the send queue (1,024 frames).
-    let app = with_history(5_000, &["--send-queue", "1024", "--slow-consumer", "disconnect"]).await;
+    let app = with_history(
+        5_000,
+        &["--send-queue", "1024", "--slow-consumer", "disconnect"],
+    )
+    .await;
     let mut reader = app.connect().await;
     let (_, epoch) = position(&subscribe(&mut reader, "r", None).await);
     reader.close().await;
@@ -174,7 +186,11 @@ async fn a_publish_racing_a_long_resume_leaves_no_gap_and_no_duplicate() {
     assert_eq!(resumed["recovered"], true, "{resumed}");
     let got = messages(&mut back, 4_000).await;
     let expected: Vec<(u64, u64)> = (1..=4_000).map(|i| (i, i)).collect();
-    assert!(got == expected, "first difference: {:?}", got.iter().zip(&expected).find(|(a, b)| a != b));
+    assert!(
+        got == expected,
+        "first difference: {:?}",
+        got.iter().zip(&expected).find(|(a, b)| a != b)
+    );
     within(racing).await.expect("publisher task");
     let metrics = app.metrics().await;
     assert_eq!(
@@ -284,7 +300,8 @@ async fn without_history_there_are_no_offsets_and_since_is_not_recovered() {
         resumed,
         json!({"type": "subscribed", "room": "r", "recovered": false})
     );
-    back.send_json(json!({"type": "history", "room": "r"})).await;
+    back.send_json(json!({"type": "history", "room": "r"}))
+        .await;
     assert_eq!(
         back.expect("history").await,
         json!({"type": "history", "room": "r", "messages": []})

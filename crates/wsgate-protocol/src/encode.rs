@@ -115,7 +115,10 @@ pub fn history_frame(
     position: Option<(u64, &str)>,
     messages: &[HistoryEntry<'_>],
 ) -> Utf8Bytes {
-    let size: usize = messages.iter().map(|m| 96 + m.id.len() + m.data.get().len()).sum();
+    let size: usize = messages
+        .iter()
+        .map(|m| 96 + m.id.len() + m.data.get().len())
+        .sum();
     let mut out = Vec::with_capacity(96 + room.as_str().len() + size);
     out.extend_from_slice(br#"{"type":"history","room":"#);
     write_json_str(&mut out, room.as_str());

@@ -85,7 +85,10 @@ pub enum HttpReply<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         offset: Option<u64>,
     },
-    Error { code: &'a str, message: &'a str },
+    Error {
+        code: &'a str,
+        message: &'a str,
+    },
 }
 
 impl HttpReply<'_> {
