@@ -131,3 +131,17 @@ fn sweep_forgets_idle_empty_rooms_and_counts_bytes_back_to_zero() {
     let again = h.with_room(&key("r"), |l| l.epoch().clone());
     assert_ne!(epoch, again, "a forgotten room comes back with a new epoch");
 }
+
+#[test]
+fn empty_records_are_forgotten_under_the_cap_least_recently_used_first() {
+    let h = history(10, 20_000);
+    for i in 0..1_000 {
+        h.with_room(&key(&format!("room-{i}")), |log| log.touch());
+    }
+    assert!(h.byte_count() <= 20_000, "{}", h.byte_count());
+    // The newest record survived; the oldest was forgotten (a new epoch).
+    let newest = h.with_room(&key("room-999"), |l| l.epoch().clone());
+    assert!(newest.ends_with("-1000"), "{newest}");
+    let oldest = h.with_room(&key("room-0"), |l| l.epoch().clone());
+    assert!(!oldest.ends_with("-1"), "{oldest}");
+}

@@ -148,6 +148,11 @@ impl History {
     pub(crate) fn with_room<R>(&self, room: &RoomKey, f: impl FnOnce(&mut Locked<'_>) -> R) -> R {
         loop {
             let entry = self.find_or_create(room);
+            if self.bytes.load(Ordering::Relaxed) > self.limits.max_bytes {
+                // New records count too: a client subscribing to ever new
+                // room names is held to the cap like a publisher.
+                self.trim_memory();
+            }
             let mut log = lock(&entry);
             if log.closed {
                 // Forgotten between the lookup and the lock: start over.
@@ -172,8 +177,9 @@ impl History {
         }
         let n = self.records.fetch_add(1, Ordering::Relaxed) + 1;
         let epoch: Arc<str> = Arc::from(format!("{:08x}-{n}", self.node));
-        let entry = Arc::new(Mutex::new(RoomLog::new(epoch, Instant::now())));
-        self.bytes.fetch_add(ROOM_OVERHEAD, Ordering::Relaxed);
+        let overhead = ROOM_OVERHEAD + room.tenant.as_str().len() + room.room.as_str().len();
+        let entry = Arc::new(Mutex::new(RoomLog::new(epoch, overhead, Instant::now())));
+        self.bytes.fetch_add(overhead, Ordering::Relaxed);
         rooms.insert(room.clone(), entry.clone());
         entry
     }
@@ -204,21 +210,14 @@ impl History {
             }
         }
         for (key, entry) in idle {
-            let mut rooms = write(&self.rooms);
-            let mut log = lock(&entry);
-            // Checked again: a message may have arrived since.
-            if log.len() == 0 && rooms.get(&key).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
-                log.closed = true;
-                rooms.remove(&key);
-                self.bytes.fetch_sub(log.bytes(), Ordering::Relaxed);
-            }
+            self.forget(&key, &entry);
         }
     }
 
     /// Over `--history-max-bytes`: drops the oldest messages of the largest
     /// rooms, each losing at most half of its bytes per pass, largest first,
     /// until the node holds at most 95% of the cap, so the next appends do
-    /// not each trim again.
+    /// not each trim again; then, if need be, empty records.
     fn trim_memory(&self) {
         let Ok(_only_one) = self.trimming.try_lock() else {
             return;
@@ -246,8 +245,43 @@ impl History {
                 self.forget_bytes(trimmed, TrimReason::Memory);
             }
             if !progress {
+                break;
+            }
+        }
+        self.forget_empty(target);
+    }
+
+    /// Still over the cap with no message left to trim: forgets empty room
+    /// records, least recently used first, until the node holds `target`.
+    /// (Records of rooms nobody publishes to are what a client subscribing
+    /// to ever new room names would otherwise pile up.) Such a room starts a
+    /// new epoch when it is next used.
+    fn forget_empty(&self, target: usize) {
+        let mut empty: Vec<(Instant, RoomKey, RoomRef)> = read(&self.rooms)
+            .iter()
+            .filter_map(|(key, entry)| {
+                let log = lock(entry);
+                (log.len() == 0).then(|| (log.last_used, key.clone(), entry.clone()))
+            })
+            .collect();
+        empty.sort_by_key(|e| e.0);
+        for (_, key, entry) in empty {
+            if self.byte_count() as usize <= target {
                 return;
             }
+            self.forget(&key, &entry);
+        }
+    }
+
+    /// Takes an empty record out of the map, unless a message arrived or it
+    /// was already replaced.
+    fn forget(&self, key: &RoomKey, entry: &RoomRef) {
+        let mut rooms = write(&self.rooms);
+        let mut log = lock(entry);
+        if log.len() == 0 && !log.closed && rooms.get(key).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            log.closed = true;
+            rooms.remove(key);
+            self.bytes.fetch_sub(log.bytes(), Ordering::Relaxed);
         }
     }
 

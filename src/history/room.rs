@@ -16,7 +16,8 @@ use crate::message::Envelope;
 /// the entry, its `Arc`, the envelope and the queue and map slots.
 const ENTRY_OVERHEAD: usize = 192;
 
-/// Bytes a room record costs with no message in it.
+/// Bytes a room record costs with no message in it, besides its key: the
+/// record, its lock and `Arc`, the map's slot and the epoch.
 pub(super) const ROOM_OVERHEAD: usize = 256;
 
 /// A stored message.
@@ -76,14 +77,15 @@ pub(crate) struct RoomLog {
 }
 
 impl RoomLog {
-    pub(super) fn new(epoch: Arc<str>, now: Instant) -> Self {
+    /// A record that costs `overhead` bytes empty.
+    pub(super) fn new(epoch: Arc<str>, overhead: usize, now: Instant) -> Self {
         Self {
             epoch,
             entries: VecDeque::new(),
             latest: 0,
             trimmed_through: 0,
             dedupe: HashMap::new(),
-            bytes: ROOM_OVERHEAD,
+            bytes: overhead,
             last_used: now,
             closed: false,
         }

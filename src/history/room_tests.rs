@@ -18,7 +18,7 @@ pub(crate) fn envelope(id: &str, data: &str) -> Envelope {
 }
 
 fn log_with(n: u64) -> RoomLog {
-    let mut log = RoomLog::new(Arc::from("e1"), Instant::now());
+    let mut log = RoomLog::new(Arc::from("e1"), ROOM_OVERHEAD, Instant::now());
     for i in 1..=n {
         log.append(
             envelope(&format!("m{i}"), &i.to_string()),
@@ -62,14 +62,14 @@ fn continuity_needs_the_same_epoch_and_nothing_trimmed_after_the_offset() {
 
 #[test]
 fn a_new_record_resumes_from_zero_only() {
-    let log = RoomLog::new(Arc::from("e1"), Instant::now());
+    let log = RoomLog::new(Arc::from("e1"), ROOM_OVERHEAD, Instant::now());
     assert!(log.continuous_after("e1", 0));
     assert!(!log.continuous_after("e1", 1));
 }
 
 #[test]
 fn ttl_drops_the_old_front_only() {
-    let mut log = RoomLog::new(Arc::from("e1"), Instant::now());
+    let mut log = RoomLog::new(Arc::from("e1"), ROOM_OVERHEAD, Instant::now());
     let start = Instant::now();
     log.append(envelope("a", "1"), None, start);
     log.append(envelope("b", "2"), None, start + Duration::from_secs(10));
@@ -80,7 +80,7 @@ fn ttl_drops_the_old_front_only() {
 
 #[test]
 fn bytes_are_given_back_exactly() {
-    let mut log = RoomLog::new(Arc::from("e1"), Instant::now());
+    let mut log = RoomLog::new(Arc::from("e1"), ROOM_OVERHEAD, Instant::now());
     let empty = log.bytes();
     let (_, added) = log.append(envelope("a", "[1,2,3]"), Some("k".into()), Instant::now());
     assert_eq!(log.bytes(), empty + added);
@@ -91,7 +91,7 @@ fn bytes_are_given_back_exactly() {
 
 #[test]
 fn an_id_seen_again_is_a_duplicate_or_a_conflict_until_trimmed() {
-    let mut log = RoomLog::new(Arc::from("e1"), Instant::now());
+    let mut log = RoomLog::new(Arc::from("e1"), ROOM_OVERHEAD, Instant::now());
     log.append(
         envelope("s1", "{\"a\":1}"),
         Some("ws:\0c1".into()),
