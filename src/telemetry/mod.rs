@@ -23,6 +23,7 @@ mod otlp;
 mod process;
 pub mod propagation;
 mod recording;
+mod replay;
 mod spans;
 mod tls;
 mod warnings;
@@ -50,6 +51,7 @@ pub(crate) use broker_metrics::{BrokerMetrics, BrokerState, ObservedBroker};
 pub(crate) use export::EXPORT_FAILED;
 pub(crate) use history_metrics::HistoryMetrics;
 pub(crate) use metrics::{Metrics, StateGauges, StateReaders};
+pub(crate) use replay::ReplaySpan;
 pub(crate) use spans::{Accepted, MessageTracer, MessagingSystem, Publisher};
 pub(crate) use warnings::Warnings;
 

@@ -103,6 +103,15 @@ impl Recording {
         }
     }
 
+    /// Links the span to another span's context (a replayed message's
+    /// delivery to the publish that created it).
+    pub fn link(&mut self, context: SpanContext) {
+        self.data
+            .links
+            .links
+            .push(opentelemetry::trace::Link::with_context(context));
+    }
+
     pub fn set_status(&mut self, status: Status) {
         self.data.status = status;
     }

@@ -62,14 +62,14 @@ pub enum Publisher {
 
 /// Starts the spans of the message path. Cheap to clone.
 #[derive(Clone)]
-pub struct MessageTracer(Arc<Inner>);
+pub struct MessageTracer(pub(super) Arc<Inner>);
 
-struct Inner {
+pub(super) struct Inner {
     /// The sampler the tracer provider uses and where spans go; `None` when
     /// no span is ever recorded (telemetry disabled, or no trace exporter).
-    traced: Option<(Box<dyn ShouldSample>, Sink)>,
+    pub(super) traced: Option<(Box<dyn ShouldSample>, Sink)>,
     ids: RandomIdGenerator,
-    node_id: Arc<str>,
+    pub(super) node_id: Arc<str>,
 }
 
 /// One `send` span, or the span context the message continues when it is
@@ -95,7 +95,7 @@ impl MessageTracer {
     /// only called then. A root gets a new trace id. The sampler is asked as
     /// the SDK's tracer asks it, except that no attributes exist yet (the
     /// built-in samplers do not read them).
-    fn start(
+    pub(super) fn start(
         &self,
         parent: &Context,
         name: &'static str,
@@ -134,7 +134,7 @@ impl MessageTracer {
     }
 
     /// Ends a span this tracer started.
-    fn end(&self, recording: Recording) {
+    pub(super) fn end(&self, recording: Recording) {
         if let Some((_, sink)) = &self.0.traced {
             recording.end(sink);
         }
@@ -295,7 +295,7 @@ impl ProcessSpan {
     }
 }
 
-fn messaging_attrs(
+pub(super) fn messaging_attrs(
     operation: &'static str,
     system: MessagingSystem,
     room: &RoomKey,

@@ -21,6 +21,7 @@ use crate::history::{Entry, History, RoomLog};
 use crate::hub::Subscriber;
 use crate::labels::RecoveryResult;
 use crate::outbox::{Outbound, Pushed};
+use crate::telemetry::ReplaySpan;
 use crate::telemetry::propagation::traceparent;
 use wsgate_protocol::room::{RoomKey, RoomName};
 use wsgate_protocol::{self as protocol, ErrorCode, HistoryEntry, Reply, ServerFrameType, Since};
@@ -46,6 +47,12 @@ enum Step {
     Replay(Chunk),
 }
 
+/// What a resuming subscribe was told, and how many messages it was given.
+struct Outcome {
+    recovered: bool,
+    replayed: usize,
+}
+
 /// How a subscribe with history ended.
 pub(super) enum Joined {
     Yes,
@@ -58,7 +65,7 @@ pub(super) enum Joined {
 impl Session {
     /// Subscribes to `room` (already checked and acquired from the broker),
     /// answering with the room's position and, with `since`, replaying what
-    /// the client missed.
+    /// the client missed. Counts the answer and ends the replay's span.
     pub(super) async fn join_with_history(
         &mut self,
         history: &History,
@@ -66,29 +73,62 @@ impl Session {
         room: &RoomName,
         since: Option<Since<'_>>,
     ) -> Joined {
+        let Some(since) = since else {
+            return history.with_room(key, |log| {
+                log.touch();
+                let subscribed = self.subscribed(room, log, None);
+                self.join_now(key, vec![subscribed])
+            });
+        };
+        let system = self.state.broker().system();
+        let replay = self.state.tracer().replay(system, key, since.offset);
+        let mut outcome = Outcome {
+            recovered: false,
+            replayed: 0,
+        };
+        let joined = self
+            .resume(history, key, room, &since, &replay, &mut outcome)
+            .await;
+        let result = if outcome.recovered {
+            RecoveryResult::Recovered
+        } else {
+            RecoveryResult::NotRecovered
+        };
+        self.state
+            .history_metrics()
+            .recovery(result, outcome.replayed as u64);
+        self.state
+            .tracer()
+            .end_replay(replay, outcome.replayed, outcome.recovered);
+        joined
+    }
+
+    /// Resumes after `since`: see the module's comment.
+    async fn resume(
+        &mut self,
+        history: &History,
+        key: &RoomKey,
+        room: &RoomName,
+        since: &Since<'_>,
+        replay: &ReplaySpan,
+        outcome: &mut Outcome,
+    ) -> Joined {
         let first = history.with_room(key, |log| {
             log.touch();
-            let resume = since
-                .as_ref()
-                .map(|s| (s.offset, log.continuous_after(&s.epoch, s.offset)));
-            let subscribed = self.subscribed(room, log, resume.map(|(_, ok)| ok));
-            let cursor = match resume {
-                Some((cursor, true)) => cursor,
-                Some((_, false)) => {
-                    self.state
-                        .history_metrics()
-                        .recovery(RecoveryResult::NotRecovered, 0);
-                    return Step::Done(self.join_now(key, vec![subscribed]));
-                }
-                None => return Step::Done(self.join_now(key, vec![subscribed])),
-            };
+            let recovered = log.continuous_after(&since.epoch, since.offset);
+            let subscribed = self.subscribed(room, log, Some(recovered));
+            if !recovered {
+                return Step::Done(self.join_now(key, vec![subscribed]));
+            }
+            outcome.recovered = true;
+            let cursor = since.offset;
             let (count, bytes) = log.backlog_after(cursor);
             if self.fits(count + 1, bytes, count) {
                 let mut frames = vec![subscribed];
-                frames.extend(self.replayed(room, &log.after(cursor, count)));
+                frames.extend(self.replayed(replay, key, &log.after(cursor, count)));
                 let joined = self.join_now(key, frames);
                 if let Joined::Yes = joined {
-                    self.recovered(count);
+                    outcome.replayed = count;
                 }
                 return Step::Done(joined);
             }
@@ -104,34 +144,29 @@ impl Session {
             Step::Done(joined) => return joined,
             Step::Replay(chunk) => chunk,
         };
-        let mut replayed = 0;
         loop {
             for entry in &chunk.entries {
-                let frame = self.replay_frame(room, entry);
+                let frame = self.replay_frame(replay, key, entry);
                 if self.outbox.push_when_room(frame).await != Pushed::Queued {
                     // The connection is closing; the room was never joined.
-                    self.recovered(replayed);
                     return Joined::Answered;
                 }
                 chunk.cursor = entry.offset;
-                replayed += 1;
+                outcome.replayed += 1;
             }
             let (epoch, cursor) = (chunk.epoch, chunk.cursor);
             let next = history.with_room(key, |log| {
                 if !log.continuous_after(&epoch, cursor) {
                     // Trimmed before this client could read it: say so, go live.
-                    self.state
-                        .history_metrics()
-                        .recovery(RecoveryResult::NotRecovered, replayed as u64);
+                    outcome.recovered = false;
                     let subscribed = self.subscribed(room, log, Some(false));
                     return Step::Done(self.join_late(key, room, vec![subscribed]));
                 }
                 let (count, bytes) = log.backlog_after(cursor);
                 if self.fits(count, bytes, count) {
-                    let frames = self.replayed(room, &log.after(cursor, count));
-                    let joined = self.join_late(key, room, frames);
-                    self.recovered(replayed + count);
-                    return Step::Done(joined);
+                    let frames = self.replayed(replay, key, &log.after(cursor, count));
+                    outcome.replayed += count;
+                    return Step::Done(self.join_late(key, room, frames));
                 }
                 Step::Replay(Chunk {
                     entries: log.after(cursor, CHUNK),
@@ -244,21 +279,35 @@ impl Session {
         outbound(reply.encode(), reply.frame_type())
     }
 
-    fn replayed(&self, room: &RoomName, entries: &[Arc<Entry>]) -> Vec<Outbound> {
-        entries.iter().map(|e| self.replay_frame(room, e)).collect()
+    fn replayed(
+        &self,
+        replay: &ReplaySpan,
+        key: &RoomKey,
+        entries: &[Arc<Entry>],
+    ) -> Vec<Outbound> {
+        entries
+            .iter()
+            .map(|e| self.replay_frame(replay, key, e))
+            .collect()
     }
 
-    /// A stored message as a `message` frame. Its `traceparent` is the
-    /// publish's own context, so the client continues the message's trace.
-    fn replay_frame(&self, room: &RoomName, entry: &Entry) -> Outbound {
-        let trace = traceparent(&entry.envelope.trace);
+    /// A stored message as a `message` frame, under its own `process` span
+    /// (linked to its publish), or with the publish's own context when the
+    /// replay is not traced: either way the client continues its trace.
+    fn replay_frame(&self, replay: &ReplaySpan, key: &RoomKey, entry: &Entry) -> Outbound {
+        let tracer = self.state.tracer();
+        let envelope = &entry.envelope;
+        let system = self.state.broker().system();
+        let span = tracer.replayed(replay, system, key, &envelope.id, &envelope.trace);
+        let trace = traceparent(span.span_context());
         let frame = protocol::message_frame(
-            room,
-            &entry.envelope.id,
-            &entry.envelope.data,
+            &key.room,
+            &envelope.id,
+            &envelope.data,
             trace.as_ref().map(|tp| tp.as_str()),
             Some(entry.offset),
         );
+        tracer.end_replayed(span);
         outbound(frame, ServerFrameType::Message)
     }
 
@@ -267,12 +316,6 @@ impl Session {
     fn fits(&self, frames: usize, data: usize, messages: usize) -> bool {
         self.outbox
             .has_room(frames, data + (messages + 1) * FRAME_OVERHEAD)
-    }
-
-    fn recovered(&self, replayed: usize) {
-        self.state
-            .history_metrics()
-            .recovery(RecoveryResult::Recovered, replayed as u64);
     }
 
     fn push(&self, item: Outbound) {

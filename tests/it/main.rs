@@ -16,6 +16,7 @@ mod faults;
 mod handshakes;
 mod helpers;
 mod history;
+mod history_traces;
 mod limits;
 mod messaging;
 mod metrics;

@@ -30,6 +30,8 @@ pub struct Span {
     pub parent_span_id: String,
     pub attributes: Vec<KeyValue>,
     pub resource: Vec<KeyValue>,
+    /// Each link's (trace id, span id).
+    pub links: Vec<(String, String)>,
 }
 
 impl Span {
@@ -104,6 +106,11 @@ impl Store {
                             parent_span_id: hex(&s.parent_span_id),
                             attributes: s.attributes.clone(),
                             resource: resource.clone(),
+                            links: s
+                                .links
+                                .iter()
+                                .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                                .collect(),
                         });
                     }
                 }
