@@ -10,6 +10,7 @@ mod admission;
 mod api;
 mod backpressure;
 mod bench;
+mod bench_drops;
 mod browser;
 mod errors;
 mod faults;

@@ -94,6 +94,19 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 50, requires = "churn")]
     pub churners: usize,
 
+    /// Every receiver (not the publishers) drops its connection at random,
+    /// this long apart on average (exponentially distributed), reconnects and
+    /// resumes its room with `since` (the last offset and epoch it saw). With
+    /// history on the gateway nothing is lost nor duplicated; without, the
+    /// report shows what reconnecting clients miss.
+    #[arg(long, value_name = "MEAN", value_parser = duration)]
+    pub drop_every: Option<Duration>,
+
+    /// With --drop-every: how long a dropped receiver stays away before it
+    /// reconnects (a phone between two networks).
+    #[arg(long, default_value = "0s", value_parser = duration, requires = "drop_every")]
+    pub drop_for: Duration,
+
     /// Instead of a measured run, send a traffic mix until --duration or
     /// SIGINT/SIGTERM, then print what was sent and received. `dashboards`:
     /// --connections steady clients that publish, ping, resubscribe and send
@@ -160,6 +173,10 @@ pub struct Plan {
     /// against the same gateway never see each other's messages.
     pub room_prefix: String,
     pub churn: Option<ChurnPlan>,
+    /// `--drop-every`: the mean time between a receiver's connection drops.
+    pub drop_every: Option<Duration>,
+    /// `--drop-for`: how long a dropped receiver stays away.
+    pub drop_for: Duration,
 }
 
 /// Arguments that parsed but make no sense.
@@ -196,7 +213,12 @@ impl BenchArgs {
                 return Err(ArgsError::Zero(flag));
             }
         }
-        for (flag, value) in [("timeout", self.timeout), ("ack-timeout", self.ack_timeout)] {
+        let drop_every = self.drop_every.unwrap_or(Duration::MAX);
+        for (flag, value) in [
+            ("timeout", self.timeout),
+            ("ack-timeout", self.ack_timeout),
+            ("drop-every", drop_every),
+        ] {
             if value.is_zero() {
                 return Err(ArgsError::Zero(flag));
             }
@@ -263,6 +285,8 @@ impl BenchArgs {
             hold: self.hold,
             room_prefix: format!("bench-{:08x}", rand::random::<u32>()),
             churn,
+            drop_every: self.drop_every,
+            drop_for: self.drop_for,
         })
     }
 }

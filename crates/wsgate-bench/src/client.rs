@@ -31,6 +31,27 @@ pub type Stream = SplitStream<Ws>;
 /// Connects to `url` (already resolved to `addr`), subscribes to `room` and waits
 /// for `subscribed`. The error is a short reason, the key of a report count.
 pub async fn connect(addr: SocketAddr, url: &str, room: &str) -> Result<Ws, String> {
+    connect_with(addr, url, room, &frames::subscribe(room))
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// What `subscribed` said: the room's position, and the answer to a resume.
+#[derive(Debug, Clone, Default)]
+pub struct Subscribed {
+    pub offset: Option<u64>,
+    pub epoch: Option<String>,
+    pub recovered: Option<bool>,
+}
+
+/// Connects and sends `subscribe` (a frame for `room`), then waits for
+/// `subscribed`.
+pub async fn connect_with(
+    addr: SocketAddr,
+    url: &str,
+    room: &str,
+    subscribe: &str,
+) -> Result<(Ws, Subscribed), String> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("tcp: {}", e.kind()))?;
@@ -45,13 +66,20 @@ pub async fn connect(addr: SocketAddr, url: &str, room: &str) -> Result<Ws, Stri
             WsError::Io(e) => format!("handshake: {}", e.kind()),
             _ => "handshake: failed".to_owned(),
         })?;
-    ws.send(Message::text(frames::subscribe(room)))
+    ws.send(Message::text(subscribe))
         .await
         .map_err(|_| "subscribe: write failed".to_owned())?;
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => match frames::parse(&text) {
-                Some(f) if f.kind == Kind::Subscribed && f.room == Some(room) => return Ok(ws),
+                Some(f) if f.kind == Kind::Subscribed && f.room == Some(room) => {
+                    let subscribed = Subscribed {
+                        offset: f.offset,
+                        epoch: f.epoch.map(str::to_owned),
+                        recovered: f.recovered,
+                    };
+                    return Ok((ws, subscribed));
+                }
                 Some(f) if f.kind == Kind::Error => {
                     return Err(format!("subscribe: {}", f.code.unwrap_or("error")));
                 }
@@ -114,8 +142,7 @@ pub struct Reader {
 pub async fn read(mut stream: Stream, mut r: Reader) {
     let plan = &*r.plan;
     let room = plan.room_of(r.conn);
-    let is_publisher = r.conn < plan.publishers;
-    let mut stats = ConnStats::new(plan.publishers_in(room), plan.messages, is_publisher);
+    let mut stats = new_stats(plan, r.conn);
     let (mut delivered, mut acked) = (0, 0);
     let ended = loop {
         let next = tokio::select! {
@@ -130,16 +157,9 @@ pub async fn read(mut stream: Stream, mut r: Reader) {
                     continue;
                 };
                 match frame.kind {
-                    Kind::Message => match frame.data {
-                        Some(m) if m.p < plan.publishers && plan.room_of(m.p) == room => {
-                            let slot = plan.publisher_slot(m.p);
-                            if stats.delivery(slot, m.s, m.t, unix_nanos()) {
-                                delivered += 1;
-                                r.shared.delivered.store(delivered, Ordering::Relaxed);
-                            }
-                        }
-                        _ => stats.unexpected += 1,
-                    },
+                    Kind::Message => {
+                        delivery(plan, room, &frame, &mut stats, &r.shared, &mut delivered)
+                    }
                     Kind::Ack => match frame.id.and_then(frames::publish_id) {
                         Some((p, seq)) if p == r.conn && stats.ack(seq) => {
                             acked += 1;
@@ -189,6 +209,39 @@ pub async fn read(mut stream: Stream, mut r: Reader) {
                 break;
             }
         }
+    }
+}
+
+/// The stats of connection `conn`: a tracker for each publisher of its room.
+pub fn new_stats(plan: &Plan, conn: usize) -> ConnStats {
+    let room = plan.room_of(conn);
+    let is_publisher = conn < plan.publishers;
+    let mut stats = ConnStats::new(plan.publishers_in(room), plan.messages, is_publisher);
+    stats.publisher_ids = (0..plan.publishers_in(room))
+        .map(|slot| slot * plan.rooms + room)
+        .collect();
+    stats
+}
+
+/// Records a `message` frame in `room`: a delivery when it is one of this
+/// run's, counted in `delivered` (and published to `shared`) when new.
+pub fn delivery(
+    plan: &Plan,
+    room: usize,
+    frame: &frames::Incoming<'_>,
+    stats: &mut ConnStats,
+    shared: &Shared,
+    delivered: &mut u64,
+) {
+    match frame.data {
+        Some(m) if m.p < plan.publishers && plan.room_of(m.p) == room => {
+            let slot = plan.publisher_slot(m.p);
+            if stats.delivery(slot, m.s, m.t, unix_nanos()) {
+                *delivered += 1;
+                shared.delivered.store(*delivered, Ordering::Relaxed);
+            }
+        }
+        _ => stats.unexpected += 1,
     }
 }
 

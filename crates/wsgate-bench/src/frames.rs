@@ -22,6 +22,15 @@ pub fn subscribe(room: &str) -> String {
     format!(r#"{{"type":"subscribe","room":"{room}"}}"#)
 }
 
+/// A `subscribe` that resumes after `offset` of `epoch` (the server's own
+/// strings: no escaping needed, but escaped anyway).
+pub fn subscribe_since(room: &str, offset: u64, epoch: &str) -> String {
+    let epoch = serde_json::to_string(epoch).unwrap_or_else(|_| "\"\"".to_owned());
+    format!(
+        r#"{{"type":"subscribe","room":"{room}","since":{{"offset":{offset},"epoch":{epoch}}}}}"#
+    )
+}
+
 pub fn unsubscribe(room: &str) -> String {
     format!(r#"{{"type":"unsubscribe","room":"{room}"}}"#)
 }
@@ -53,6 +62,14 @@ pub struct Incoming<'a> {
     pub code: Option<&'a str>,
     #[serde(default)]
     pub data: Option<Stamp>,
+    /// A message's place in its room's history; a room's latest in `subscribed`.
+    #[serde(default)]
+    pub offset: Option<u64>,
+    #[serde(borrow, default)]
+    pub epoch: Option<&'a str>,
+    /// The answer to a resuming `subscribe`.
+    #[serde(default)]
+    pub recovered: Option<bool>,
 }
 
 /// The bench's own `data`: publisher, sequence number, send time.
@@ -112,6 +129,20 @@ mod tests {
         assert_eq!(
             (e.kind, e.code, e.id),
             (Kind::Error, Some("broker_unavailable"), Some("0-6"))
+        );
+
+        let s =
+            parse(r#"{"type":"subscribed","room":"r","offset":7,"epoch":"e-1","recovered":true}"#)
+                .unwrap();
+        assert_eq!(
+            (s.kind, s.offset, s.epoch, s.recovered),
+            (Kind::Subscribed, Some(7), Some("e-1"), Some(true))
+        );
+        let resume: serde_json::Value =
+            serde_json::from_str(&subscribe_since("r", 7, "e-1")).unwrap();
+        assert_eq!(
+            resume,
+            serde_json::json!({"type": "subscribe", "room": "r", "since": {"offset": 7, "epoch": "e-1"}})
         );
 
         assert_eq!(parse(r#"{"type":"welcome"}"#).unwrap().kind, Kind::Other);

@@ -34,6 +34,7 @@ mod orchestrator;
 mod publisher;
 mod ramp;
 mod report;
+mod resume;
 pub mod scenarios;
 mod stats;
 mod tracker;
@@ -47,7 +48,8 @@ pub use churn::ChurnReport;
 pub use cli::{Cli, Command};
 pub use mix_run::run as run_mix;
 pub use orchestrator::{Observer, execute, execute_observed, execute_with};
-pub use report::{Latency, Report};
+pub use report::{Latency, PublisherLoss, Report};
+pub use stats::Resumes;
 pub use tracker::{Seen, SeqTracker};
 pub use ui::Ui;
 

@@ -21,6 +21,7 @@ use super::client::{self, Reader, Shared, Sink, Stop};
 use super::publisher::{self, Outcome, Publisher};
 use super::ramp;
 use super::report::Report;
+use super::resume;
 use super::stats::{ConnStats, Totals};
 use super::ui::Ui;
 
@@ -115,15 +116,38 @@ pub async fn execute_observed(
     let mut readers = JoinSet::new();
     let mut conns: Vec<Option<Conn>> = Vec::with_capacity(plan.connections);
     let mut writers_ready = Vec::new();
-    for (i, ws) in std::mem::take(&mut ramp.conns).into_iter().enumerate() {
-        let Some(ws) = ws else {
+    for (i, conn) in std::mem::take(&mut ramp.conns).into_iter().enumerate() {
+        let Some((ws, subscribed)) = conn else {
             conns.push(None);
             continue;
         };
-        let (sink, stream) = ws.split();
         let shared = Arc::new(Shared::default());
         let (stop_reader, stop) = Stop::new();
         let (stats_tx, stats) = oneshot::channel();
+        if let (Some(mean), false) = (plan.drop_every, i < plan.publishers) {
+            // A receiver that drops and resumes owns its whole connection.
+            let reader = Reader {
+                plan: plan.clone(),
+                conn: i,
+                shared: shared.clone(),
+                answers: None,
+                stop,
+                stats: stats_tx,
+            };
+            let target = i % plan.targets.len();
+            let (addr, url) = (addrs[target], plan.targets[target].url.clone());
+            readers.spawn(resume::read_resuming(
+                ws, subscribed, reader, addr, url, mean,
+            ));
+            conns.push(Some(Conn {
+                shared,
+                stop_reader: Some(stop_reader),
+                stats,
+                sink: None,
+            }));
+            continue;
+        }
+        let (sink, stream) = ws.split();
         let answers = (i < plan.publishers)
             .then(|| Arc::new(Semaphore::new(plan.window().unwrap_or(0) as usize)));
         readers.spawn(client::read(

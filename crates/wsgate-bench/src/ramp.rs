@@ -12,7 +12,11 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout};
 
 use super::args::{Plan, Target};
-use super::client::{self, Ws};
+use super::client::{self, Subscribed, Ws};
+use super::frames;
+
+/// One connection's attempt: the connection and its `subscribed`, or why not.
+type Connected = Result<(Ws, Subscribed), String>;
 use super::ui::Ui;
 
 /// Connects overlapping at once: a bound below the kernel's accept backlog.
@@ -22,7 +26,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The connections, by index (`None`: failed), and what went wrong.
 pub struct Ramp {
-    pub conns: Vec<Option<Ws>>,
+    /// Each connection and what its `subscribed` said.
+    pub conns: Vec<Option<(Ws, Subscribed)>>,
     pub failures: BTreeMap<String, u64>,
     pub connected: usize,
     pub secs: f64,
@@ -91,9 +96,12 @@ pub async fn connect_all(
         );
         tasks.spawn(async move {
             let _permit = permit;
-            let result = timeout(CONNECT_TIMEOUT, client::connect(addr, &url, &room))
-                .await
-                .unwrap_or_else(|_| Err("timeout".to_owned()));
+            let result = timeout(
+                CONNECT_TIMEOUT,
+                client::connect_with(addr, &url, &room, &frames::subscribe(&room)),
+            )
+            .await
+            .unwrap_or_else(|_| Err("timeout".to_owned()));
             (i, result)
         });
     }
@@ -125,9 +133,9 @@ pub async fn connect_all(
 }
 
 impl Ramp {
-    fn record(&mut self, done: Result<(usize, Result<Ws, String>), tokio::task::JoinError>) {
+    fn record(&mut self, done: Result<(usize, Connected), tokio::task::JoinError>) {
         match done {
-            Ok((i, Ok(ws))) => self.conns[i] = Some(ws),
+            Ok((i, Ok(conn))) => self.conns[i] = Some(conn),
             Ok((_, Err(reason))) => *self.failures.entry(reason).or_default() += 1,
             Err(_) => *self.failures.entry("task failed".to_owned()).or_default() += 1,
         }

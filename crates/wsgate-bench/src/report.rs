@@ -12,6 +12,7 @@ use super::args::{Pace, Plan};
 use super::churn::ChurnReport;
 use super::publisher::Outcome;
 use super::ramp::Ramp;
+use super::stats::Resumes;
 use super::stats::Totals;
 
 /// Everything a run measured.
@@ -64,6 +65,11 @@ pub struct Report {
     pub latency_ms: Latency,
     /// What the `--churn` connections did, when there were any.
     pub churn: Option<ChurnReport>,
+    /// `--drop-every`: the receivers' drops and what their resumes were told.
+    pub resumes: Option<Resumes>,
+    /// `--drop-every`: lost and duplicated deliveries of each publisher's
+    /// messages, across its room's receivers.
+    pub per_publisher: Vec<PublisherLoss>,
     /// No loss, no duplicate, no error of any kind: the exit status is 0.
     pub ok: bool,
 }
@@ -159,10 +165,40 @@ impl Report {
             deliveries_per_sec: per_sec(totals.delivered, elapsed_secs),
             latency_ms: Latency::from_micros(&totals.latency),
             churn: None,
+            resumes: plan.drop_every.map(|_| totals.resumes),
+            per_publisher: match plan.drop_every {
+                None => Vec::new(),
+                Some(_) => (0..plan.publishers)
+                    .map(|p| {
+                        let expected = plan.messages * plan.members(plan.room_of(p)) as u64;
+                        let tally = totals.per_publisher.get(&p).copied().unwrap_or_default();
+                        PublisherLoss {
+                            publisher: p,
+                            expected,
+                            delivered: tally.delivered,
+                            lost: expected.saturating_sub(tally.delivered),
+                            duplicated: tally.duplicated,
+                        }
+                    })
+                    .collect(),
+            },
             ok: false,
         }
     }
+}
 
+/// One publisher's messages across the receivers of its room.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublisherLoss {
+    pub publisher: usize,
+    /// Its messages times the members of its room.
+    pub expected: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+}
+
+impl Report {
     /// Whether the run was clean; sets `ok`.
     pub fn judge(&mut self) {
         self.ok = self.lost == 0
@@ -173,6 +209,7 @@ impl Report {
             && self.stalled_publishers == 0
             && self.unexpected_frames == 0
             && self.churn.as_ref().is_none_or(|c| c.failures == 0)
+            && self.resumes.as_ref().is_none_or(|r| r.failures == 0)
             && !self.timed_out;
     }
 
@@ -197,6 +234,10 @@ impl Report {
         count(
             self.churn.as_ref().map_or(0, |c| c.failures),
             "churners failed",
+        );
+        count(
+            self.resumes.as_ref().map_or(0, |r| r.failures),
+            "reconnects failed",
         );
         if self.timed_out {
             p.push("timed out".to_owned());
@@ -270,6 +311,28 @@ impl Report {
                     c.failures
                 ),
             );
+        }
+        if let Some(r) = &self.resumes {
+            row(
+                "drops",
+                format!(
+                    "{} resumed: {} recovered, {} not recovered; {} reconnects failed",
+                    r.drops, r.recovered, r.not_recovered, r.failures
+                ),
+            );
+            let worst = self
+                .per_publisher
+                .iter()
+                .max_by_key(|p| (p.lost, p.duplicated));
+            if let Some(w) = worst {
+                row(
+                    "worst publisher",
+                    format!(
+                        "#{}: {} of {} lost, {} duplicated",
+                        w.publisher, w.lost, w.expected, w.duplicated
+                    ),
+                );
+            }
         }
         let l = &self.latency_ms;
         for (name, v) in [

@@ -33,6 +33,39 @@ pub struct ConnStats {
     /// 1006 when it vanished without a close frame.
     pub closed: Option<u16>,
     pub last_delivery: Option<Instant>,
+    /// The publisher behind each slot of `from`.
+    pub publisher_ids: Vec<usize>,
+    /// `--drop-every`: what this receiver's drops and resumes did.
+    pub resumes: Resumes,
+}
+
+/// A receiver's connection drops and what its resumes were told.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Resumes {
+    /// Connections dropped on purpose.
+    pub drops: u64,
+    /// Resumes answered `recovered: true`.
+    pub recovered: u64,
+    /// Resumes answered `recovered: false` (or without `recovered`).
+    pub not_recovered: u64,
+    /// Reconnects that failed (the receiver then stops).
+    pub failures: u64,
+}
+
+impl std::ops::AddAssign for Resumes {
+    fn add_assign(&mut self, o: Self) {
+        self.drops += o.drops;
+        self.recovered += o.recovered;
+        self.not_recovered += o.not_recovered;
+        self.failures += o.failures;
+    }
+}
+
+/// One publisher's deliveries across every receiver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublisherTally {
+    pub delivered: u64,
+    pub duplicated: u64,
 }
 
 impl ConnStats {
@@ -45,6 +78,8 @@ impl ConnStats {
             unexpected: 0,
             closed: None,
             last_delivery: None,
+            publisher_ids: Vec::new(),
+            resumes: Resumes::default(),
         }
     }
 
@@ -107,6 +142,9 @@ pub struct Totals {
     pub closes: BTreeMap<String, u64>,
     pub unexpected: u64,
     pub last_delivery: Option<Instant>,
+    pub resumes: Resumes,
+    /// By publisher index.
+    pub per_publisher: BTreeMap<usize, PublisherTally>,
 }
 
 impl Default for Totals {
@@ -120,6 +158,8 @@ impl Default for Totals {
             closes: BTreeMap::new(),
             unexpected: 0,
             last_delivery: None,
+            resumes: Resumes::default(),
+            per_publisher: BTreeMap::new(),
         }
     }
 }
@@ -135,10 +175,16 @@ impl Totals {
                     .record_n(v.value_iterated_to(), u64::from(v.count_at_value()));
             }
         }
-        for t in &conn.from {
+        for (slot, t) in conn.from.iter().enumerate() {
             self.delivered += t.distinct();
             self.duplicated += t.duplicates();
+            if let Some(&p) = conn.publisher_ids.get(slot) {
+                let tally = self.per_publisher.entry(p).or_default();
+                tally.delivered += t.distinct();
+                tally.duplicated += t.duplicates();
+            }
         }
+        self.resumes += conn.resumes;
         self.acked += conn.acks.as_ref().map_or(0, SeqTracker::distinct);
         for (code, n) in conn.error_frames {
             *self.error_frames.entry(code).or_default() += n;

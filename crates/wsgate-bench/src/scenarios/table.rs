@@ -136,6 +136,8 @@ pub fn test_report() -> Report {
             max: 14.0,
         },
         churn: None,
+        resumes: None,
+        per_publisher: vec![],
         ok: true,
     }
 }

@@ -1,0 +1,74 @@
+//! `wsgate-bench --drop-every`: receivers that drop their connections and
+//! resume with `since` lose nothing and see nothing twice when the gateway
+//! keeps history, and show what is lost when it does not.
+
+use clap::Parser as _;
+use wsgate_bench::{BenchArgs, Report, execute};
+
+use crate::helpers::{spawn_app_with_args, within};
+
+async fn bench(args: &[&str]) -> Report {
+    let argv = std::iter::once("bench").chain(args.iter().copied());
+    let plan = BenchArgs::try_parse_from(argv)
+        .expect("arguments parse")
+        .plan()
+        .expect("a valid plan");
+    within(execute(plan)).await.expect("the bench runs")
+}
+
+/// 20 receivers in 4 rooms, 4 publishers at 400 messages a second in all
+/// for 2 s, each receiver dropping every 300 ms on average and staying away
+/// 50 ms.
+const RUN: [&str; 8] = [
+    "-c=24",
+    "-r=4",
+    "-p=4",
+    "-m=200",
+    "--rate=400",
+    "--drop-every=300ms",
+    "--drop-for=50ms",
+    "--settle=3s",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_history_resuming_receivers_lose_nothing() {
+    let app = spawn_app_with_args(&["--history-size", "1000"]).await;
+    let url = format!("--url={}", app.ws_url());
+    let mut args = vec![url.as_str()];
+    args.extend(RUN);
+    let report = bench(&args).await;
+    let resumes = report.resumes.expect("a drop report");
+    assert!(resumes.drops >= 20, "{report:#?}");
+    assert_eq!(resumes.recovered, resumes.drops, "{report:#?}");
+    assert_eq!((report.lost, report.duplicated), (0, 0), "{report:#?}");
+    assert!(report.ok, "{report:#?}");
+    assert!(
+        report
+            .per_publisher
+            .iter()
+            .all(|p| p.lost == 0 && p.duplicated == 0)
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_history_dropped_receivers_miss_messages() {
+    let app = spawn_app_with_args(&[]).await;
+    let url = format!("--url={}", app.ws_url());
+    let mut args = vec![url.as_str()];
+    args.extend(RUN);
+    let report = bench(&args).await;
+    let resumes = report.resumes.expect("a drop report");
+    assert!(resumes.drops >= 20, "{report:#?}");
+    assert_eq!(resumes.recovered, 0, "{report:#?}");
+    assert!(
+        report.lost > 0,
+        "50 ms away at 400 msgs/s loses messages: {report:#?}"
+    );
+    assert_eq!(
+        report.per_publisher.iter().map(|p| p.lost).sum::<u64>(),
+        report.lost
+    );
+    assert!(!report.ok);
+    app.stop().await;
+}
