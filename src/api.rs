@@ -161,10 +161,11 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Pub
     let parent = tracing::Span::current().context();
     let tenant = request.tenant.unwrap_or_else(Tenant::default_tenant);
     let key = RoomKey::new(tenant, request.room);
-    let client_id = request
-        .id
-        .as_deref()
-        .map(|id| ClientId { scope: "http", id });
+    let client_id = request.id.as_deref().map(|id| ClientId {
+        kind: "http",
+        user: "",
+        id,
+    });
     state
         .publish(&parent, Publisher::Http, &key, request.data, client_id)
         .await

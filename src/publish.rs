@@ -38,10 +38,22 @@ pub(crate) enum PublishError {
 /// user's ids never collide with another's, nor with the HTTP API's.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientId<'a> {
-    /// `ws:<user>` for a WebSocket client (`ws:` without tokens), `http` for
-    /// the API.
-    pub(crate) scope: &'a str,
+    /// `ws:` for a WebSocket client, `http` for the API.
+    pub(crate) kind: &'static str,
+    /// The token's `sub` (empty without tokens, and for the API).
+    pub(crate) user: &'a str,
     pub(crate) id: &'a str,
+}
+
+impl ClientId<'_> {
+    /// `<kind><user>\0<id>`, in one allocation.
+    fn key(&self) -> Arc<str> {
+        let mut key = String::with_capacity(self.kind.len() + self.user.len() + 1 + self.id.len());
+        for part in [self.kind, self.user, "\0", self.id] {
+            key.push_str(part);
+        }
+        Arc::from(key)
+    }
 }
 
 impl AppState {
@@ -78,7 +90,7 @@ impl AppState {
         // Only a node with history remembers ids.
         let dedupe = client_id
             .filter(|_| self.history().is_some())
-            .map(|c| format!("{}\0{}", c.scope, c.id).into_boxed_str());
+            .map(|c| c.key());
         let result = match self.broker().publish(envelope, dedupe).await {
             Ok(None) => Ok(Published { id, offset: None }),
             Ok(Some(Appended::Stored { offset })) => Ok(Published {

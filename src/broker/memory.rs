@@ -21,7 +21,7 @@ impl MemoryBroker {
     }
 
     /// Delivers `envelope`; with history, stores it first (`None` without).
-    pub(crate) fn publish(&self, envelope: Envelope, dedupe: Option<Box<str>>) -> Option<Appended> {
+    pub(crate) fn publish(&self, envelope: Envelope, dedupe: Option<Arc<str>>) -> Option<Appended> {
         let Some(history) = &self.history else {
             self.delivery.deliver(&envelope, None);
             return None;

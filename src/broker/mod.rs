@@ -67,7 +67,7 @@ impl Broker {
     pub(crate) async fn publish(
         &self,
         envelope: Envelope,
-        dedupe: Option<Box<str>>,
+        dedupe: Option<Arc<str>>,
     ) -> Result<Option<Appended>, BrokerError> {
         match self {
             Self::Memory(broker) => Ok(broker.publish(envelope, dedupe)),

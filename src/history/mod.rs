@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-pub(crate) use room::{Entry, RoomLog, Seen};
+pub(crate) use room::{Entry, RoomLog};
 
 use crate::labels::TrimReason;
 use crate::message::Envelope;
@@ -74,6 +74,8 @@ pub(crate) enum Appended {
 pub(crate) struct Locked<'a> {
     history: &'a History,
     log: &'a mut RoomLog,
+    /// When the lock was taken: one clock read for the expiry and the append.
+    now: Instant,
 }
 
 impl History {
@@ -113,20 +115,15 @@ impl History {
     pub(crate) fn append(
         &self,
         envelope: Envelope,
-        dedupe: Option<Box<str>>,
+        dedupe: Option<Arc<str>>,
         deliver: impl FnOnce(&Envelope, u64),
     ) -> Appended {
         let room_key = envelope.room.clone();
         let appended = self.with_room(&room_key, |room| {
-            let now = Instant::now();
-            if let Some(key) = &dedupe {
-                match room.log.seen(key, envelope.data.get()) {
-                    Seen::New => {}
-                    Seen::Duplicate { offset, id } => return Appended::Duplicate { offset, id },
-                    Seen::Conflict { offset } => return Appended::Conflict { offset },
-                }
-            }
-            let (entry, bytes) = room.log.append(envelope, dedupe, now);
+            let (entry, bytes) = match room.log.append(envelope, dedupe, room.now) {
+                Ok(stored) => stored,
+                Err(refused) => return refused,
+            };
             self.messages.fetch_add(1, Ordering::Relaxed);
             self.bytes.fetch_add(bytes, Ordering::Relaxed);
             let size = self.limits.size;
@@ -158,11 +155,13 @@ impl History {
                 // Forgotten between the lookup and the lock: start over.
                 continue;
             }
+            let now = Instant::now();
             let mut locked = Locked {
                 history: self,
                 log: &mut log,
+                now,
             };
-            locked.expire(Instant::now());
+            locked.expire(now);
             return f(&mut locked);
         }
     }

@@ -6,10 +6,12 @@
 //! room record (a node start, or a room forgotten and seen again) starts a new
 //! epoch at offset 0, so an offset is never reused within an epoch.
 
+use std::collections::hash_map::Entry::{Occupied, Vacant};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::Appended;
 use crate::message::Envelope;
 
 /// Bytes a stored message costs beyond its data, id and de-duplication key:
@@ -26,7 +28,7 @@ pub(crate) struct Entry {
     pub(crate) offset: u64,
     pub(crate) envelope: Envelope,
     /// The publisher's key for `id` de-duplication, when it gave an id.
-    dedupe: Option<Box<str>>,
+    dedupe: Option<Arc<str>>,
     stored_at: Instant,
     bytes: usize,
 }
@@ -45,18 +47,6 @@ impl std::ops::AddAssign for Trimmed {
     }
 }
 
-/// What a publish with an `id` finds in the room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Seen {
-    /// The id is new: append the message.
-    New,
-    /// The same id and data were accepted as this message: acknowledge it
-    /// again, deliver nothing.
-    Duplicate { offset: u64, id: Arc<str> },
-    /// The same id was accepted for other data.
-    Conflict { offset: u64 },
-}
-
 #[derive(Debug)]
 pub(crate) struct RoomLog {
     epoch: Arc<str>,
@@ -66,7 +56,7 @@ pub(crate) struct RoomLog {
     /// Every offset up to this one is gone (trimmed, or from before this
     /// epoch); everything after it up to `latest` is stored.
     trimmed_through: u64,
-    dedupe: HashMap<Box<str>, u64>,
+    dedupe: HashMap<Arc<str>, u64>,
     bytes: usize,
     /// The last append or subscriber: an idle, empty record is forgotten
     /// `--history-meta-ttl` after it.
@@ -145,19 +135,17 @@ impl RoomLog {
             .map_or(self.entries.len(), |i| i.min(self.entries.len()))
     }
 
-    /// What a publish with the de-duplication key `key` and `data` finds.
-    pub(crate) fn seen(&self, key: &str, data: &str) -> Seen {
-        let Some(&offset) = self.dedupe.get(key) else {
-            return Seen::New;
-        };
+    /// A publish whose key the message at `offset` already has: the same
+    /// data is that message again, other data a conflict.
+    fn judge(&self, offset: u64, data: &str) -> Appended {
         match self.entry(offset) {
-            Some(entry) if entry.envelope.data.get() == data => Seen::Duplicate {
+            Some(entry) if entry.envelope.data.get() == data => Appended::Duplicate {
                 offset,
                 id: entry.envelope.id.clone(),
             },
-            Some(_) => Seen::Conflict { offset },
-            // The key outlived its entry; cannot happen, since trims remove both.
-            None => Seen::New,
+            // Other data; or a key without its entry, which cannot happen
+            // (trims remove both): refusing is the answer that loses nothing.
+            _ => Appended::Conflict { offset },
         }
     }
 
@@ -167,20 +155,29 @@ impl RoomLog {
     }
 
     /// Stores `envelope` as the next offset and returns it, with the bytes it
-    /// added.
+    /// added; unless `dedupe` (the publisher's key for its id) was seen, then
+    /// what it found. One hash of the key either way.
     pub(crate) fn append(
         &mut self,
         envelope: Envelope,
-        dedupe: Option<Box<str>>,
+        dedupe: Option<Arc<str>>,
         now: Instant,
-    ) -> (Arc<Entry>, usize) {
-        self.latest += 1;
-        let offset = self.latest;
-        let key_bytes = dedupe.as_ref().map_or(0, |k| 2 * k.len());
-        let bytes = ENTRY_OVERHEAD + envelope.data.get().len() + envelope.id.len() + key_bytes;
+    ) -> Result<(Arc<Entry>, usize), Appended> {
+        let offset = self.latest + 1;
         if let Some(key) = &dedupe {
-            self.dedupe.insert(key.clone(), offset);
+            match self.dedupe.entry(key.clone()) {
+                Occupied(seen) => {
+                    let first = *seen.get();
+                    return Err(self.judge(first, envelope.data.get()));
+                }
+                Vacant(slot) => {
+                    slot.insert(offset);
+                }
+            }
         }
+        self.latest = offset;
+        let key_bytes = dedupe.as_ref().map_or(0, |k| k.len());
+        let bytes = ENTRY_OVERHEAD + envelope.data.get().len() + envelope.id.len() + key_bytes;
         let entry = Arc::new(Entry {
             offset,
             envelope,
@@ -191,7 +188,7 @@ impl RoomLog {
         self.entries.push_back(entry.clone());
         self.bytes += bytes;
         self.last_used = now;
-        (entry, bytes)
+        Ok((entry, bytes))
     }
 
     /// Drops the oldest messages beyond `keep`.

@@ -71,8 +71,9 @@ fn a_new_record_resumes_from_zero_only() {
 fn ttl_drops_the_old_front_only() {
     let mut log = RoomLog::new(Arc::from("e1"), ROOM_OVERHEAD, Instant::now());
     let start = Instant::now();
-    log.append(envelope("a", "1"), None, start);
-    log.append(envelope("b", "2"), None, start + Duration::from_secs(10));
+    log.append(envelope("a", "1"), None, start).unwrap();
+    log.append(envelope("b", "2"), None, start + Duration::from_secs(10))
+        .unwrap();
     let trimmed = log.expire(start + Duration::from_secs(12), Duration::from_secs(5));
     assert_eq!(trimmed.messages, 1);
     assert_eq!(offsets(&log.after(0, 10)), [2]);
@@ -82,7 +83,9 @@ fn ttl_drops_the_old_front_only() {
 fn bytes_are_given_back_exactly() {
     let mut log = RoomLog::new(Arc::from("e1"), ROOM_OVERHEAD, Instant::now());
     let empty = log.bytes();
-    let (_, added) = log.append(envelope("a", "[1,2,3]"), Some("k".into()), Instant::now());
+    let (_, added) = log
+        .append(envelope("a", "[1,2,3]"), Some("k".into()), Instant::now())
+        .unwrap();
     assert_eq!(log.bytes(), empty + added);
     let trimmed = log.shrink_to(empty);
     assert_eq!(trimmed.bytes, added);
@@ -92,28 +95,29 @@ fn bytes_are_given_back_exactly() {
 #[test]
 fn an_id_seen_again_is_a_duplicate_or_a_conflict_until_trimmed() {
     let mut log = RoomLog::new(Arc::from("e1"), ROOM_OVERHEAD, Instant::now());
-    log.append(
-        envelope("s1", "{\"a\":1}"),
-        Some("ws:\0c1".into()),
-        Instant::now(),
-    );
-    log.append(envelope("s2", "2"), None, Instant::now());
+    let key = |k: &str| Some(Arc::<str>::from(k));
+    let now = Instant::now();
+    log.append(envelope("s1", "{\"a\":1}"), key("ws:\0c1"), now)
+        .unwrap();
+    log.append(envelope("s2", "2"), None, now).unwrap();
+    let again = log.append(envelope("s3", "{\"a\":1}"), key("ws:\0c1"), now);
     assert_eq!(
-        log.seen("ws:\0c1", "{\"a\":1}"),
-        Seen::Duplicate {
+        again.map(|_| ()),
+        Err(Appended::Duplicate {
             offset: 1,
             id: Arc::from("s1")
-        }
+        })
     );
-    assert_eq!(
-        log.seen("ws:\0c1", "{\"a\":2}"),
-        Seen::Conflict { offset: 1 }
-    );
-    assert_eq!(
-        log.seen("ws:u\0c1", "{\"a\":1}"),
-        Seen::New,
-        "another scope"
-    );
+    let other = log.append(envelope("s4", "{\"a\":2}"), key("ws:\0c1"), now);
+    assert_eq!(other.map(|_| ()), Err(Appended::Conflict { offset: 1 }));
+    assert_eq!(log.latest(), 2, "neither was stored");
+    let scoped = log.append(envelope("s5", "{\"a\":1}"), key("ws:u\0c1"), now);
+    assert_eq!(scoped.map(|(e, _)| e.offset), Ok(3), "another scope");
     log.trim_to(1);
-    assert_eq!(log.seen("ws:\0c1", "{\"a\":1}"), Seen::New);
+    let after_trim = log.append(envelope("s6", "{\"a\":1}"), key("ws:\0c1"), now);
+    assert_eq!(
+        after_trim.map(|(e, _)| e.offset),
+        Ok(4),
+        "forgotten with its message"
+    );
 }

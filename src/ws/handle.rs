@@ -223,17 +223,11 @@ impl Session {
         let publisher = Publisher::WebSocket(self.conn);
         // A user's ids are its own: the scope keeps them from matching another
         // user's (only a node with history remembers them).
-        let scope = match (&publish.id, self.state.history()) {
-            (Some(_), Some(_)) => {
-                let user = self.admitted.identity.user.as_deref().unwrap_or("");
-                format!("ws:{user}")
-            }
-            _ => String::new(),
-        };
-        let client_id = publish
-            .id
-            .as_deref()
-            .map(|id| ClientId { scope: &scope, id });
+        let client_id = publish.id.as_deref().map(|id| ClientId {
+            kind: "ws:",
+            user: self.admitted.identity.user.as_deref().unwrap_or(""),
+            id,
+        });
         let result = self
             .state
             .publish(&parent, publisher, &key, publish.data, client_id)

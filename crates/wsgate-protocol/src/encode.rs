@@ -1,7 +1,5 @@
 //! Encoding server frames.
 
-use std::io::Write as _;
-
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tungstenite::Utf8Bytes;
@@ -123,7 +121,9 @@ pub fn history_frame(
     out.extend_from_slice(br#"{"type":"history","room":"#);
     write_json_str(&mut out, room.as_str());
     if let Some((offset, epoch)) = position {
-        let _ = write!(out, r#","offset":{offset},"epoch":"#);
+        out.extend_from_slice(br#","offset":"#);
+        out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
+        out.extend_from_slice(br#","epoch":"#);
         write_json_str(&mut out, epoch);
     }
     out.extend_from_slice(br#","messages":["#);
@@ -147,8 +147,8 @@ fn write_entry(out: &mut Vec<u8>, entry: &HistoryEntry<'_>) {
     out.extend_from_slice(br#","id":"#);
     write_json_str(out, entry.id);
     if let Some(offset) = entry.offset {
-        // Writing into a Vec cannot fail.
-        let _ = write!(out, r#","offset":{offset}"#);
+        out.extend_from_slice(br#","offset":"#);
+        out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
     }
     out.extend_from_slice(br#","data":"#);
     out.extend_from_slice(entry.data.get().as_bytes());
