@@ -67,16 +67,17 @@ impl Application {
         ));
         let warnings = Warnings::new(&telemetry.meter, config.warning_log_interval);
         let history_metrics = HistoryMetrics::new(&telemetry.meter);
-        // `validate` refuses history with NATS: it is in-memory only for now.
-        let history = (config.history_size > 0).then(|| {
-            let limits = HistoryLimits {
-                size: config.history_size as usize,
-                ttl: config.history_ttl,
-                max_bytes: usize::try_from(config.history_max_bytes).unwrap_or(usize::MAX),
-                meta_ttl: config.history_meta_ttl,
-            };
-            Arc::new(History::new(limits, history_metrics.clone()))
+        let limits = (config.history_size > 0).then(|| HistoryLimits {
+            size: config.history_size as usize,
+            ttl: config.history_ttl,
+            max_bytes: usize::try_from(config.history_max_bytes).unwrap_or(usize::MAX),
+            meta_ttl: config.history_meta_ttl,
         });
+        // In this node's memory alone; with NATS, in a JetStream stream.
+        let history = match (&config.nats_url, limits) {
+            (None, Some(limits)) => Some(Arc::new(History::new(limits, history_metrics.clone()))),
+            _ => None,
+        };
         let broker = match config.nats_access()? {
             None => Broker::memory(delivery, history.clone()),
             Some(access) => {
@@ -88,6 +89,7 @@ impl Application {
                     subscription_buffer: config.nats_subscription_buffer as usize,
                     connect_timeout: config.broker_connect_timeout,
                     warning_log_interval: config.warning_log_interval,
+                    history: limits,
                 };
                 let metrics = BrokerMetrics::new(&telemetry.meter);
                 let nats = NatsBroker::connect(&settings, delivery, metrics, warnings.clone());
@@ -134,14 +136,8 @@ impl Application {
                     let queued = queued_bytes.clone();
                     Box::new(move || queued.get())
                 },
-                history_messages: {
-                    let history = history.clone();
-                    Box::new(move || history.as_ref().map_or(0, |h| h.message_count()))
-                },
-                history_bytes: {
-                    let history = history.clone();
-                    Box::new(move || history.as_ref().map_or(0, |h| h.byte_count()))
-                },
+                history_messages: held(&history, &broker, 0),
+                history_bytes: held(&history, &broker, 1),
                 connections_limit: u64::from(config.max_connections),
             },
         );
@@ -259,6 +255,28 @@ impl Application {
         }
         tracing::info!("shutdown complete");
         Ok(deadline)
+    }
+}
+
+/// What the history holds (`which`: 0 messages, 1 bytes): the node's own, or
+/// the JetStream stream's (all rooms, all nodes), as last read.
+fn held(
+    history: &Option<Arc<History>>,
+    broker: &Broker,
+    which: usize,
+) -> Box<dyn Fn() -> u64 + Send + Sync> {
+    if let Some(history) = history.clone() {
+        return Box::new(move || match which {
+            0 => history.message_count(),
+            _ => history.byte_count(),
+        });
+    }
+    match broker {
+        Broker::Nats(nats) => {
+            let state = nats.stream_state.clone();
+            Box::new(move || state[which].load(std::sync::atomic::Ordering::Relaxed))
+        }
+        Broker::Memory(_) => Box::new(|| 0),
     }
 }
 

@@ -106,7 +106,8 @@ pub struct Config {
     pub max_rooms: u32,
 
     /// Messages kept per room for clients that resume with `since` and for
-    /// `history` requests; 0 keeps no history.
+    /// `history` requests; 0 keeps no history. In this node's memory, or with
+    /// --nats-url in a JetStream stream every node shares.
     #[arg(long, env = "WSGATE_HISTORY_SIZE", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub history_size: u32,
@@ -299,11 +300,6 @@ pub enum ConfigError {
     },
     #[error("--nats-creds and credentials in --nats-url are two logins to NATS: give one of them")]
     NatsTwoLogins,
-    #[error(
-        "--history-size keeps history in this node's memory, which other nodes cannot see: \
-         history with --nats-url (in JetStream) is not available yet"
-    )]
-    HistoryWithNats,
 }
 
 /// The most one room's NATS subscription buffer may hold, in bytes.
@@ -345,9 +341,6 @@ impl Config {
                 timeout: self.heartbeat_timeout,
                 interval: self.heartbeat_interval,
             });
-        }
-        if self.history_size > 0 && self.nats_url.is_some() {
-            return Err(ConfigError::HistoryWithNats);
         }
         if let Some(admin) = self.admin_listen
             && admin == self.listen

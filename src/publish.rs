@@ -87,10 +87,8 @@ impl AppState {
             published_at: PublishedAt::now(),
         };
         let id = envelope.id.clone();
-        // Only a node with history remembers ids.
-        let dedupe = client_id
-            .filter(|_| self.history().is_some())
-            .map(|c| c.key());
+        // Only a node with history (its own, or JetStream) remembers ids.
+        let dedupe = client_id.filter(|_| self.keeps_history()).map(|c| c.key());
         let result = match self.broker().publish(envelope, dedupe).await {
             Ok(None) => Ok(Published { id, offset: None }),
             Ok(Some(Appended::Stored { offset })) => Ok(Published {

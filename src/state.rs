@@ -94,6 +94,10 @@ impl AppState {
     pub(crate) fn history(&self) -> Option<&History> {
         self.0.history.as_deref()
     }
+    /// Whether rooms keep history: in this node's memory, or in JetStream.
+    pub(crate) fn keeps_history(&self) -> bool {
+        self.0.history.is_some() || self.0.broker.stream_history().is_some()
+    }
     /// The history and the hub, owned, for the task that sweeps the history.
     pub(crate) fn history_and_hub(&self) -> Option<(Arc<History>, Arc<Hub>)> {
         let history = self.0.history.clone()?;

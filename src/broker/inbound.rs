@@ -17,7 +17,7 @@ use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry::trace::TraceContextExt as _;
 
-use super::nats::{MSG_ID, PUBLISHED_AT};
+use super::nats::{MSG_ID, PUBLISHED_AT, SEQUENCE, WSGATE_MSG_ID};
 use crate::delivery::Delivery;
 use crate::message::{Envelope, PublishedAt};
 use crate::telemetry::propagation::StrictTraceContext;
@@ -37,13 +37,29 @@ pub(super) struct Inbound {
 impl Inbound {
     /// Reads one room's subscription and delivers each message locally, in
     /// order, until the subscription ends or the task is aborted.
-    pub(crate) async fn listen(self: Arc<Self>, mut subscriber: Subscriber, room: RoomKey) {
+    ///
+    /// With history, `gate` holds the offset this node has delivered the
+    /// room through: a message at or below it was already given to every
+    /// local subscriber (by a replay, or before they joined), and a
+    /// subscriber catching up holds the gate while it joins.
+    pub(crate) async fn listen(
+        self: Arc<Self>,
+        mut subscriber: Subscriber,
+        room: RoomKey,
+        gate: Option<Gate>,
+    ) {
         while let Some(message) = subscriber.next().await {
-            self.receive(&room, message);
+            match &gate {
+                None => self.receive(&room, message, None),
+                Some(gate) => {
+                    let mut through = gate.lock().await;
+                    self.receive(&room, message, Some(&mut through));
+                }
+            }
         }
     }
 
-    fn receive(&self, room: &RoomKey, message: async_nats::Message) {
+    fn receive(&self, room: &RoomKey, message: async_nats::Message, through: Option<&mut u64>) {
         let bytes = message.payload.len();
         if bytes > self.max_message_bytes {
             self.metrics.consumed(Some(ConsumeError::TooLarge));
@@ -58,10 +74,26 @@ impl Inbound {
             }
             return;
         }
-        match decode(room, message) {
+        let payload = message.payload;
+        let headers = message.headers.unwrap_or_default();
+        match decode(room, &payload, &headers) {
             Ok(envelope) => {
                 self.metrics.consumed(None);
-                self.delivery.deliver(&envelope, None);
+                let offset = headers
+                    .get(SEQUENCE)
+                    .and_then(|v| v.as_str().parse::<u64>().ok());
+                match (through, offset) {
+                    // Delivered already (a replay covered it), or from
+                    // before this node listened: not again.
+                    (Some(through), Some(offset)) if offset <= *through => {}
+                    (Some(through), Some(offset)) => {
+                        *through = offset;
+                        self.delivery.deliver(&envelope, Some(offset));
+                    }
+                    _ => {
+                        self.delivery.deliver(&envelope, None);
+                    }
+                }
             }
             Err(reason) => {
                 self.metrics.consumed(Some(ConsumeError::InvalidMessage));
@@ -78,18 +110,26 @@ impl Inbound {
     }
 }
 
-/// Rebuilds an envelope from a NATS message: the payload must be JSON and the
-/// message id header present; a missing or invalid trace context or
-/// publication time is replaced, as for a client that sent none.
-fn decode(room: &RoomKey, message: async_nats::Message) -> Result<Envelope, &'static str> {
-    let data = protocol::parse_data(&message.payload).map_err(|_| "payload is not JSON")?;
-    let headers = message.headers.unwrap_or_default();
+/// A room's delivered-through offset on this node, with history in JetStream.
+pub(crate) type Gate = Arc<tokio::sync::Mutex<u64>>;
+
+/// Rebuilds an envelope from a NATS message (live, or read back from the
+/// history stream): the payload must be JSON and the message id header
+/// present; a missing or invalid trace context or publication time is
+/// replaced, as for a client that sent none.
+pub(super) fn decode(
+    room: &RoomKey,
+    payload: &[u8],
+    headers: &HeaderMap,
+) -> Result<Envelope, &'static str> {
+    let data = protocol::parse_data(payload).map_err(|_| "payload is not JSON")?;
     let id = headers
-        .get(MSG_ID)
+        .get(WSGATE_MSG_ID)
+        .or_else(|| headers.get(MSG_ID))
         .map(|v| v.as_str().to_owned())
         .ok_or("no Nats-Msg-Id header")?;
     let cx =
-        StrictTraceContext::new().extract_with_context(&Context::new(), &NatsHeadersRef(&headers));
+        StrictTraceContext::new().extract_with_context(&Context::new(), &NatsHeadersRef(headers));
     let published_at = headers
         .get(PUBLISHED_AT)
         .and_then(|v| v.as_str().parse::<u64>().ok())

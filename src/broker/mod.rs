@@ -8,6 +8,7 @@
 mod connect;
 mod connect_failures;
 mod inbound;
+mod jetstream;
 mod memory;
 mod nats;
 mod nats_url;
@@ -73,6 +74,11 @@ impl Broker {
             Self::Memory(broker) => Ok(broker.publish(envelope, dedupe)),
             // Boxed: the NATS future is large, and an unboxed arm would size
             // every session's state machine, in-memory ones included.
+            Self::Nats(broker) if broker.has_history() => {
+                Box::pin(broker.publish_stored(&envelope, dedupe.as_deref()))
+                    .await
+                    .map(Some)
+            }
             Self::Nats(broker) => Box::pin(broker.publish(&envelope)).await.map(|()| None),
         }
     }
@@ -92,6 +98,14 @@ impl Broker {
         match self {
             Self::Memory(_) => {}
             Self::Nats(broker) => broker.release(room),
+        }
+    }
+
+    /// The NATS broker, when it keeps history in JetStream.
+    pub(crate) fn stream_history(&self) -> Option<&NatsBroker> {
+        match self {
+            Self::Nats(broker) if broker.has_history() => Some(broker),
+            _ => None,
         }
     }
 

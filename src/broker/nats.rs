@@ -12,7 +12,7 @@
 //! message once, in publish order per publisher.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
@@ -20,15 +20,18 @@ use async_nats::connection::State;
 use opentelemetry::Context;
 use opentelemetry::propagation::{Injector, TextMapPropagator as _};
 use opentelemetry::trace::TraceContextExt as _;
-use tokio::sync::watch;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{OnceCell, watch};
 
 use super::BrokerError;
 use super::connect::{self, NatsAccess};
 use super::connect_failures::ConnectFailures;
-use super::inbound::Inbound;
+use super::inbound::{self, Gate, Inbound};
+use super::jetstream::{StreamHistory, history_subject};
 use super::rooms::Rooms;
 use super::round_trip::RoundTrip;
 use crate::delivery::Delivery;
+use crate::history::{Appended, HistoryLimits};
 use crate::message::Envelope;
 use crate::telemetry::propagation::StrictTraceContext;
 use crate::telemetry::{
@@ -42,6 +45,11 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 pub(super) const MSG_ID: &str = "Nats-Msg-Id";
+/// The message's own id when `Nats-Msg-Id` carries a publisher's idempotency
+/// key instead (history in JetStream).
+pub(super) const WSGATE_MSG_ID: &str = "Wsgate-Msg-Id";
+/// Set by JetStream's republish: the stream sequence, the message's offset.
+pub(super) const SEQUENCE: &str = "Nats-Sequence";
 const ORIGIN: &str = "Wsgate-Origin";
 pub(super) const PUBLISHED_AT: &str = "Wsgate-Published-At";
 
@@ -63,6 +71,8 @@ pub(crate) struct NatsSettings {
     pub(crate) connect_timeout: Duration,
     /// `--warning-log-interval`: how often a failing connection is logged.
     pub(crate) warning_log_interval: Duration,
+    /// `--history-size` and its limits: history in a JetStream stream.
+    pub(crate) history: Option<HistoryLimits>,
 }
 
 pub(crate) struct NatsBroker {
@@ -85,6 +95,12 @@ pub(crate) struct NatsBroker {
     /// Until the first connection, and at most until this instant, requests
     /// wait for NATS instead of failing; see [`NatsBroker::available`].
     first_connection_deadline: tokio::time::Instant,
+    /// With history: the JetStream stream, once found or made (in the
+    /// background, as soon as NATS is reachable).
+    history: Option<Arc<OnceCell<StreamHistory>>>,
+    history_limits: Option<HistoryLimits>,
+    /// The stream's messages and bytes, read every few seconds.
+    pub(crate) stream_state: Arc<[AtomicU64; 2]>,
 }
 
 impl NatsBroker {
@@ -145,6 +161,18 @@ impl NatsBroker {
                 }
             }
         });
+        let stream_state = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let history = settings.history.map(|limits| {
+            let cell = Arc::new(OnceCell::new());
+            tokio::spawn(keep_stream(
+                client.clone(),
+                settings.prefix.clone(),
+                limits,
+                cell.clone(),
+                stream_state.clone(),
+            ));
+            cell
+        });
         Ok(Self {
             client,
             round_trip,
@@ -162,11 +190,40 @@ impl NatsBroker {
             _observed: observed,
             connected_once: connected_once_rx,
             first_connection_deadline,
+            history,
+            history_limits: settings.history,
+            stream_state,
         })
     }
 
+    /// Connected, and with history, its stream found or made.
     pub(crate) fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
+            && self.history.as_ref().is_none_or(|cell| cell.initialized())
+    }
+
+    /// Whether this node keeps history in JetStream.
+    pub(crate) fn has_history(&self) -> bool {
+        self.history.is_some()
+    }
+
+    /// The history stream, once set up.
+    pub(crate) fn stream(&self) -> Result<&StreamHistory, BrokerError> {
+        self.history
+            .as_ref()
+            .and_then(|cell| cell.get())
+            .ok_or_else(|| {
+                BrokerError::Unavailable("the JetStream history stream is not set up yet".into())
+            })
+    }
+
+    /// `--history-size` (0 without history).
+    pub(crate) fn history_size(&self) -> usize {
+        self.history_limits.map_or(0, |l| l.size)
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Whether NATS can take a request now.
@@ -209,6 +266,17 @@ impl NatsBroker {
 
     async fn try_publish(&self, envelope: &Envelope) -> Result<(), BrokerError> {
         self.available().await?;
+        let headers = self.headers(envelope);
+        let payload = bytes::Bytes::copy_from_slice(envelope.data.get().as_bytes());
+        self.client
+            .publish_with_headers(subject(&self.prefix, &envelope.room), headers, payload)
+            .await
+            .map_err(|e| BrokerError::Unavailable(format!("publishing to NATS: {e}")))
+    }
+
+    /// The headers an envelope travels with: its trace context, id, origin
+    /// and publication time.
+    fn headers(&self, envelope: &Envelope) -> HeaderMap {
         let mut headers = HeaderMap::new();
         let cx = Context::new().with_remote_span_context(envelope.trace.clone());
         StrictTraceContext::new().inject_context(&cx, &mut NatsHeaders(&mut headers));
@@ -218,11 +286,70 @@ impl NatsBroker {
             PUBLISHED_AT,
             unix_nanos(envelope.published_at.wall_clock()).to_string(),
         );
+        headers
+    }
+
+    /// Publishes an envelope into the history stream and waits for it to be
+    /// stored: its offset is the stream sequence. With a publisher's
+    /// idempotency key, JetStream's duplicate window finds a retry; the
+    /// stored original is then read back to tell a retry from a conflict.
+    pub(crate) async fn publish_stored(
+        &self,
+        envelope: &Envelope,
+        dedupe: Option<&str>,
+    ) -> Result<Appended, BrokerError> {
+        let started = Instant::now();
+        let result = self.try_publish_stored(envelope, dedupe).await;
+        self.metrics
+            .published(started.elapsed(), result.as_ref().err().map(error_type));
+        result
+    }
+
+    async fn try_publish_stored(
+        &self,
+        envelope: &Envelope,
+        dedupe: Option<&str>,
+    ) -> Result<Appended, BrokerError> {
+        self.available().await?;
+        let stream = self.stream()?;
+        let subject = history_subject(&self.prefix, &envelope.room);
+        let mut headers = self.headers(envelope);
+        headers.insert(WSGATE_MSG_ID, &*envelope.id);
+        if let Some(key) = dedupe {
+            // Unique per room and publisher scope, and header-safe.
+            let digest = Sha256::new()
+                .chain_update(subject.as_bytes())
+                .chain_update([0])
+                .chain_update(key.as_bytes())
+                .finalize();
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            headers.insert(MSG_ID, hex.as_str());
+        }
         let payload = bytes::Bytes::copy_from_slice(envelope.data.get().as_bytes());
-        self.client
-            .publish_with_headers(subject(&self.prefix, &envelope.room), headers, payload)
+        let unavailable = |e: &dyn std::fmt::Display| {
+            BrokerError::Unavailable(format!("storing in JetStream: {e}"))
+        };
+        let ack = stream
+            .context()
+            .publish_with_headers(subject, headers, payload)
             .await
-            .map_err(|e| BrokerError::Unavailable(format!("publishing to NATS: {e}")))
+            .map_err(|e| unavailable(&e))?
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let offset = ack.sequence;
+        if !ack.duplicate {
+            return Ok(Appended::Stored { offset });
+        }
+        Ok(match stream.get(offset).await? {
+            Some(original) if original.payload.as_ref() == envelope.data.get().as_bytes() => {
+                let id = original
+                    .headers
+                    .get(WSGATE_MSG_ID)
+                    .map_or_else(|| envelope.id.clone(), |v| v.as_str().into());
+                Appended::Duplicate { offset, id }
+            }
+            _ => Appended::Conflict { offset },
+        })
     }
 
     /// Makes sure this node receives `room`'s messages, subscribing on the first
@@ -232,8 +359,8 @@ impl NatsBroker {
         let claim = self.rooms.claim(room);
         let mut interest = claim.lock().await;
         if interest.listener.is_none() {
-            let subscriber = match self.subscribe(room).await {
-                Ok(subscriber) => subscriber,
+            let (subscriber, gate) = match self.listen_to(room).await {
+                Ok(listening) => listening,
                 Err(e) => {
                     if let Some(suppressed) =
                         self.warnings.admit(WarningKind::BrokerSubscribeFailed)
@@ -243,11 +370,64 @@ impl NatsBroker {
                     return Err(e);
                 }
             };
-            let listener = self.inbound.clone().listen(subscriber, room.clone());
+            interest.gate.clone_from(&gate);
+            let listener = self.inbound.clone().listen(subscriber, room.clone(), gate);
             interest.listener = Some(tokio::spawn(listener));
         }
         interest.refs += 1;
         Ok(())
+    }
+
+    /// Subscribes to `room`; with history, also the room's gate, starting at
+    /// the newest stored offset read *after* the subscription was confirmed:
+    /// everything stored later arrives through the subscription, everything
+    /// up to it was published before this node listened.
+    async fn listen_to(
+        &self,
+        room: &RoomKey,
+    ) -> Result<(async_nats::Subscriber, Option<Gate>), BrokerError> {
+        let subscriber = self.subscribe(room).await?;
+        if !self.has_history() {
+            return Ok((subscriber, None));
+        }
+        let latest = self.stream()?.latest(&self.prefix, room).await?;
+        Ok((subscriber, Some(Arc::new(tokio::sync::Mutex::new(latest)))))
+    }
+
+    /// The gate of a room this node listens to (after `acquire`), with history.
+    pub(crate) async fn gate(&self, room: &RoomKey) -> Option<Gate> {
+        let claim = self.rooms.claim(room);
+        let interest = claim.lock().await;
+        interest.gate.clone()
+    }
+
+    /// Up to `max` stored messages of `room` after `after` and up to
+    /// `through`, oldest first, with their offsets: one direct get each.
+    pub(crate) async fn read_stored(
+        &self,
+        room: &RoomKey,
+        after: u64,
+        through: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Envelope)>, BrokerError> {
+        let stream = self.stream()?;
+        let mut out = Vec::new();
+        let mut cursor = after;
+        while out.len() < max && cursor < through {
+            let Some(stored) = stream.next_after(&self.prefix, room, cursor).await? else {
+                break;
+            };
+            if stored.sequence > through {
+                break;
+            }
+            cursor = stored.sequence;
+            // Something else published on a history subject: skipped, as
+            // the live path drops it.
+            if let Ok(envelope) = inbound::decode(room, &stored.payload, &stored.headers) {
+                out.push((stored.sequence, envelope));
+            }
+        }
+        Ok(out)
     }
 
     async fn subscribe(&self, room: &RoomKey) -> Result<async_nats::Subscriber, BrokerError> {
@@ -286,8 +466,44 @@ impl NatsBroker {
                 && let Some(listener) = interest.listener.take()
             {
                 listener.abort();
+                interest.gate = None;
             }
         });
+    }
+}
+
+/// Finds or makes the history stream as soon as NATS is reachable (retrying
+/// every 2 s, a failure logged every 30 s), then reads its state every 5 s for
+/// the history gauges.
+async fn keep_stream(
+    client: async_nats::Client,
+    prefix: String,
+    limits: HistoryLimits,
+    cell: Arc<OnceCell<StreamHistory>>,
+    state: Arc<[AtomicU64; 2]>,
+) {
+    let mut last_logged: Option<Instant> = None;
+    let stream = loop {
+        if client.connection_state() == State::Connected {
+            match StreamHistory::setup(&client, &prefix, limits).await {
+                Ok(stream) => break stream,
+                Err(e) => {
+                    if last_logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
+                        tracing::error!(error = %e, "history in JetStream is not available; retrying");
+                        last_logged = Some(Instant::now());
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let stream = cell.get_or_init(|| async { stream }).await;
+    loop {
+        if let Ok((messages, bytes)) = stream.state().await {
+            state[0].store(messages, Ordering::Relaxed);
+            state[1].store(bytes, Ordering::Relaxed);
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }
 

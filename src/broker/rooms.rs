@@ -33,6 +33,9 @@ pub(super) struct Interest {
     /// The task reading the room's NATS subscription; dropping its subscriber
     /// (by aborting it) unsubscribes. Set whenever `refs > 0`.
     pub(crate) listener: Option<JoinHandle<()>>,
+    /// With history: the offset this node has delivered the room through,
+    /// shared with the listener. Set with `listener`.
+    pub(crate) gate: Option<super::inbound::Gate>,
 }
 
 impl Interest {

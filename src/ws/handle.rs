@@ -74,15 +74,11 @@ impl Session {
         if self.rooms.contains(&room) {
             // Idempotent: the client is subscribed, and hears so again (with
             // the room's position, when it has history).
-            let position = self.state.history().map(|h| {
-                h.with_room(&self.key(room.clone()), |log| {
-                    (log.latest(), log.epoch().clone())
-                })
-            });
+            let position = self.position_of(&self.key(room.clone())).await;
             self.reply(&Reply::Subscribed {
                 room: room.as_str(),
                 offset: position.as_ref().map(|p| p.0),
-                epoch: position.as_ref().map(|p| &*p.1),
+                epoch: position.as_ref().map(|p| p.1.as_str()),
                 recovered: None,
             });
             return;
@@ -117,8 +113,21 @@ impl Session {
             return;
         }
         let state = self.state.clone();
-        if let Some(history) = state.history() {
-            match self.join_with_history(history, &key, &room, since).await {
+        let joined = if let Some(history) = state.history() {
+            Some(
+                self.join_with_history(history, &key, &room, since.clone())
+                    .await,
+            )
+        } else if let Some(nats) = state.broker().stream_history() {
+            Some(
+                self.join_with_stream(nats, &key, &room, since.clone())
+                    .await,
+            )
+        } else {
+            None
+        };
+        if let Some(joined) = joined {
+            match joined {
                 Joined::Yes => {
                     self.rooms.insert(room);
                 }
@@ -263,6 +272,13 @@ impl Session {
                 quoted(room.as_str())
             );
             self.refuse(ErrorCode::Forbidden, &message, None);
+            return;
+        }
+        let state = self.state.clone();
+        if let Some(nats) = state.broker().stream_history() {
+            if let Err(e) = self.read_stream_history(nats, &room, limit, since).await {
+                self.refuse(ErrorCode::BrokerUnavailable, &e.to_string(), None);
+            }
             return;
         }
         self.read_history(&room, limit, since).await;

@@ -4,6 +4,7 @@ mod handle;
 mod progress;
 mod rate;
 mod recover;
+mod recover_stream;
 mod session;
 pub(crate) mod upgrade;
 mod writer;

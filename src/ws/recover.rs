@@ -20,6 +20,7 @@ use super::session::Session;
 use crate::history::{Entry, History, RoomLog};
 use crate::hub::Subscriber;
 use crate::labels::RecoveryResult;
+use crate::message::Envelope;
 use crate::outbox::{Outbound, Pushed};
 use crate::telemetry::ReplaySpan;
 use crate::telemetry::propagation::traceparent;
@@ -27,7 +28,7 @@ use wsgate_protocol::room::{RoomKey, RoomName};
 use wsgate_protocol::{self as protocol, ErrorCode, HistoryEntry, Reply, ServerFrameType, Since};
 
 /// Messages replayed per chunk when the backlog does not fit at once.
-const CHUNK: usize = 64;
+pub(super) const CHUNK: usize = 64;
 
 /// Bytes a `message` frame adds to its data and id, at most: the field names,
 /// the room (128 bytes at most), the offset and a traceparent.
@@ -48,9 +49,9 @@ enum Step {
 }
 
 /// What a resuming subscribe was told, and how many messages it was given.
-struct Outcome {
-    recovered: bool,
-    replayed: usize,
+pub(super) struct Outcome {
+    pub(super) recovered: bool,
+    pub(super) replayed: usize,
 }
 
 /// How a subscribe with history ended.
@@ -146,7 +147,7 @@ impl Session {
         };
         loop {
             for entry in &chunk.entries {
-                let frame = self.replay_frame(replay, key, entry);
+                let frame = self.replay_frame(replay, key, &entry.envelope, entry.offset);
                 if self.outbox.push_when_room(frame).await != Pushed::Queued {
                     // The connection is closing; the room was never joined.
                     return Joined::Answered;
@@ -208,31 +209,14 @@ impl Session {
             };
             (log.latest(), log.epoch().clone(), entries)
         });
-        let entries = within_budget(entries, budget, since.is_none());
-        let traces: Vec<_> = entries
-            .iter()
-            .map(|e| traceparent(&e.envelope.trace))
-            .collect();
-        let items: Vec<HistoryEntry<'_>> = entries
-            .iter()
-            .zip(&traces)
-            .map(|(e, tp)| HistoryEntry {
-                id: &e.envelope.id,
-                offset: Some(e.offset),
-                data: &e.envelope.data,
-                traceparent: tp.as_ref().map(|tp| tp.as_str()),
-            })
-            .collect();
-        let frame = protocol::history_frame(room, Some((offset, &epoch)), &items);
-        let pushed = self
-            .outbox
-            .push_when_room(outbound(frame, ServerFrameType::History))
-            .await;
+        let messages = entries.iter().map(|e| (e.offset, &e.envelope)).collect();
+        let frame = history_reply(room, (offset, &epoch), messages, budget, since.is_none());
+        let pushed = self.outbox.push_when_room(frame).await;
         self.account(pushed);
     }
 
     /// Joins the hub's room, queuing `frames` under its lock.
-    fn join_now(&mut self, key: &RoomKey, frames: Vec<Outbound>) -> Joined {
+    pub(super) fn join_now(&mut self, key: &RoomKey, frames: Vec<Outbound>) -> Joined {
         let subscriber = Subscriber {
             conn: self.conn,
             outbox: self.outbox.clone(),
@@ -252,7 +236,12 @@ impl Session {
 
     /// Joins after a paced replay, whose `subscribed` is already out: at the
     /// room limit now, the client hears `unsubscribed` and `too_many_rooms`.
-    fn join_late(&mut self, key: &RoomKey, room: &RoomName, frames: Vec<Outbound>) -> Joined {
+    pub(super) fn join_late(
+        &mut self,
+        key: &RoomKey,
+        room: &RoomName,
+        frames: Vec<Outbound>,
+    ) -> Joined {
         if let Joined::RoomLimit = self.join_now(key, frames) {
             self.push(outbound(
                 Reply::Unsubscribed {
@@ -287,16 +276,21 @@ impl Session {
     ) -> Vec<Outbound> {
         entries
             .iter()
-            .map(|e| self.replay_frame(replay, key, e))
+            .map(|e| self.replay_frame(replay, key, &e.envelope, e.offset))
             .collect()
     }
 
     /// A stored message as a `message` frame, under its own `process` span
     /// (linked to its publish), or with the publish's own context when the
     /// replay is not traced: either way the client continues its trace.
-    fn replay_frame(&self, replay: &ReplaySpan, key: &RoomKey, entry: &Entry) -> Outbound {
+    pub(super) fn replay_frame(
+        &self,
+        replay: &ReplaySpan,
+        key: &RoomKey,
+        envelope: &Envelope,
+        offset: u64,
+    ) -> Outbound {
         let tracer = self.state.tracer();
-        let envelope = &entry.envelope;
         let system = self.state.broker().system();
         let span = tracer.replayed(replay, system, key, &envelope.id, &envelope.trace);
         let trace = traceparent(span.span_context());
@@ -305,7 +299,7 @@ impl Session {
             &envelope.id,
             &envelope.data,
             trace.as_ref().map(|tp| tp.as_str()),
-            Some(entry.offset),
+            Some(offset),
         );
         tracer.end_replayed(span);
         outbound(frame, ServerFrameType::Message)
@@ -318,13 +312,13 @@ impl Session {
             .has_room(frames, data + (messages + 1) * FRAME_OVERHEAD)
     }
 
-    fn push(&self, item: Outbound) {
+    pub(super) fn push(&self, item: Outbound) {
         let pushed = self.outbox.push(item);
         self.account(pushed);
     }
 }
 
-fn outbound(frame: Utf8Bytes, frame_type: ServerFrameType) -> Outbound {
+pub(super) fn outbound(frame: Utf8Bytes, frame_type: ServerFrameType) -> Outbound {
     Outbound {
         frame,
         frame_type,
@@ -332,30 +326,54 @@ fn outbound(frame: Utf8Bytes, frame_type: ServerFrameType) -> Outbound {
     }
 }
 
-/// The entries whose frame fits in `budget` bytes: the newest ones when
+/// The answer to a `history` request: the room's position and `messages`,
+/// cut to those whose frame fits in `budget` bytes (the newest ones when
+/// `newest`, else the oldest).
+pub(super) fn history_reply(
+    room: &RoomName,
+    position: (u64, &str),
+    messages: Vec<(u64, &Envelope)>,
+    budget: usize,
+    newest: bool,
+) -> Outbound {
+    let messages = within_budget(messages, budget, newest);
+    let traces: Vec<_> = messages
+        .iter()
+        .map(|(_, e)| traceparent(&e.trace))
+        .collect();
+    let items: Vec<HistoryEntry<'_>> = messages
+        .iter()
+        .zip(&traces)
+        .map(|((offset, e), tp)| HistoryEntry {
+            id: &e.id,
+            offset: Some(*offset),
+            data: &e.data,
+            traceparent: tp.as_ref().map(|tp| tp.as_str()),
+        })
+        .collect();
+    let frame = protocol::history_frame(room, Some(position), &items);
+    outbound(frame, ServerFrameType::History)
+}
+
+/// The messages whose frame fits in `budget` bytes: the newest ones when
 /// `newest`, else the oldest.
-fn within_budget(mut entries: Vec<Arc<Entry>>, budget: usize, newest: bool) -> Vec<Arc<Entry>> {
-    let size = |e: &Arc<Entry>| e.envelope.data.get().len() + e.envelope.id.len() + FRAME_OVERHEAD;
+fn within_budget(
+    mut messages: Vec<(u64, &Envelope)>,
+    budget: usize,
+    newest: bool,
+) -> Vec<(u64, &Envelope)> {
+    let size = |(_, e): &(u64, &Envelope)| e.data.get().len() + e.id.len() + FRAME_OVERHEAD;
     let mut total = FRAME_OVERHEAD;
+    let mut fits = |m: &(u64, &Envelope)| {
+        total += size(m);
+        total <= budget
+    };
     if newest {
-        let keep = entries
-            .iter()
-            .rev()
-            .take_while(|e| {
-                total += size(e);
-                total <= budget
-            })
-            .count();
-        entries.drain(..entries.len() - keep);
+        let keep = messages.iter().rev().take_while(|m| fits(m)).count();
+        messages.drain(..messages.len() - keep);
     } else {
-        let keep = entries
-            .iter()
-            .take_while(|e| {
-                total += size(e);
-                total <= budget
-            })
-            .count();
-        entries.truncate(keep);
+        let keep = messages.iter().take_while(|m| fits(m)).count();
+        messages.truncate(keep);
     }
-    entries
+    messages
 }

@@ -17,6 +17,7 @@ mod faults;
 mod handshakes;
 mod helpers;
 mod history;
+mod history_nats;
 mod history_traces;
 mod limits;
 mod messaging;

@@ -1,0 +1,292 @@
+//! History in NATS JetStream, shared by every node: one stream over the rooms'
+//! history subjects, whose limits come from the history flags.
+//!
+//! - **Subjects.** A room with history is published to
+//!   `<prefix>.<tenant>.hist.<room>` (the stream's subjects,
+//!   `<prefix>.*.hist.*`). The stream stores it and *republishes* it to the
+//!   room's usual subject, `<prefix>.<tenant>.room.<room>`, with the
+//!   `Nats-Sequence` header: every node's room subscription receives each
+//!   stored message once, in stream order, carrying its offset.
+//! - **Offsets** are stream sequence numbers: strictly increasing per room,
+//!   not contiguous (the stream interleaves rooms), the same on every node.
+//! - **The epoch** is the stream's creation time: the same on every node, new
+//!   when the stream is deleted and made again.
+//! - **Limits**: `max_msgs_per_subject` = `--history-size`, `max_age` =
+//!   `--history-ttl`, `max_bytes` = `--history-max-bytes`, oldest discarded;
+//!   the duplicate window (`Nats-Msg-Id`) is the TTL, for idempotent ids.
+//!
+//! Reading back costs one direct get per message (2.9 has no batched get),
+//! served by any replica (`allow_direct`).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use futures_util::StreamExt as _;
+
+use super::BrokerError;
+use crate::history::HistoryLimits;
+use wsgate_protocol::room::RoomKey;
+
+/// The stream, once made or found.
+pub(crate) struct StreamHistory {
+    stream: stream::Stream,
+    js: jetstream::Context,
+    limits: HistoryLimits,
+    /// The stream's creation time, in nanoseconds since the epoch, as hex.
+    epoch: String,
+}
+
+/// A stored message as a direct get returns it.
+pub(crate) type Stored = async_nats::jetstream::message::StreamMessage;
+
+/// The stream's name for `prefix`: stream names allow no `.`.
+pub(crate) fn stream_name(prefix: &str) -> String {
+    format!("{}_history", prefix.replace('.', "_"))
+}
+
+/// A room's history subject: `<prefix>.<tenant>.hist.<room>`, the room token
+/// escaped as in its live subject.
+pub(crate) fn history_subject(prefix: &str, key: &RoomKey) -> String {
+    let live = super::nats::subject(prefix, key);
+    // `<prefix>.<tenant>.room.<room>` → `<prefix>.<tenant>.hist.<room>`: the
+    // `.room.` after the tenant is the one to swap (the prefix may hold one).
+    let at = prefix.len() + 1 + key.tenant.as_str().len();
+    format!("{}.hist.{}", &live[..at], &live[at + ".room.".len()..])
+}
+
+fn config(prefix: &str, limits: &HistoryLimits) -> stream::Config {
+    stream::Config {
+        name: stream_name(prefix),
+        subjects: vec![format!("{prefix}.*.hist.*")],
+        max_messages_per_subject: i64::try_from(limits.size).unwrap_or(i64::MAX),
+        max_age: limits.ttl,
+        max_bytes: i64::try_from(limits.max_bytes).unwrap_or(i64::MAX),
+        discard: stream::DiscardPolicy::Old,
+        storage: stream::StorageType::File,
+        num_replicas: 1,
+        duplicate_window: limits.ttl,
+        allow_direct: true,
+        republish: Some(stream::Republish {
+            source: format!("{prefix}.*.hist.*"),
+            destination: format!("{prefix}.{{{{wildcard(1)}}}}.room.{{{{wildcard(2)}}}}"),
+            headers_only: false,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The settings of `ours` that `theirs` does not share, by flag.
+fn disagreements(ours: &stream::Config, theirs: &stream::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if ours.max_messages_per_subject != theirs.max_messages_per_subject {
+        out.push(format!(
+            "--history-size {} (the stream keeps {})",
+            ours.max_messages_per_subject, theirs.max_messages_per_subject
+        ));
+    }
+    if ours.max_age != theirs.max_age {
+        out.push(format!(
+            "--history-ttl {:?} (the stream's max age is {:?})",
+            ours.max_age, theirs.max_age
+        ));
+    }
+    if ours.max_bytes != theirs.max_bytes {
+        out.push(format!(
+            "--history-max-bytes {} (the stream's is {})",
+            ours.max_bytes, theirs.max_bytes
+        ));
+    }
+    if ours.subjects != theirs.subjects
+        || ours.republish != theirs.republish
+        || ours.duplicate_window != theirs.duplicate_window
+        || ours.allow_direct != theirs.allow_direct
+    {
+        out.push("subjects, republish, duplicate window or direct get".to_owned());
+    }
+    out
+}
+
+impl StreamHistory {
+    /// Finds the stream, or makes it. A stream made with other history flags
+    /// is updated to this node's, with a warning naming each difference:
+    /// nodes sharing a stream should run with the same flags.
+    pub(crate) async fn setup(
+        client: &async_nats::Client,
+        prefix: &str,
+        limits: HistoryLimits,
+    ) -> Result<Self, BrokerError> {
+        let js = jetstream::new(client.clone());
+        let ours = config(prefix, &limits);
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            BrokerError::Unavailable(format!("JetStream stream {}: {what}: {e}", ours.name))
+        };
+        let mut stream = match js.get_stream(&ours.name).await {
+            Ok(mut stream) => {
+                let theirs = stream
+                    .info()
+                    .await
+                    .map_err(|e| fail("reading", &e))?
+                    .config
+                    .clone();
+                let differ = disagreements(&ours, &theirs);
+                if !differ.is_empty() {
+                    tracing::warn!(
+                        stream = %ours.name,
+                        differences = %differ.join("; "),
+                        "this node's history flags differ from the JetStream stream's; \
+                         updating the stream to this node's (run every node with the same flags)"
+                    );
+                    js.update_stream(&ours)
+                        .await
+                        .map_err(|e| fail("updating", &e))?;
+                }
+                js.get_stream(&ours.name)
+                    .await
+                    .map_err(|e| fail("reading", &e))?
+            }
+            Err(_) => js.create_stream(ours.clone()).await.map_err(|e| {
+                fail(
+                    "creating (is JetStream enabled on the server? `nats-server -js`)",
+                    &e,
+                )
+            })?,
+        };
+        let info = stream.info().await.map_err(|e| fail("reading", &e))?;
+        let created = info.created.unix_timestamp_nanos();
+        tracing::info!(stream = %ours.name, "history in JetStream");
+        Ok(Self {
+            stream,
+            js,
+            limits,
+            epoch: format!("{created:x}"),
+        })
+    }
+
+    /// The stream's messages and bytes, all rooms.
+    pub(crate) async fn state(&self) -> Result<(u64, u64), BrokerError> {
+        let mut stream = self.stream.clone();
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| BrokerError::Unavailable(format!("reading the stream: {e}")))?;
+        Ok((info.state.messages, info.state.bytes))
+    }
+
+    pub(crate) fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    pub(crate) fn context(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// The message stored as `sequence`, if it still is.
+    pub(crate) async fn get(&self, sequence: u64) -> Result<Option<Stored>, BrokerError> {
+        match self.stream.direct_get(sequence).await {
+            Ok(message) => Ok(Some(message)),
+            Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => Ok(None),
+            Err(e) => Err(BrokerError::Unavailable(format!("reading history: {e}"))),
+        }
+    }
+
+    /// The first stored message of `key`'s room after `offset`.
+    pub(crate) async fn next_after(
+        &self,
+        prefix: &str,
+        key: &RoomKey,
+        offset: u64,
+    ) -> Result<Option<Stored>, BrokerError> {
+        let subject = history_subject(prefix, key);
+        match self
+            .stream
+            .direct_get_next_for_subject(subject, Some(offset + 1))
+            .await
+        {
+            Ok(message) => Ok(Some(message)),
+            Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => Ok(None),
+            Err(e) => Err(BrokerError::Unavailable(format!("reading history: {e}"))),
+        }
+    }
+
+    /// The offset of the newest stored message of `key`'s room (0: none).
+    pub(crate) async fn latest(&self, prefix: &str, key: &RoomKey) -> Result<u64, BrokerError> {
+        let subject = history_subject(prefix, key);
+        match self.stream.direct_get_last_for_subject(subject).await {
+            Ok(message) => Ok(message.sequence),
+            Err(e) if matches!(e.kind(), stream::DirectGetErrorKind::NotFound) => Ok(0),
+            Err(e) => Err(BrokerError::Unavailable(format!("reading history: {e}"))),
+        }
+    }
+
+    /// Whether every message of `key`'s room after `offset` (up to `through`,
+    /// what this node has delivered) is still stored. See ARCHITECTURE.md:
+    /// `offset` itself still stored, or nothing trimmed from the stream's
+    /// front past it and the room below its per-room limit (a per-room trim of
+    /// a message after `offset` would have left it at the limit).
+    pub(crate) async fn continuous_after(
+        &self,
+        prefix: &str,
+        key: &RoomKey,
+        offset: u64,
+        through: u64,
+    ) -> Result<bool, BrokerError> {
+        if offset == through {
+            return Ok(true);
+        }
+        if offset > through {
+            return Ok(false);
+        }
+        let subject = history_subject(prefix, key);
+        if offset > 0
+            && let Some(stored) = self.get(offset).await?
+        {
+            return Ok(stored.subject.as_str() == subject);
+        }
+        let unavailable =
+            |e: stream::InfoError| BrokerError::Unavailable(format!("reading history: {e}"));
+        let mut info = self
+            .stream
+            .info_with_subjects(&subject)
+            .await
+            .map_err(unavailable)?;
+        let first = info.info.state.first_sequence;
+        let mut count = 0;
+        // The filter is the room's one subject: one entry at most.
+        while let Some(entry) = info.next().await {
+            let (name, n) = entry.map_err(unavailable)?;
+            if name == subject {
+                count = n;
+            }
+        }
+        Ok(offset + 1 >= first && count < self.limits.size)
+    }
+}
+
+/// How long direct gets may take before the resume is answered unavailable.
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wsgate_protocol::room::{RoomName, Tenant};
+
+    fn key(tenant: &str, room: &str) -> RoomKey {
+        RoomKey::new(
+            Tenant::parse(tenant).unwrap(),
+            RoomName::parse(room).unwrap(),
+        )
+    }
+
+    #[test]
+    fn history_subjects_mirror_the_live_ones() {
+        assert_eq!(
+            history_subject("wsgate", &key("default", "a.b")),
+            "wsgate.default.hist.a%2Eb"
+        );
+        assert_eq!(
+            history_subject("acme.room.x", &key("t", "room")),
+            "acme.room.x.t.hist.room"
+        );
+        assert_eq!(stream_name("acme.prod"), "acme_prod_history");
+    }
+}

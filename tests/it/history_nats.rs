@@ -1,0 +1,175 @@
+//! History in NATS JetStream: offsets and epochs shared by every node, a
+//! client resuming on another node than the one it left, a node restart that
+//! loses nothing, and a publish retried with the same id.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Client, Gateway, NatsServer, within};
+
+/// A `nats-server -js` with its store in a fresh directory.
+async fn jetstream() -> Option<(NatsServer, tempfile::TempDir)> {
+    let store = tempfile::tempdir().expect("a temporary directory");
+    let dir = store.path().to_str().expect("UTF-8 path").to_owned();
+    let nats = NatsServer::start_with(&["-js", "-sd", &dir]).await?;
+    Some((nats, store))
+}
+
+async fn node(nats: &NatsServer, id: &str) -> Gateway {
+    let url = nats.url();
+    let gw = Gateway::start(
+        &[("OTEL_TRACES_EXPORTER", "none")],
+        &["--nats-url", &url, "--node-id", id, "--history-size", "100"],
+    )
+    .await;
+    gw.readiness_becomes(200).await;
+    gw
+}
+
+async fn subscribe(client: &mut Client, room: &str, since: Option<(u64, &str)>) -> Value {
+    let mut frame = json!({"type": "subscribe", "room": room});
+    if let Some((offset, epoch)) = since {
+        frame["since"] = json!({"offset": offset, "epoch": epoch});
+    }
+    client.send_json(frame).await;
+    client.expect("subscribed").await
+}
+
+/// Publishes `n` messages numbered from `from`; returns their acks' offsets.
+async fn publish_n(client: &mut Client, room: &str, from: u64, n: u64) -> Vec<u64> {
+    let mut offsets = Vec::new();
+    for i in from..from + n {
+        client
+            .send_json(
+                json!({"type": "publish", "room": room, "data": {"n": i}, "id": format!("p{i}")}),
+            )
+            .await;
+        loop {
+            let frame = client.recv().await;
+            if frame["type"] == "ack" {
+                offsets.push(frame["offset"].as_u64().expect("an offset in the ack"));
+                break;
+            }
+            assert_eq!(frame["type"], "message", "{frame}");
+        }
+    }
+    offsets
+}
+
+/// The next `n` messages' (offset, data.n).
+async fn messages(client: &mut Client, n: usize) -> Vec<(u64, u64)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let frame = client.expect("message").await;
+        got.push((
+            frame["offset"].as_u64().expect("offset"),
+            frame["data"]["n"].as_u64().expect("data.n"),
+        ));
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_node_and_a_restart_loses_nothing() {
+    let Some((nats, _store)) = jetstream().await else {
+        return;
+    };
+    let a = node(&nats, "node-a").await;
+    let b = node(&nats, "node-b").await;
+
+    let mut reader = a.connect().await;
+    let subscribed = subscribe(&mut reader, "r", None).await;
+    let epoch = subscribed["epoch"].as_str().expect("an epoch").to_owned();
+    let mut publisher = b.connect().await;
+    let first = publish_n(&mut publisher, "r", 1, 3).await;
+    let live = messages(&mut reader, 3).await;
+    assert_eq!(
+        live,
+        first
+            .iter()
+            .zip(1..)
+            .map(|(o, n)| (*o, n))
+            .collect::<Vec<_>>(),
+        "live frames carry the acks' offsets"
+    );
+    assert!(first.windows(2).all(|w| w[0] < w[1]), "{first:?}");
+    let last_seen = live[2].0;
+    reader.close().await;
+
+    // Missed while away, published on node A itself.
+    let mut other = a.connect().await;
+    let missed = publish_n(&mut other, "r", 4, 5).await;
+
+    // Resumes on node B.
+    let mut back = b.connect().await;
+    let resumed = subscribe(&mut back, "r", Some((last_seen, &epoch))).await;
+    assert_eq!(resumed["recovered"], true, "{resumed}");
+    assert_eq!(resumed["epoch"], epoch.as_str(), "one epoch for every node");
+    let replayed = messages(&mut back, 5).await;
+    assert_eq!(
+        replayed,
+        missed
+            .iter()
+            .zip(4..)
+            .map(|(o, n)| (*o, n))
+            .collect::<Vec<_>>()
+    );
+    let after = publish_n(&mut publisher, "r", 9, 1).await;
+    assert_eq!(messages(&mut back, 1).await, [(after[0], 9)], "then live");
+
+    // A restarted node keeps the stream's history and epoch.
+    drop(b);
+    let b = node(&nats, "node-b").await;
+    let mut again = b.connect().await;
+    let resumed = subscribe(&mut again, "r", Some((last_seen, &epoch))).await;
+    assert_eq!(resumed["recovered"], true, "{resumed}");
+    let everything: Vec<u64> = missed.iter().chain(&after).copied().collect();
+    let replayed: Vec<u64> = messages(&mut again, 6).await.iter().map(|m| m.0).collect();
+    assert_eq!(replayed, everything);
+
+    // An epoch the stream never had is not recovered.
+    let mut stale = a.connect().await;
+    let resumed = subscribe(&mut stale, "r", Some((last_seen, "0"))).await;
+    assert_eq!(resumed["recovered"], false, "{resumed}");
+    drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_publish_is_stored_once_on_any_node() {
+    let Some((nats, _store)) = jetstream().await else {
+        return;
+    };
+    let a = node(&nats, "node-a").await;
+    let b = node(&nats, "node-b").await;
+    let mut reader = b.connect().await;
+    subscribe(&mut reader, "r", None).await;
+    let mut publisher = a.connect().await;
+    let frame = json!({"type": "publish", "room": "r", "data": {"n": 1}, "id": "once"});
+    publisher.send_json(frame.clone()).await;
+    let first = publisher.expect("ack").await;
+    publisher.send_json(frame).await;
+    let again = publisher.expect("ack").await;
+    assert_eq!(first["offset"], again["offset"], "the same message");
+    publisher
+        .send_json(json!({"type": "publish", "room": "r", "data": {"n": 2}, "id": "once"}))
+        .await;
+    publisher.expect_error("id_conflict", Some("once")).await;
+    let next = publish_n(&mut publisher, "r", 3, 1).await;
+    let got = messages(&mut reader, 2).await;
+    assert_eq!(
+        got,
+        [(first["offset"].as_u64().unwrap(), 1), (next[0], 3)],
+        "delivered once"
+    );
+
+    reader
+        .send_json(json!({"type": "history", "room": "r", "limit": 10}))
+        .await;
+    let history = within(reader.expect("history")).await;
+    let offsets: Vec<u64> = history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [first["offset"].as_u64().unwrap(), next[0]]);
+}
