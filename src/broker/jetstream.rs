@@ -18,7 +18,6 @@
 //! Reading back costs one direct get per message (2.9 has no batched get),
 //! served by any replica (`allow_direct`).
 
-use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use futures_util::StreamExt as _;
@@ -261,9 +260,6 @@ impl StreamHistory {
         Ok(offset + 1 >= first && count < self.limits.size)
     }
 }
-
-/// How long direct gets may take before the resume is answered unavailable.
-pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

@@ -24,7 +24,8 @@ fn log_with(n: u64) -> RoomLog {
             envelope(&format!("m{i}"), &i.to_string()),
             None,
             Instant::now(),
-        );
+        )
+        .unwrap();
     }
     log
 }

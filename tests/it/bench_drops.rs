@@ -72,3 +72,38 @@ async fn without_history_dropped_receivers_miss_messages() {
     assert!(!report.ok);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_jetstream_resuming_receivers_lose_nothing_on_two_nodes() {
+    let store = tempfile::tempdir().expect("a temporary directory");
+    let dir = store.path().to_str().expect("UTF-8 path").to_owned();
+    let Some(nats) = crate::helpers::NatsServer::start_with(&["-js", "-sd", &dir]).await else {
+        return;
+    };
+    let url = nats.url();
+    let flags = ["--nats-url", url.as_str(), "--history-size", "1000"];
+    let (a, b) = (
+        spawn_app_with_args(&flags).await,
+        spawn_app_with_args(&flags).await,
+    );
+    for app in [&a, &b] {
+        crate::helpers::poll_until(async || {
+            match within(reqwest::get(app.http_url("/readyz"))).await {
+                Ok(r) if r.status() == 200 => Ok(()),
+                other => Err(format!("/readyz to answer 200, not {other:?}")),
+            }
+        })
+        .await;
+    }
+    let urls = format!("--url={},{}", a.ws_url(), b.ws_url());
+    let mut args = vec![urls.as_str()];
+    args.extend(RUN);
+    let report = bench(&args).await;
+    let resumes = report.resumes.expect("a drop report");
+    assert!(resumes.drops >= 20, "{report:#?}");
+    assert_eq!(resumes.recovered, resumes.drops, "{report:#?}");
+    assert_eq!((report.lost, report.duplicated), (0, 0), "{report:#?}");
+    assert!(report.ok, "{report:#?}");
+    a.stop().await;
+    b.stop().await;
+}
