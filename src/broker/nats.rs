@@ -649,6 +649,11 @@ mod tests {
             .replace("TENANT", "<tenant>")
             .replace("ROOM", "<room>");
         assert_eq!(spelled, "<prefix>.<tenant>.room.<room>");
+        let history = super::history_subject("PREFIX", &key("TENANT", "ROOM"))
+            .replace("PREFIX", "<prefix>")
+            .replace("TENANT", "<tenant>")
+            .replace("ROOM", "<room>");
+        assert_eq!(history, "<prefix>.<tenant>.hist.<room>");
         for (name, text) in [
             ("README.md", include_str!("../../README.md")),
             ("ARCHITECTURE.md", include_str!("../../ARCHITECTURE.md")),
@@ -658,8 +663,10 @@ mod tests {
             for (at, _) in text.match_indices("`<prefix>.") {
                 let quoted = text[at + 1..].split('`').next().unwrap_or("");
                 assert!(
-                    quoted == spelled || quoted == "<prefix>.>",
-                    "{name} spells a subject `{quoted}`; the code builds `{spelled}`"
+                    [spelled.as_str(), history.as_str(), "<prefix>.>", "<prefix>.*.hist.*"]
+                        .contains(&quoted),
+                    "{name} spells a subject `{quoted}`; the code builds `{spelled}` \
+                     (and `{history}` with history)"
                 );
             }
         }
