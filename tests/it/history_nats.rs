@@ -173,3 +173,50 @@ async fn a_retried_publish_is_stored_once_on_any_node() {
         .collect();
     assert_eq!(offsets, [first["offset"].as_u64().unwrap(), next[0]]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_past_what_the_stream_trimmed_is_not_recovered() {
+    let Some((nats, _store)) = jetstream().await else {
+        return;
+    };
+    let url = nats.url();
+    let a = Gateway::start(
+        &[("OTEL_TRACES_EXPORTER", "none")],
+        &["--nats-url", &url, "--node-id", "a", "--history-size", "3"],
+    )
+    .await;
+    a.readiness_becomes(200).await;
+    let mut reader = a.connect().await;
+    let epoch = subscribe(&mut reader, "r", None).await["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_owned();
+    let mut publisher = a.connect().await;
+    let first = publish_n(&mut publisher, "r", 1, 1).await[0];
+    assert_eq!(messages(&mut reader, 1).await, [(first, 1)]);
+    reader.close().await;
+    let later = publish_n(&mut publisher, "r", 2, 2).await;
+
+    // Offset `first` is still stored (3 per room): recovered.
+    let mut back = a.connect().await;
+    let resumed = subscribe(&mut back, "r", Some((first, &epoch))).await;
+    assert_eq!(resumed["recovered"], true, "{resumed}");
+    let replayed: Vec<u64> = messages(&mut back, 2).await.iter().map(|m| m.0).collect();
+    assert_eq!(replayed, later);
+    back.close().await;
+
+    // Two more: offset `first` and the message after it are trimmed.
+    publish_n(&mut publisher, "r", 4, 2).await;
+    let mut late = a.connect().await;
+    let resumed = subscribe(&mut late, "r", Some((first, &epoch))).await;
+    assert_eq!(resumed["recovered"], false, "{resumed}");
+    let metrics = a
+        .metrics_when("both resumes counted", |m| {
+            m.get_or_zero(r#"websocket_recoveries_total{result="not_recovered"}"#) == 1.0
+        })
+        .await;
+    assert_eq!(
+        metrics.get(r#"websocket_recoveries_total{result="recovered"}"#),
+        1.0
+    );
+}
