@@ -18,7 +18,6 @@
 //! Reading back costs one direct get per message (2.9 has no batched get),
 //! served by any replica (`allow_direct`).
 
-
 use async_nats::jetstream::{self, stream};
 use futures_util::StreamExt as _;
 

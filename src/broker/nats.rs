@@ -663,8 +663,13 @@ mod tests {
             for (at, _) in text.match_indices("`<prefix>.") {
                 let quoted = text[at + 1..].split('`').next().unwrap_or("");
                 assert!(
-                    [spelled.as_str(), history.as_str(), "<prefix>.>", "<prefix>.*.hist.*"]
-                        .contains(&quoted),
+                    [
+                        spelled.as_str(),
+                        history.as_str(),
+                        "<prefix>.>",
+                        "<prefix>.*.hist.*"
+                    ]
+                    .contains(&quoted),
                     "{name} spells a subject `{quoted}`; the code builds `{spelled}` \
                      (and `{history}` with history)"
                 );
