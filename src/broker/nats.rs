@@ -20,18 +20,19 @@ use async_nats::connection::State;
 use opentelemetry::Context;
 use opentelemetry::propagation::{Injector, TextMapPropagator as _};
 use opentelemetry::trace::TraceContextExt as _;
-use sha2::{Digest as _, Sha256};
 use tokio::sync::{OnceCell, watch};
+
+mod history;
 
 use super::BrokerError;
 use super::connect::{self, NatsAccess};
 use super::connect_failures::ConnectFailures;
-use super::inbound::{self, Gate, Inbound};
-use super::jetstream::{StreamHistory, history_subject};
+use super::inbound::Inbound;
+use super::jetstream::StreamHistory;
 use super::rooms::Rooms;
 use super::round_trip::RoundTrip;
 use crate::delivery::Delivery;
-use crate::history::{Appended, HistoryLimits};
+use crate::history::HistoryLimits;
 use crate::message::Envelope;
 use crate::telemetry::propagation::StrictTraceContext;
 use crate::telemetry::{
@@ -164,7 +165,7 @@ impl NatsBroker {
         let stream_state = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
         let history = settings.history.map(|limits| {
             let cell = Arc::new(OnceCell::new());
-            tokio::spawn(keep_stream(
+            tokio::spawn(history::keep_stream(
                 client.clone(),
                 settings.prefix.clone(),
                 limits,
@@ -200,26 +201,6 @@ impl NatsBroker {
     pub(crate) fn is_connected(&self) -> bool {
         self.client.connection_state() == State::Connected
             && self.history.as_ref().is_none_or(|cell| cell.initialized())
-    }
-
-    /// Whether this node keeps history in JetStream.
-    pub(crate) fn has_history(&self) -> bool {
-        self.history.is_some()
-    }
-
-    /// The history stream, once set up.
-    pub(crate) fn stream(&self) -> Result<&StreamHistory, BrokerError> {
-        self.history
-            .as_ref()
-            .and_then(|cell| cell.get())
-            .ok_or_else(|| {
-                BrokerError::Unavailable("the JetStream history stream is not set up yet".into())
-            })
-    }
-
-    /// `--history-size` (0 without history).
-    pub(crate) fn history_size(&self) -> usize {
-        self.history_limits.map_or(0, |l| l.size)
     }
 
     pub(crate) fn prefix(&self) -> &str {
@@ -289,69 +270,6 @@ impl NatsBroker {
         headers
     }
 
-    /// Publishes an envelope into the history stream and waits for it to be
-    /// stored: its offset is the stream sequence. With a publisher's
-    /// idempotency key, JetStream's duplicate window finds a retry; the
-    /// stored original is then read back to tell a retry from a conflict.
-    pub(crate) async fn publish_stored(
-        &self,
-        envelope: &Envelope,
-        dedupe: Option<&str>,
-    ) -> Result<Appended, BrokerError> {
-        let started = Instant::now();
-        let result = self.try_publish_stored(envelope, dedupe).await;
-        self.metrics
-            .published(started.elapsed(), result.as_ref().err().map(error_type));
-        result
-    }
-
-    async fn try_publish_stored(
-        &self,
-        envelope: &Envelope,
-        dedupe: Option<&str>,
-    ) -> Result<Appended, BrokerError> {
-        self.available().await?;
-        let stream = self.stream()?;
-        let subject = history_subject(&self.prefix, &envelope.room);
-        let mut headers = self.headers(envelope);
-        headers.insert(WSGATE_MSG_ID, &*envelope.id);
-        if let Some(key) = dedupe {
-            // Unique per room and publisher scope, and header-safe.
-            let digest = Sha256::new()
-                .chain_update(subject.as_bytes())
-                .chain_update([0])
-                .chain_update(key.as_bytes())
-                .finalize();
-            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            headers.insert(MSG_ID, hex.as_str());
-        }
-        let payload = bytes::Bytes::copy_from_slice(envelope.data.get().as_bytes());
-        let unavailable = |e: &dyn std::fmt::Display| {
-            BrokerError::Unavailable(format!("storing in JetStream: {e}"))
-        };
-        let ack = stream
-            .context()
-            .publish_with_headers(subject, headers, payload)
-            .await
-            .map_err(|e| unavailable(&e))?
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let offset = ack.sequence;
-        if !ack.duplicate {
-            return Ok(Appended::Stored { offset });
-        }
-        Ok(match stream.get(offset).await? {
-            Some(original) if original.payload.as_ref() == envelope.data.get().as_bytes() => {
-                let id = original
-                    .headers
-                    .get(WSGATE_MSG_ID)
-                    .map_or_else(|| envelope.id.clone(), |v| v.as_str().into());
-                Appended::Duplicate { offset, id }
-            }
-            _ => Appended::Conflict { offset },
-        })
-    }
-
     /// Makes sure this node receives `room`'s messages, subscribing on the first
     /// local subscriber and waiting until the server has confirmed it. A
     /// failure (or a cancelled call) leaves no trace of the room behind.
@@ -376,58 +294,6 @@ impl NatsBroker {
         }
         interest.refs += 1;
         Ok(())
-    }
-
-    /// Subscribes to `room`; with history, also the room's gate, starting at
-    /// the newest stored offset read *after* the subscription was confirmed:
-    /// everything stored later arrives through the subscription, everything
-    /// up to it was published before this node listened.
-    async fn listen_to(
-        &self,
-        room: &RoomKey,
-    ) -> Result<(async_nats::Subscriber, Option<Gate>), BrokerError> {
-        let subscriber = self.subscribe(room).await?;
-        if !self.has_history() {
-            return Ok((subscriber, None));
-        }
-        let latest = self.stream()?.latest(&self.prefix, room).await?;
-        Ok((subscriber, Some(Arc::new(tokio::sync::Mutex::new(latest)))))
-    }
-
-    /// The gate of a room this node listens to (after `acquire`), with history.
-    pub(crate) async fn gate(&self, room: &RoomKey) -> Option<Gate> {
-        let claim = self.rooms.claim(room);
-        let interest = claim.lock().await;
-        interest.gate.clone()
-    }
-
-    /// Up to `max` stored messages of `room` after `after` and up to
-    /// `through`, oldest first, with their offsets: one direct get each.
-    pub(crate) async fn read_stored(
-        &self,
-        room: &RoomKey,
-        after: u64,
-        through: u64,
-        max: usize,
-    ) -> Result<Vec<(u64, Envelope)>, BrokerError> {
-        let stream = self.stream()?;
-        let mut out = Vec::new();
-        let mut cursor = after;
-        while out.len() < max && cursor < through {
-            let Some(stored) = stream.next_after(&self.prefix, room, cursor).await? else {
-                break;
-            };
-            if stored.sequence > through {
-                break;
-            }
-            cursor = stored.sequence;
-            // Something else published on a history subject: skipped, as
-            // the live path drops it.
-            if let Ok(envelope) = inbound::decode(room, &stored.payload, &stored.headers) {
-                out.push((stored.sequence, envelope));
-            }
-        }
-        Ok(out)
     }
 
     async fn subscribe(&self, room: &RoomKey) -> Result<async_nats::Subscriber, BrokerError> {
@@ -469,41 +335,6 @@ impl NatsBroker {
                 interest.gate = None;
             }
         });
-    }
-}
-
-/// Finds or makes the history stream as soon as NATS is reachable (retrying
-/// every 2 s, a failure logged every 30 s), then reads its state every 5 s for
-/// the history gauges.
-async fn keep_stream(
-    client: async_nats::Client,
-    prefix: String,
-    limits: HistoryLimits,
-    cell: Arc<OnceCell<StreamHistory>>,
-    state: Arc<[AtomicU64; 2]>,
-) {
-    let mut last_logged: Option<Instant> = None;
-    let stream = loop {
-        if client.connection_state() == State::Connected {
-            match StreamHistory::setup(&client, &prefix, limits).await {
-                Ok(stream) => break stream,
-                Err(e) => {
-                    if last_logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
-                        tracing::error!(error = %e, "history in JetStream is not available; retrying");
-                        last_logged = Some(Instant::now());
-                    }
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    };
-    let stream = cell.get_or_init(|| async { stream }).await;
-    loop {
-        if let Ok((messages, bytes)) = stream.state().await {
-            state[0].store(messages, Ordering::Relaxed);
-            state[1].store(bytes, Ordering::Relaxed);
-        }
-        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }
 
@@ -649,7 +480,7 @@ mod tests {
             .replace("TENANT", "<tenant>")
             .replace("ROOM", "<room>");
         assert_eq!(spelled, "<prefix>.<tenant>.room.<room>");
-        let history = super::history_subject("PREFIX", &key("TENANT", "ROOM"))
+        let history = crate::broker::jetstream::history_subject("PREFIX", &key("TENANT", "ROOM"))
             .replace("PREFIX", "<prefix>")
             .replace("TENANT", "<tenant>")
             .replace("ROOM", "<room>");
