@@ -90,6 +90,12 @@ impl Session {
         let joined = self
             .resume(history, key, room, &since, &replay, &mut outcome)
             .await;
+        self.finish_replay(replay, &outcome);
+        joined
+    }
+
+    /// Counts a resume's answer and ends its replay span.
+    pub(super) fn finish_replay(&self, replay: ReplaySpan, outcome: &Outcome) {
         let result = if outcome.recovered {
             RecoveryResult::Recovered
         } else {
@@ -101,7 +107,6 @@ impl Session {
         self.state
             .tracer()
             .end_replay(replay, outcome.replayed, outcome.recovered);
-        joined
     }
 
     /// Resumes after `since`: see the module's comment.

@@ -13,7 +13,6 @@
 use super::recover::{CHUNK, Joined, Outcome, history_reply, outbound};
 use super::session::Session;
 use crate::broker::{BrokerError, NatsBroker};
-use crate::labels::RecoveryResult;
 use crate::outbox::Pushed;
 use crate::telemetry::ReplaySpan;
 use wsgate_protocol::room::{RoomKey, RoomName};
@@ -60,17 +59,7 @@ impl Session {
                 Joined::Answered
             }
         };
-        let result = if outcome.recovered {
-            RecoveryResult::Recovered
-        } else {
-            RecoveryResult::NotRecovered
-        };
-        self.state
-            .history_metrics()
-            .recovery(result, outcome.replayed as u64);
-        self.state
-            .tracer()
-            .end_replay(replay, outcome.replayed, outcome.recovered);
+        self.finish_replay(replay, &outcome);
         joined
     }
 

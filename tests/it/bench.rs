@@ -10,7 +10,7 @@ use wsgate_bench::{BenchArgs, Report, execute};
 
 use crate::helpers::{NatsServer, TestApp, poll_until, spawn_app, spawn_app_with, within};
 
-async fn bench(args: &[&str]) -> Report {
+pub(crate) async fn bench(args: &[&str]) -> Report {
     let argv = std::iter::once("bench").chain(args.iter().copied());
     let plan = BenchArgs::try_parse_from(argv)
         .expect("arguments parse")

@@ -2,19 +2,8 @@
 //! resume with `since` lose nothing and see nothing twice when the gateway
 //! keeps history, and show what is lost when it does not.
 
-use clap::Parser as _;
-use wsgate_bench::{BenchArgs, Report, execute};
-
+use crate::bench::bench;
 use crate::helpers::{spawn_app_with_args, within};
-
-async fn bench(args: &[&str]) -> Report {
-    let argv = std::iter::once("bench").chain(args.iter().copied());
-    let plan = BenchArgs::try_parse_from(argv)
-        .expect("arguments parse")
-        .plan()
-        .expect("a valid plan");
-    within(execute(plan)).await.expect("the bench runs")
-}
 
 /// 20 receivers in 4 rooms, 4 publishers at 400 messages a second in all
 /// for 2 s, each receiver dropping every 300 ms on average and staying away

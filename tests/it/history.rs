@@ -14,50 +14,16 @@ async fn with_history(size: u32, extra: &[&str]) -> TestApp {
     spawn_app_with_args(&args).await
 }
 
-/// Subscribes (resuming from `since` when given) and returns `subscribed`.
 async fn subscribe(client: &mut Client, room: &str, since: Option<(u64, &str)>) -> Value {
-    let mut frame = json!({"type": "subscribe", "room": room});
-    if let Some((offset, epoch)) = since {
-        frame["since"] = json!({"offset": offset, "epoch": epoch});
-    }
-    client.send_json(frame).await;
-    let subscribed = client.expect("subscribed").await;
-    assert_eq!(subscribed["room"], room);
-    subscribed
+    client.subscribe_since(room, since).await
 }
 
-/// Publishes `n` messages numbered from `from` and waits for the last ack.
 async fn publish_n(client: &mut Client, room: &str, from: u64, n: u64) {
-    for i in from..from + n {
-        client
-            .send_json(
-                json!({"type": "publish", "room": room, "data": {"n": i}, "id": format!("p{i}")}),
-            )
-            .await;
-    }
-    loop {
-        let frame = client.recv().await;
-        if frame["type"] == "ack" && frame["id"] == format!("p{}", from + n - 1) {
-            return;
-        }
-        assert!(
-            matches!(frame["type"].as_str(), Some("ack" | "message")),
-            "{frame}"
-        );
-    }
+    client.publish_numbered(room, from, n).await;
 }
 
-/// The next `n` message frames' offsets and `data.n`.
 async fn messages(client: &mut Client, n: usize) -> Vec<(u64, u64)> {
-    let mut got = Vec::with_capacity(n);
-    while got.len() < n {
-        let frame = client.expect("message").await;
-        got.push((
-            frame["offset"].as_u64().expect("an offset"),
-            frame["data"]["n"].as_u64().expect("data.n"),
-        ));
-    }
-    got
+    client.numbered_messages(n).await
 }
 
 fn position(subscribed: &Value) -> (u64, String) {

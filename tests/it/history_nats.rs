@@ -26,46 +26,20 @@ async fn node(nats: &NatsServer, id: &str) -> Gateway {
 }
 
 async fn subscribe(client: &mut Client, room: &str, since: Option<(u64, &str)>) -> Value {
-    let mut frame = json!({"type": "subscribe", "room": room});
-    if let Some((offset, epoch)) = since {
-        frame["since"] = json!({"offset": offset, "epoch": epoch});
-    }
-    client.send_json(frame).await;
-    client.expect("subscribed").await
+    client.subscribe_since(room, since).await
 }
 
 /// Publishes `n` messages numbered from `from`; returns their acks' offsets.
 async fn publish_n(client: &mut Client, room: &str, from: u64, n: u64) -> Vec<u64> {
-    let mut offsets = Vec::new();
-    for i in from..from + n {
-        client
-            .send_json(
-                json!({"type": "publish", "room": room, "data": {"n": i}, "id": format!("p{i}")}),
-            )
-            .await;
-        loop {
-            let frame = client.recv().await;
-            if frame["type"] == "ack" {
-                offsets.push(frame["offset"].as_u64().expect("an offset in the ack"));
-                break;
-            }
-            assert_eq!(frame["type"], "message", "{frame}");
-        }
-    }
+    let offsets = client.publish_numbered(room, from, n).await;
     offsets
+        .into_iter()
+        .map(|o| o.expect("an offset in the ack"))
+        .collect()
 }
 
-/// The next `n` messages' (offset, data.n).
 async fn messages(client: &mut Client, n: usize) -> Vec<(u64, u64)> {
-    let mut got = Vec::new();
-    while got.len() < n {
-        let frame = client.expect("message").await;
-        got.push((
-            frame["offset"].as_u64().expect("offset"),
-            frame["data"]["n"].as_u64().expect("data.n"),
-        ));
-    }
-    got
+    client.numbered_messages(n).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

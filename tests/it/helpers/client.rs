@@ -94,6 +94,54 @@ impl Client {
         }
     }
 
+    /// Subscribes, resuming after `since` (offset, epoch) when given, and
+    /// returns `subscribed`.
+    pub async fn subscribe_since(&mut self, room: &str, since: Option<(u64, &str)>) -> Value {
+        let mut frame = json!({"type": "subscribe", "room": room});
+        if let Some((offset, epoch)) = since {
+            frame["since"] = json!({"offset": offset, "epoch": epoch});
+        }
+        self.send_json(frame).await;
+        let subscribed = self.expect("subscribed").await;
+        assert_eq!(subscribed["room"], room);
+        subscribed
+    }
+
+    /// Publishes `n` messages with `data.n` and ids numbered from `from`, and
+    /// returns their acks' offsets (each `None` without history), skipping
+    /// the client's own messages.
+    pub async fn publish_numbered(&mut self, room: &str, from: u64, n: u64) -> Vec<Option<u64>> {
+        for i in from..from + n {
+            self.send_json(
+                json!({"type": "publish", "room": room, "data": {"n": i}, "id": format!("p{i}")}),
+            )
+            .await;
+        }
+        let mut offsets = Vec::with_capacity(n as usize);
+        while offsets.len() < n as usize {
+            let frame = self.recv().await;
+            match frame["type"].as_str() {
+                Some("ack") => offsets.push(frame["offset"].as_u64()),
+                Some("message") => {}
+                _ => panic!("expected acks, got {frame}"),
+            }
+        }
+        offsets
+    }
+
+    /// The next `n` message frames' offset and `data.n`.
+    pub async fn numbered_messages(&mut self, n: usize) -> Vec<(u64, u64)> {
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            let frame = self.expect("message").await;
+            got.push((
+                frame["offset"].as_u64().expect("an offset"),
+                frame["data"]["n"].as_u64().expect("data.n"),
+            ));
+        }
+        got
+    }
+
     /// Expects an error frame with `code` (and the client's `id`, if any).
     pub async fn expect_error(&mut self, code: &str, id: Option<&str>) {
         let frame = self.expect("error").await;
