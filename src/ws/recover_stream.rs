@@ -55,6 +55,15 @@ impl Session {
         {
             Ok(joined) => joined,
             Err(e) => {
+                if outcome.recovered {
+                    // `subscribed` went out, and perhaps part of the replay:
+                    // the client hears that the subscription did not happen.
+                    outcome.recovered = false;
+                    let reply = Reply::Unsubscribed {
+                        room: room.as_str(),
+                    };
+                    self.push(outbound(reply.encode(), ServerFrameType::Unsubscribed));
+                }
                 self.refuse(ErrorCode::BrokerUnavailable, &e.to_string(), None);
                 Joined::Answered
             }
