@@ -46,7 +46,7 @@ pub(crate) struct ClientId<'a> {
 }
 
 impl ClientId<'_> {
-    /// `<kind><user>\0<id>`, in one allocation.
+    /// `<kind><user>\0<id>`, built without the formatting machinery.
     fn key(&self) -> Arc<str> {
         let mut key = String::with_capacity(self.kind.len() + self.user.len() + 1 + self.id.len());
         for part in [self.kind, self.user, "\0", self.id] {

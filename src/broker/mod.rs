@@ -19,6 +19,7 @@ mod tls;
 use std::sync::Arc;
 
 pub(crate) use connect::{NatsAccess, SetupError};
+pub(crate) use inbound::Gate;
 pub(crate) use memory::MemoryBroker;
 pub(crate) use nats::{NatsBroker, NatsSettings};
 pub(crate) use nats_url::{NatsUrl, NatsUrlError};

@@ -248,13 +248,9 @@ impl Session {
         frames: Vec<Outbound>,
     ) -> Joined {
         if let Joined::RoomLimit = self.join_now(key, frames) {
-            self.push(outbound(
-                Reply::Unsubscribed {
-                    room: room.as_str(),
-                }
-                .encode(),
-                ServerFrameType::Unsubscribed,
-            ));
+            self.reply(&Reply::Unsubscribed {
+                room: room.as_str(),
+            });
             let message = "this server is at its limit of rooms; try again later";
             self.refuse(ErrorCode::TooManyRooms, message, None);
             return Joined::Answered;
@@ -264,10 +260,21 @@ impl Session {
 
     /// The `subscribed` frame for `room` at its current position.
     fn subscribed(&self, room: &RoomName, log: &RoomLog, recovered: Option<bool>) -> Outbound {
+        self.subscribed_at(room, log.latest(), log.epoch(), recovered)
+    }
+
+    /// The `subscribed` frame for `room` at `offset` of `epoch`.
+    pub(super) fn subscribed_at(
+        &self,
+        room: &RoomName,
+        offset: u64,
+        epoch: &str,
+        recovered: Option<bool>,
+    ) -> Outbound {
         let reply = Reply::Subscribed {
             room: room.as_str(),
-            offset: Some(log.latest()),
-            epoch: Some(log.epoch()),
+            offset: Some(offset),
+            epoch: Some(epoch),
             recovered,
         };
         outbound(reply.encode(), reply.frame_type())
@@ -323,7 +330,7 @@ impl Session {
     }
 }
 
-pub(super) fn outbound(frame: Utf8Bytes, frame_type: ServerFrameType) -> Outbound {
+fn outbound(frame: Utf8Bytes, frame_type: ServerFrameType) -> Outbound {
     Outbound {
         frame,
         frame_type,

@@ -10,13 +10,14 @@
 //! it: every offset reaches it once, in order. The gate is held across the
 //! network reads of that last step only.
 
-use super::recover::{CHUNK, Joined, Outcome, history_reply, outbound};
+use super::recover::{CHUNK, Joined, Outcome, history_reply};
 use super::session::Session;
-use crate::broker::{BrokerError, NatsBroker};
+use crate::broker::{BrokerError, Gate, NatsBroker};
+use crate::message::Envelope;
 use crate::outbox::Pushed;
 use crate::telemetry::ReplaySpan;
 use wsgate_protocol::room::{RoomKey, RoomName};
-use wsgate_protocol::{ErrorCode, Reply, ServerFrameType, Since};
+use wsgate_protocol::{ErrorCode, Reply, Since};
 
 /// How long a resume waits for this node to deliver up to the client's
 /// offset (it may come from a node that is a little ahead).
@@ -40,7 +41,7 @@ impl Session {
         let epoch = stream.epoch().to_owned();
         let Some(since) = since else {
             let through = gate.lock().await;
-            let subscribed = self.position(room, *through, &epoch, None);
+            let subscribed = self.subscribed_at(room, *through, &epoch, None);
             return self.join_now(key, vec![subscribed]);
         };
         let system = self.state.broker().system();
@@ -50,7 +51,7 @@ impl Session {
             replayed: 0,
         };
         let joined = match self
-            .resume_stream(nats, key, room, &since, &epoch, &replay, &mut outcome)
+            .resume_stream(nats, &gate, key, room, &since, &replay, &mut outcome)
             .await
         {
             Ok(joined) => joined,
@@ -59,10 +60,9 @@ impl Session {
                     // `subscribed` went out, and perhaps part of the replay:
                     // the client hears that the subscription did not happen.
                     outcome.recovered = false;
-                    let reply = Reply::Unsubscribed {
+                    self.reply(&Reply::Unsubscribed {
                         room: room.as_str(),
-                    };
-                    self.push(outbound(reply.encode(), ServerFrameType::Unsubscribed));
+                    });
                 }
                 self.refuse(ErrorCode::BrokerUnavailable, &e.to_string(), None);
                 Joined::Answered
@@ -76,17 +76,15 @@ impl Session {
     async fn resume_stream(
         &mut self,
         nats: &NatsBroker,
+        gate: &Gate,
         key: &RoomKey,
         room: &RoomName,
         since: &Since<'_>,
-        epoch: &str,
         replay: &ReplaySpan,
         outcome: &mut Outcome,
     ) -> Result<Joined, BrokerError> {
-        let gate = nats
-            .gate(key)
-            .await
-            .ok_or_else(|| BrokerError::Unavailable("the room's subscription ended".into()))?;
+        let stream = nats.stream()?;
+        let epoch = stream.epoch();
         // The client may have seen, on another node, messages this node has
         // not delivered yet: wait a little for them.
         let deadline = tokio::time::Instant::now() + CATCH_UP;
@@ -96,17 +94,16 @@ impl Session {
             through = *gate.lock().await;
         }
         let recovered = *since.epoch == *epoch
-            && nats
-                .stream()?
+            && stream
                 .continuous_after(nats.prefix(), key, since.offset, through)
                 .await?;
         if !recovered {
             let through = gate.lock().await;
-            let subscribed = self.position(room, *through, epoch, Some(false));
+            let subscribed = self.subscribed_at(room, *through, epoch, Some(false));
             return Ok(self.join_now(key, vec![subscribed]));
         }
         outcome.recovered = true;
-        self.push(self.position(room, through, epoch, Some(true)));
+        self.push(self.subscribed_at(room, through, epoch, Some(true)));
         // What was delivered up to now, without the gate, paced.
         let mut cursor = since.offset;
         while cursor < through {
@@ -114,28 +111,39 @@ impl Session {
             let Some(&(last, _)) = chunk.last() else {
                 break;
             };
-            for (offset, envelope) in &chunk {
-                let frame = self.replay_frame(replay, key, envelope, *offset);
-                if self.outbox.push_when_room(frame).await != Pushed::Queued {
-                    return Ok(Joined::Answered);
-                }
-                outcome.replayed += 1;
+            if !self.replay_paced(replay, key, &chunk, outcome).await {
+                return Ok(Joined::Answered);
             }
             cursor = last;
         }
         // What was delivered meanwhile, under the gate, then live.
         let guard = gate.lock().await;
         let rest = nats.read_stored(key, cursor, *guard, usize::MAX).await?;
-        for (offset, envelope) in &rest {
-            let frame = self.replay_frame(replay, key, envelope, *offset);
-            if self.outbox.push_when_room(frame).await != Pushed::Queued {
-                return Ok(Joined::Answered);
-            }
-            outcome.replayed += 1;
+        if !self.replay_paced(replay, key, &rest, outcome).await {
+            return Ok(Joined::Answered);
         }
         let joined = self.join_late(key, room, Vec::new());
         drop(guard);
         Ok(joined)
+    }
+
+    /// Queues `messages` as replayed frames, each once the send queue has
+    /// room for it, counting them; false if the connection is closing.
+    async fn replay_paced(
+        &self,
+        replay: &ReplaySpan,
+        key: &RoomKey,
+        messages: &[(u64, Envelope)],
+        outcome: &mut Outcome,
+    ) -> bool {
+        for (offset, envelope) in messages {
+            let frame = self.replay_frame(replay, key, envelope, *offset);
+            if self.outbox.push_when_room(frame).await != Pushed::Queued {
+                return false;
+            }
+            outcome.replayed += 1;
+        }
+        true
     }
 
     /// A room's position (offset, epoch) for a connection already in it:
@@ -183,22 +191,5 @@ impl Session {
         let pushed = self.outbox.push_when_room(frame).await;
         self.account(pushed);
         Ok(())
-    }
-
-    /// `subscribed` at `offset` of `epoch`.
-    fn position(
-        &self,
-        room: &RoomName,
-        offset: u64,
-        epoch: &str,
-        recovered: Option<bool>,
-    ) -> crate::outbox::Outbound {
-        let reply = Reply::Subscribed {
-            room: room.as_str(),
-            offset: Some(offset),
-            epoch: Some(epoch),
-            recovered,
-        };
-        outbound(reply.encode(), ServerFrameType::Subscribed)
     }
 }

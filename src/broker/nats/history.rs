@@ -73,8 +73,7 @@ impl NatsBroker {
                 .chain_update([0])
                 .chain_update(key.as_bytes())
                 .finalize();
-            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            headers.insert(MSG_ID, hex.as_str());
+            headers.insert(MSG_ID, format!("{digest:x}"));
         }
         let payload = bytes::Bytes::copy_from_slice(envelope.data.get().as_bytes());
         let unavailable = |e: &dyn std::fmt::Display| {
