@@ -11,7 +11,6 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use super::rate::Verdict;
 use super::recover::Joined;
 use super::session::Session;
-use crate::hub::Subscriber;
 use crate::labels::RecoveryResult;
 use crate::outbox::{Outbound, Pushed};
 use crate::publish::{ClientId, PublishError};
@@ -114,66 +113,42 @@ impl Session {
         }
         let state = self.state.clone();
         let joined = if let Some(history) = state.history() {
-            Some(
-                self.join_with_history(history, &key, &room, since.clone())
-                    .await,
-            )
+            self.join_with_history(history, &key, &room, since).await
         } else if let Some(nats) = state.broker().stream_history() {
-            Some(
-                self.join_with_stream(nats, &key, &room, since.clone())
-                    .await,
-            )
+            self.join_with_stream(nats, &key, &room, since).await
         } else {
-            None
-        };
-        if let Some(joined) = joined {
-            match joined {
-                Joined::Yes => {
-                    self.rooms.insert(room);
-                }
-                Joined::RoomLimit => {
-                    self.state.broker().release(&key);
-                    self.refuse_room_limit();
-                }
-                Joined::Answered => self.state.broker().release(&key),
+            // Without history nothing can be resumed: a client that asked is
+            // told so.
+            let recovered = since.map(|_| false);
+            if recovered.is_some() {
+                self.state
+                    .history_metrics()
+                    .recovery(RecoveryResult::NotRecovered, 0);
             }
-            return;
-        }
-        // Without history nothing can be resumed: a client that asked is
-        // told so.
-        let recovered = since.map(|_| false);
-        if recovered.is_some() {
-            self.state
-                .history_metrics()
-                .recovery(RecoveryResult::NotRecovered, 0);
-        }
-        let confirmation = Reply::Subscribed {
-            room: room.as_str(),
-            offset: None,
-            epoch: None,
-            recovered,
-        };
-        let frame = confirmation.encode();
-        let subscriber = Subscriber {
-            conn: self.conn,
-            outbox: self.outbox.clone(),
-        };
-        let mut pushed = Pushed::Queued;
-        let joined = self.state.hub().join(&key, subscriber, || {
-            pushed = self.outbox.push(Outbound {
-                frame,
+            let confirmation = Reply::Subscribed {
+                room: room.as_str(),
+                offset: None,
+                epoch: None,
+                recovered,
+            };
+            let frame = Outbound {
+                frame: confirmation.encode(),
                 frame_type: confirmation.frame_type(),
                 published_at: None,
-            });
-        });
-        if joined.is_err() {
+            };
+            self.join_now(&key, vec![frame])
+        };
+        match joined {
+            Joined::Yes => {
+                self.rooms.insert(room);
+            }
             // Another subscribe took the last room in between.
-            self.state.broker().release(&key);
-            self.refuse_room_limit();
-            return;
+            Joined::RoomLimit => {
+                self.state.broker().release(&key);
+                self.refuse_room_limit();
+            }
+            Joined::Answered => self.state.broker().release(&key),
         }
-        self.account(pushed);
-        self.rooms.insert(room);
     }
 
     fn refuse_room_limit(&self) {
