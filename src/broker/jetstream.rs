@@ -45,11 +45,7 @@ pub(crate) fn stream_name(prefix: &str) -> String {
 /// A room's history subject: `<prefix>.<tenant>.hist.<room>`, the room token
 /// escaped as in its live subject.
 pub(crate) fn history_subject(prefix: &str, key: &RoomKey) -> String {
-    let live = super::nats::subject(prefix, key);
-    // `<prefix>.<tenant>.room.<room>` → `<prefix>.<tenant>.hist.<room>`: the
-    // `.room.` after the tenant is the one to swap (the prefix may hold one).
-    let at = prefix.len() + 1 + key.tenant.as_str().len();
-    format!("{}.hist.{}", &live[..at], &live[at + ".room.".len()..])
+    super::nats::subject_of(prefix, key, "hist")
 }
 
 fn config(prefix: &str, limits: &HistoryLimits) -> stream::Config {

@@ -344,13 +344,22 @@ impl NatsBroker {
 /// another's subject (another tenant's included) or produce an empty token or
 /// a wildcard.
 pub(crate) fn subject(prefix: &str, key: &RoomKey) -> String {
+    subject_of(prefix, key, "room")
+}
+
+/// `<prefix>.<tenant>.<kind>.<room>`: a room's live subject (`room`) or its
+/// history subject (`hist`), the room token escaped as [`subject`] says.
+pub(crate) fn subject_of(prefix: &str, key: &RoomKey, kind: &str) -> String {
     let room = key.room.as_str();
     let tenant = key.tenant.as_str();
-    let mut subject = String::with_capacity(prefix.len() + tenant.len() + 8 + room.len() + 8);
+    let mut subject =
+        String::with_capacity(prefix.len() + tenant.len() + kind.len() + room.len() + 12);
     subject.push_str(prefix);
     subject.push('.');
     subject.push_str(tenant);
-    subject.push_str(".room.");
+    subject.push('.');
+    subject.push_str(kind);
+    subject.push('.');
     for c in room.chars() {
         if c == '.' {
             subject.push_str("%2E");
