@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use indexmap::IndexMap;
 
 use crate::outbox::{Outbound, Outbox, Pushed};
+use crate::sync::{lock, read, write};
 use wsgate_protocol::room::RoomKey;
 
 /// Identifies a connection within this node.
@@ -207,18 +208,6 @@ impl Hub {
             rooms.remove(room);
         }
     }
-}
-
-// The hub's critical sections are single collection operations that cannot
-// leave it inconsistent if a panic unwinds through them, so poisoning is ignored.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

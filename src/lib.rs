@@ -25,6 +25,7 @@ mod router;
 mod secret;
 mod server;
 mod state;
+mod sync;
 mod ws;
 
 pub use app::Application;

@@ -238,6 +238,28 @@ impl Outbox {
         Pushed::Queued
     }
 
+    /// Queues every frame of `items`, in order, if all of them fit now;
+    /// otherwise queues none and gives them back. For a replay's last part,
+    /// which must be queued whole before its connection joins the room: a
+    /// `has_room` check and separate pushes would let another room's
+    /// fan-out take the space in between. `Err` too on a closing connection.
+    pub(crate) fn push_all(&self, items: Vec<Outbound>) -> Result<(), Vec<Outbound>> {
+        let mut state = self.lock();
+        let bytes = items.iter().map(|i| i.frame.len()).sum();
+        if state.close.is_some() || !self.fits(&state, items.len(), bytes) {
+            return Err(items);
+        }
+        let was_empty = state.queue.is_empty();
+        state.queue.extend(items);
+        state.bytes += bytes;
+        drop(state);
+        self.gauge.add(bytes);
+        if was_empty {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
     /// Whether `frames` more frames of `bytes` in all fit now, within both
     /// bounds, on a connection that is not closing.
     pub(crate) fn has_room(&self, frames: usize, bytes: usize) -> bool {
@@ -393,10 +415,8 @@ impl Outbox {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave the queue inconsistent
-        // (every critical section is a single VecDeque operation), so a poisoned
-        // lock is still safe to use.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        // Every critical section is a single VecDeque operation (crate::sync).
+        crate::sync::lock(&self.state)
     }
 }
 
@@ -562,6 +582,24 @@ mod tests {
         outbox.written(100);
         assert_eq!(gauge.get(), 0);
         assert_eq!(outbox.push(sized(1)), Pushed::Queued);
+    }
+
+    #[tokio::test]
+    async fn push_all_queues_every_frame_or_none() {
+        let gauge = QueuedBytes::default();
+        let outbox = by_bytes(10, SlowConsumerPolicy::Disconnect, &gauge);
+        assert_eq!(outbox.push(sized(4)), Pushed::Queued);
+        let refused = outbox.push_all(vec![sized(3), sized(4)]).unwrap_err();
+        assert_eq!(refused.len(), 2, "given back whole");
+        assert_eq!((outbox.queued_frames(), gauge.get()), (1, 4), "none queued");
+        assert!(outbox.close_request().is_none(), "no slow-consumer kick");
+        outbox.push_all(vec![sized(3), sized(3)]).expect("both fit");
+        let mut batch = VecDeque::new();
+        assert!(matches!(outbox.next(&mut batch, &mut 0).await, Next::Write));
+        assert_eq!(batch.len(), 3);
+        assert_eq!(gauge.get(), 10);
+        outbox.close(CloseRequest::abandon(CloseReason::Error));
+        assert!(outbox.push_all(vec![sized(1)]).is_err(), "closing");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
+use crate::sync::lock;
 use wsgate_protocol::room::Tenant;
 
 /// Up to `max` connections per key. Keys with no connection are removed, so the
@@ -31,7 +32,7 @@ impl<K: Hash + Eq + Clone> Slots<K> {
 
     /// One slot for `key`, or `None` when its allowance is used up.
     pub(super) fn take(this: &Arc<Self>, key: K) -> Option<Slot<K>> {
-        let mut counts = this.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&this.counts);
         let count = counts.entry(key.clone()).or_insert(0);
         if *count >= this.max {
             return None;
@@ -52,7 +53,7 @@ pub(super) struct Slot<K: Hash + Eq> {
 
 impl<K: Hash + Eq> Drop for Slot<K> {
     fn drop(&mut self) {
-        let mut counts = self.slots.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&self.slots.counts);
         if let Some(count) = counts.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {

@@ -148,11 +148,15 @@ impl StreamHistory {
         let info = stream.info().await.map_err(|e| fail("reading", &e))?;
         let created = info.created.unix_timestamp_nanos();
         tracing::info!(stream = %ours.name, "history in JetStream");
+        // The per-room limit is part of the epoch: messages a lower limit
+        // trimmed stay missing after it is raised, where the room's count
+        // alone would no longer show it (see `continuous_after`).
+        let per_room = info.config.max_messages_per_subject;
         Ok(Self {
             stream,
             js,
             limits,
-            epoch: format!("{created:x}"),
+            epoch: format!("{created:x}-{per_room}"),
         })
     }
 
@@ -214,9 +218,13 @@ impl StreamHistory {
 
     /// Whether every message of `key`'s room after `offset` (up to `through`,
     /// what this node has delivered) is still stored. See ARCHITECTURE.md:
-    /// `offset` itself still stored, or nothing trimmed from the stream's
-    /// front past it and the room below its per-room limit (a per-room trim of
-    /// a message after `offset` would have left it at the limit).
+    /// `offset` itself still stored, or else `through` still stored (a purge
+    /// takes the newest too), nothing trimmed from the stream's front past
+    /// `offset`, and the room below its per-room limit (a per-room trim of a
+    /// message after `offset` would have left it at the limit). The limit is
+    /// the lower of this node's and the stream's: another node may have
+    /// lowered it, and one raised since this node started counts as this
+    /// node's (the epoch changed with it).
     pub(crate) async fn continuous_after(
         &self,
         prefix: &str,
@@ -231,10 +239,14 @@ impl StreamHistory {
             return Ok(false);
         }
         let subject = history_subject(prefix, key);
+        let of_room = |stored: Option<Stored>| stored.is_some_and(|s| s.subject.as_str() == subject);
         if offset > 0
             && let Some(stored) = self.get(offset).await?
         {
             return Ok(stored.subject.as_str() == subject);
+        }
+        if !of_room(self.get(through).await?) {
+            return Ok(false);
         }
         let unavailable =
             |e: stream::InfoError| BrokerError::Unavailable(format!("reading history: {e}"));
@@ -252,7 +264,12 @@ impl StreamHistory {
                 count = n;
             }
         }
-        Ok(offset + 1 >= first && count < self.limits.size)
+        let stream_limit = u64::try_from(info.info.config.max_messages_per_subject)
+            .ok()
+            .filter(|&l| l > 0)
+            .unwrap_or(u64::MAX);
+        let limit = stream_limit.min(self.limits.size as u64);
+        Ok(offset + 1 >= first && (count as u64) < limit)
     }
 }
 

@@ -63,7 +63,7 @@ impl Rooms {
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<RoomKey, Entry>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.map)
     }
 
     /// Gives a hold back, forgetting the room if nothing uses it.

@@ -135,8 +135,9 @@ fn sweep_forgets_idle_empty_rooms_and_counts_bytes_back_to_zero() {
 #[test]
 fn empty_records_are_forgotten_under_the_cap_least_recently_used_first() {
     let h = history(10, 20_000);
+    // As `history` requests for ever new rooms make them: nobody subscribed.
     for i in 0..1_000 {
-        h.with_room(&key(&format!("room-{i}")), |log| log.touch());
+        h.with_room(&key(&format!("room-{i}")), |_| ());
     }
     assert!(h.byte_count() <= 20_000, "{}", h.byte_count());
     // The newest record survived; the oldest was forgotten (a new epoch).
@@ -144,4 +145,32 @@ fn empty_records_are_forgotten_under_the_cap_least_recently_used_first() {
     assert!(newest.ends_with("-1000"), "{newest}");
     let oldest = h.with_room(&key("room-0"), |l| l.epoch().clone());
     assert!(!oldest.ends_with("-1"), "{oldest}");
+}
+
+#[test]
+fn the_cap_forgets_idle_records_before_it_trims_messages_and_never_a_subscribed_room() {
+    let h = history(100, 30_000);
+    for i in 0..5 {
+        h.append(in_room("kept", &i.to_string(), "1"), None, |_, _| {});
+    }
+    let subscribed = h.with_room(&key("watched"), |log| {
+        log.touch();
+        log.epoch().clone()
+    });
+    for i in 0..2_000 {
+        h.with_room(&key(&format!("probe-{i}")), |_| ());
+    }
+    assert!(h.byte_count() <= 30_000, "{}", h.byte_count());
+    h.with_room(&key("kept"), |log| {
+        assert_eq!(log.len(), 5, "no message trimmed for empty records")
+    });
+    let now = h.with_room(&key("watched"), |l| l.epoch().clone());
+    assert_eq!(now, subscribed, "a subscribed room keeps its record and epoch");
+    // Once a sweep finds it without subscribers, it may go like the rest.
+    h.sweep(|_| false);
+    for i in 2_000..4_000 {
+        h.with_room(&key(&format!("probe-{i}")), |_| ());
+    }
+    let later = h.with_room(&key("watched"), |l| l.epoch().clone());
+    assert_ne!(later, subscribed);
 }

@@ -18,13 +18,14 @@ mod room;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 pub(crate) use room::{Entry, RoomLog};
 
 use crate::labels::TrimReason;
 use crate::message::Envelope;
+use crate::sync::{lock, read, write};
 use crate::telemetry::HistoryMetrics;
 use room::{ROOM_OVERHEAD, Trimmed};
 use wsgate_protocol::room::RoomKey;
@@ -200,7 +201,8 @@ impl History {
             }
             let trimmed = log.expire(now, self.limits.ttl);
             self.forget_bytes(trimmed, TrimReason::Ttl);
-            if in_use(&key) {
+            log.subscribed = in_use(&key);
+            if log.subscribed {
                 log.last_used = now;
             } else if log.len() == 0
                 && now.saturating_duration_since(log.last_used) >= self.limits.meta_ttl
@@ -213,15 +215,18 @@ impl History {
         }
     }
 
-    /// Over `--history-max-bytes`: drops the oldest messages of the largest
-    /// rooms, each losing at most half of its bytes per pass, largest first,
-    /// until the node holds at most 95% of the cap, so the next appends do
-    /// not each trim again; then, if need be, empty records.
+    /// Over `--history-max-bytes`: forgets empty records nobody is
+    /// subscribed to, then drops the oldest messages of the largest rooms,
+    /// each losing at most half of its bytes per pass, largest first, until
+    /// the node holds at most 95% of the cap, so the next appends do not each
+    /// trim again. Records first: a client cycling through new room names
+    /// must not cost other rooms their messages.
     fn trim_memory(&self) {
         let Ok(_only_one) = self.trimming.try_lock() else {
             return;
         };
         let target = self.limits.max_bytes / 20 * 19;
+        self.forget_empty(target);
         let mut rooms: Vec<(usize, RoomRef)> = read(&self.rooms)
             .values()
             .map(|e| (lock(e).bytes(), e.clone()))
@@ -250,17 +255,19 @@ impl History {
         self.forget_empty(target);
     }
 
-    /// Still over the cap with no message left to trim: forgets empty room
-    /// records, least recently used first, until the node holds `target`.
-    /// (Records of rooms nobody publishes to are what a client subscribing
-    /// to ever new room names would otherwise pile up.) Such a room starts a
-    /// new epoch when it is next used.
+    /// Forgets empty room records nobody here is subscribed to, least
+    /// recently used first, until the node holds `target`. (Records of rooms
+    /// nobody publishes to are what a client subscribing to, or asking the
+    /// history of, ever new room names would otherwise pile up.) Such a room
+    /// starts a new epoch when it is next used; a subscribed one is kept, so
+    /// its subscribers' offsets never go back.
     fn forget_empty(&self, target: usize) {
         let mut empty: Vec<(Instant, RoomKey, RoomRef)> = read(&self.rooms)
             .iter()
             .filter_map(|(key, entry)| {
                 let log = lock(entry);
-                (log.len() == 0).then(|| (log.last_used, key.clone(), entry.clone()))
+                (log.len() == 0 && !log.subscribed)
+                    .then(|| (log.last_used, key.clone(), entry.clone()))
             })
             .collect();
         empty.sort_by_key(|e| e.0);
@@ -295,9 +302,11 @@ impl History {
 }
 
 impl Locked<'_> {
-    /// Marks the record used now (a subscriber joined or left).
+    /// Marks the record used now by a subscriber joining: kept, whatever the
+    /// byte cap, until a sweep finds the room without subscribers.
     pub(crate) fn touch(&mut self) {
         self.log.last_used = Instant::now();
+        self.log.subscribed = true;
     }
 
     fn expire(&mut self, now: Instant) {
@@ -315,18 +324,6 @@ impl std::ops::Deref for Locked<'_> {
     fn deref(&self) -> &RoomLog {
         self.log
     }
-}
-
-// As in the hub: every critical section is a collection operation that leaves
-// nothing half done if a panic unwinds through it, so poisoning is ignored.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -64,6 +64,10 @@ pub(crate) struct RoomLog {
     /// The last append or subscriber: an idle, empty record is forgotten
     /// `--history-meta-ttl` after it.
     pub(super) last_used: Instant,
+    /// Whether the room had subscribers on this node at the last sweep or
+    /// subscribe: such a record is never forgotten, so its offsets and epoch
+    /// stay those its subscribers were given.
+    pub(super) subscribed: bool,
     /// Set, under the room's lock, by the sweep that forgets the record: an
     /// append that finds it closed starts over with a new record.
     pub(super) closed: bool,
@@ -80,6 +84,7 @@ impl RoomLog {
             dedupe: HashMap::new(),
             bytes: overhead,
             last_used: now,
+            subscribed: false,
             closed: false,
         }
     }

@@ -25,7 +25,7 @@ impl HistoryMetrics {
         let recovered_messages = meter
             .u64_counter("websocket.recovered_messages")
             .with_description(
-                "Messages replayed to subscribers that resumed with `since` and were recovered.",
+                "Messages replayed to subscribers that resumed with `since` (a replay cut short by trimming still counts what it sent).",
             )
             .with_unit("{message}")
             .build();

@@ -295,13 +295,13 @@ impl StateGauges {
                     .build(),
                 meter
                     .u64_observable_gauge("wsgate.history.messages")
-                    .with_description("Messages kept in the in-memory history, across all rooms (each room bounded by --history-size).")
+                    .with_description("Messages kept in the history, across all rooms: in memory, or the JetStream stream's count with --nats-url (each room bounded by --history-size).")
                     .with_unit("{message}")
                     .with_callback(move |o| o.observe(history_messages(), &[]))
                     .build(),
                 meter
                     .u64_observable_gauge("wsgate.history")
-                    .with_description("Bytes held by the in-memory history: stored messages and room records (bounded by --history-max-bytes).")
+                    .with_description("Bytes held by the history: in memory, stored messages and room records; with --nats-url, the JetStream stream's bytes (bounded by --history-max-bytes).")
                     .with_unit("By")
                     .with_callback(move |o| o.observe(history_bytes(), &[]))
                     .build(),

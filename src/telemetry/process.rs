@@ -54,9 +54,6 @@ impl Collector for Cached {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        self.latest
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::lock(&self.latest).clone()
     }
 }

@@ -7,7 +7,9 @@
 //! an offset and fanned out. A backlog that does not fit in the connection's
 //! free send-queue space is replayed in chunks, each pushed only as space
 //! frees up, with the lock released in between; the subscriber joins once the
-//! rest fits. So a replay never trips the slow-consumer policy. If messages
+//! rest fits, queued in one all-or-nothing push (`Outbox::push_all`), so
+//! another room's fan-out cannot take the space between the check and the
+//! queuing. So a replay never trips the slow-consumer policy. If messages
 //! it had yet to replay are trimmed meanwhile (a room publishing faster than
 //! the client reads), a second `subscribed` with `recovered: false` says so,
 //! and live messages follow.
@@ -34,12 +36,14 @@ pub(super) const CHUNK: usize = 64;
 /// the room (128 bytes at most), the offset and a traceparent.
 const FRAME_OVERHEAD: usize = 320;
 
-/// Replayed messages not yet queued, and where the replay stands.
+/// Replayed frames not yet queued, and where the replay stands.
 struct Chunk {
     epoch: Arc<str>,
-    /// The offset of the last message queued for the client.
+    /// The offset of the last message in `frames`.
     cursor: u64,
-    entries: Vec<Arc<Entry>>,
+    frames: Vec<Outbound>,
+    /// How many of `frames` are messages (the first may be `subscribed`).
+    messages: usize,
 }
 
 /// What a step of the replay, under the room's lock, decided.
@@ -127,39 +131,20 @@ impl Session {
                 return Step::Done(self.join_now(key, vec![subscribed]));
             }
             outcome.recovered = true;
-            let cursor = since.offset;
-            let (count, bytes) = log.backlog_after(cursor);
-            if self.fits(count + 1, bytes, count) {
-                let mut frames = vec![subscribed];
-                frames.extend(self.replayed(replay, key, &log.after(cursor, count)));
-                let joined = self.join_now(key, frames);
-                if let Joined::Yes = joined {
-                    outcome.replayed = count;
-                }
-                return Step::Done(joined);
-            }
-            // Too much for the send queue's free space: replay in chunks.
-            self.push(subscribed);
-            Step::Replay(Chunk {
-                epoch: log.epoch().clone(),
-                cursor,
-                entries: log.after(cursor, CHUNK),
-            })
+            self.replay_step(replay, key, room, log, since.offset, vec![subscribed], outcome)
         });
         let mut chunk = match first {
             Step::Done(joined) => return joined,
             Step::Replay(chunk) => chunk,
         };
         loop {
-            for entry in &chunk.entries {
-                let frame = self.replay_frame(replay, key, &entry.envelope, entry.offset);
+            for frame in chunk.frames {
                 if self.outbox.push_when_room(frame).await != Pushed::Queued {
                     // The connection is closing; the room was never joined.
                     return Joined::Answered;
                 }
-                chunk.cursor = entry.offset;
-                outcome.replayed += 1;
             }
+            outcome.replayed += chunk.messages;
             let (epoch, cursor) = (chunk.epoch, chunk.cursor);
             let next = history.with_room(key, |log| {
                 if !log.continuous_after(&epoch, cursor) {
@@ -168,23 +153,73 @@ impl Session {
                     let subscribed = self.subscribed(room, log, Some(false));
                     return Step::Done(self.join_late(key, room, vec![subscribed]));
                 }
-                let (count, bytes) = log.backlog_after(cursor);
-                if self.fits(count, bytes, count) {
-                    let frames = self.replayed(replay, key, &log.after(cursor, count));
-                    outcome.replayed += count;
-                    return Step::Done(self.join_late(key, room, frames));
-                }
-                Step::Replay(Chunk {
-                    entries: log.after(cursor, CHUNK),
-                    epoch,
-                    cursor,
-                })
+                self.replay_step(replay, key, room, log, cursor, Vec::new(), outcome)
             });
             chunk = match next {
                 Step::Done(joined) => return joined,
                 Step::Replay(chunk) => chunk,
             };
         }
+    }
+
+    /// Under the room's lock: queues `first` and the whole backlog after
+    /// `cursor` and joins, if all of it fits in the send queue now; otherwise
+    /// the next chunk to replay, paced, outside the lock.
+    #[allow(clippy::too_many_arguments)]
+    fn replay_step(
+        &mut self,
+        replay: &ReplaySpan,
+        key: &RoomKey,
+        room: &RoomName,
+        log: &RoomLog,
+        cursor: u64,
+        mut frames: Vec<Outbound>,
+        outcome: &mut Outcome,
+    ) -> Step {
+        let (count, bytes) = log.backlog_after(cursor);
+        // Nothing left to replay goes straight to `push_all`, which takes an
+        // empty list (or a lone `subscribed`) whenever the connection is open.
+        let whole = count == 0 || self.fits(frames.len() + count, bytes, count);
+        let entries = log.after(cursor, if whole { count } else { CHUNK });
+        let messages = entries.len();
+        frames.extend(self.replayed(replay, key, &entries));
+        if whole {
+            // One push for all, so no other room's fan-out can take the space
+            // between the check and the queuing; joined under the room's lock,
+            // which every publish to it holds, so no live message comes first.
+            match self.outbox.push_all(frames) {
+                Ok(()) => {
+                    outcome.replayed += messages;
+                    return Step::Done(self.join_after_replay(key, room, outcome));
+                }
+                Err(back) => frames = back,
+            }
+        }
+        if frames.is_empty() {
+            // Only a closing connection refuses nothing at all.
+            return Step::Done(Joined::Answered);
+        }
+        Step::Replay(Chunk {
+            epoch: log.epoch().clone(),
+            cursor: entries.last().map_or(cursor, |e| e.offset),
+            frames,
+            messages,
+        })
+    }
+
+    /// Joins once the replay is queued; at the room limit the client hears
+    /// `unsubscribed` and `too_many_rooms`, and the resume did not recover.
+    pub(super) fn join_after_replay(
+        &mut self,
+        key: &RoomKey,
+        room: &RoomName,
+        outcome: &mut Outcome,
+    ) -> Joined {
+        let joined = self.join_late(key, room, Vec::new());
+        if let Joined::Answered = joined {
+            outcome.recovered = false;
+        }
+        joined
     }
 
     /// Answers a `history` request: the room's position and its stored
@@ -319,7 +354,7 @@ impl Session {
 
     /// Whether `frames` frames carrying `data` bytes of `messages` messages
     /// fit in the send queue now.
-    fn fits(&self, frames: usize, data: usize, messages: usize) -> bool {
+    pub(super) fn fits(&self, frames: usize, data: usize, messages: usize) -> bool {
         self.outbox
             .has_room(frames, data + (messages + 1) * FRAME_OVERHEAD)
     }

@@ -6,15 +6,24 @@
 //! room's listener holds it while it fans a message out. A resuming
 //! subscriber replays what it missed up to the gate's offset (read back from
 //! the stream, paced by its send queue, without the gate), then takes the
-//! gate, replays what was delivered meanwhile and joins the hub's room under
-//! it: every offset reaches it once, in order. The gate is held across the
-//! network reads of that last step only.
+//! gate and reads what was delivered meanwhile: if that is all of it and it
+//! fits in the send queue now, it is queued in one piece and the subscriber
+//! joins the hub's room under the gate, so every offset reaches it once, in
+//! order. Otherwise the gate is let go, that part is replayed paced, and the
+//! step repeats. The gate is held across one chunk's network reads, never
+//! while waiting for the client to read: one slow client cannot hold up its
+//! room's delivery to everyone else on the node.
+//!
+//! Each chunk is checked after it is read: if the messages after the
+//! replay's position are no longer all stored (the stream trimmed them while
+//! the client read slowly), a second `subscribed` with `recovered: false`
+//! says so and live messages follow, as on one node.
 
 use super::recover::{CHUNK, Joined, Outcome, history_reply};
 use super::session::Session;
 use crate::broker::{BrokerError, Gate, NatsBroker};
 use crate::message::Envelope;
-use crate::outbox::Pushed;
+use crate::outbox::{Outbound, Pushed};
 use crate::telemetry::ReplaySpan;
 use wsgate_protocol::room::{RoomKey, RoomName};
 use wsgate_protocol::{ErrorCode, Reply, Since};
@@ -33,15 +42,14 @@ impl Session {
         room: &RoomName,
         since: Option<Since<'_>>,
     ) -> Joined {
-        let (Ok(stream), Some(gate)) = (nats.stream(), nats.gate(key).await) else {
-            let message = "the history stream is not available";
-            self.refuse(ErrorCode::BrokerUnavailable, message, None);
-            return Joined::Answered;
-        };
-        let epoch = stream.epoch().to_owned();
+        let available = (nats.stream(), nats.gate(key).await);
         let Some(since) = since else {
+            let (Ok(stream), Some(gate)) = available else {
+                self.refuse_unavailable();
+                return Joined::Answered;
+            };
             let through = gate.lock().await;
-            let subscribed = self.subscribed_at(room, *through, &epoch, None);
+            let subscribed = self.subscribed_at(room, *through, stream.epoch(), None);
             return self.join_now(key, vec![subscribed]);
         };
         let system = self.state.broker().system();
@@ -49,6 +57,12 @@ impl Session {
         let mut outcome = Outcome {
             recovered: false,
             replayed: 0,
+        };
+        let (Ok(_), Some(gate)) = available else {
+            // Counted as not recovered: an outage shows in the recovery alert.
+            self.refuse_unavailable();
+            self.finish_replay(replay, &outcome);
+            return Joined::Answered;
         };
         let joined = match self
             .resume_stream(nats, &gate, key, room, &since, &replay, &mut outcome)
@@ -70,6 +84,11 @@ impl Session {
         };
         self.finish_replay(replay, &outcome);
         joined
+    }
+
+    fn refuse_unavailable(&mut self) {
+        let message = "the history stream is not available";
+        self.refuse(ErrorCode::BrokerUnavailable, message, None);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -103,28 +122,104 @@ impl Session {
             return Ok(self.join_now(key, vec![subscribed]));
         }
         outcome.recovered = true;
-        self.push(self.subscribed_at(room, through, epoch, Some(true)));
-        // What was delivered up to now, without the gate, paced.
-        let mut cursor = since.offset;
-        while cursor < through {
-            let chunk = nats.read_stored(key, cursor, through, CHUNK).await?;
-            let Some(&(last, _)) = chunk.last() else {
-                break;
-            };
-            if !self.replay_paced(replay, key, &chunk, outcome).await {
-                return Ok(Joined::Answered);
-            }
-            cursor = last;
-        }
-        // What was delivered meanwhile, under the gate, then live.
-        let guard = gate.lock().await;
-        let rest = nats.read_stored(key, cursor, *guard, usize::MAX).await?;
-        if !self.replay_paced(replay, key, &rest, outcome).await {
+        let subscribed = self.subscribed_at(room, through, epoch, Some(true));
+        if self.outbox.push_when_room(subscribed).await != Pushed::Queued {
             return Ok(Joined::Answered);
         }
-        let joined = self.join_late(key, room, Vec::new());
-        drop(guard);
-        Ok(joined)
+        let mut cursor = since.offset;
+        loop {
+            // What this node had delivered by `through`, paced, without the
+            // gate. A chunk is whole if what follows `cursor` is still stored
+            // after it was read (trims only ever take messages away).
+            while cursor < through {
+                let chunk = nats.read_stored(key, cursor, through, CHUNK).await?;
+                if !stream
+                    .continuous_after(nats.prefix(), key, cursor, through)
+                    .await?
+                {
+                    let guard = gate.lock().await;
+                    return Ok(self.trimmed_meanwhile(key, room, *guard, epoch, outcome));
+                }
+                let Some(&(last, _)) = chunk.last() else {
+                    // Only messages the room's listener drops too.
+                    break;
+                };
+                if !self.replay_paced(replay, key, &chunk, outcome).await {
+                    return Ok(Joined::Answered);
+                }
+                cursor = last;
+            }
+            // Under the gate, so nothing is delivered meanwhile: what came
+            // since, queued whole with the join if it fits now; otherwise
+            // replayed paced without the gate, and round again. The gate is
+            // held across one chunk's reads, never while the client reads.
+            let guard = gate.lock().await;
+            let delivered = *guard;
+            let rest = nats.read_stored(key, cursor, delivered, CHUNK).await?;
+            if !stream
+                .continuous_after(nats.prefix(), key, cursor, delivered)
+                .await?
+            {
+                return Ok(self.trimmed_meanwhile(key, room, delivered, epoch, outcome));
+            }
+            let complete = rest.len() < CHUNK || rest.last().is_some_and(|m| m.0 == delivered);
+            let data = rest.iter().map(|(_, e)| e.data.get().len() + e.id.len());
+            let mut frames = Vec::new();
+            // Nothing left goes straight to `push_all`, which takes an empty
+            // list whenever the connection is open.
+            if complete && (rest.is_empty() || self.fits(rest.len(), data.sum(), rest.len())) {
+                frames = self.replayed_frames(replay, key, &rest);
+                match self.outbox.push_all(frames) {
+                    Ok(()) => {
+                        outcome.replayed += rest.len();
+                        return Ok(self.join_after_replay(key, room, outcome));
+                    }
+                    // Only a closing connection refuses nothing at all.
+                    Err(back) if back.is_empty() => return Ok(Joined::Answered),
+                    // Another room's messages took the space first.
+                    Err(back) => frames = back,
+                }
+            }
+            drop(guard);
+            if frames.is_empty() {
+                frames = self.replayed_frames(replay, key, &rest);
+            }
+            for frame in frames {
+                if self.outbox.push_when_room(frame).await != Pushed::Queued {
+                    return Ok(Joined::Answered);
+                }
+                outcome.replayed += 1;
+            }
+            cursor = rest.last().map_or(cursor, |m| m.0);
+            through = delivered;
+        }
+    }
+
+    /// Messages after the client's `since` were trimmed before it could be
+    /// given them: a second `subscribed` says so, and live messages follow.
+    fn trimmed_meanwhile(
+        &mut self,
+        key: &RoomKey,
+        room: &RoomName,
+        delivered: u64,
+        epoch: &str,
+        outcome: &mut Outcome,
+    ) -> Joined {
+        outcome.recovered = false;
+        let subscribed = self.subscribed_at(room, delivered, epoch, Some(false));
+        self.join_late(key, room, vec![subscribed])
+    }
+
+    fn replayed_frames(
+        &self,
+        replay: &ReplaySpan,
+        key: &RoomKey,
+        messages: &[(u64, Envelope)],
+    ) -> Vec<Outbound> {
+        messages
+            .iter()
+            .map(|(offset, e)| self.replay_frame(replay, key, e, *offset))
+            .collect()
     }
 
     /// Queues `messages` as replayed frames, each once the send queue has
