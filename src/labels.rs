@@ -134,6 +134,9 @@ label_enum! {
         BrokerMessageTooLarge => "broker_message_too_large",
         /// The NATS client dropped messages: a subscription buffer was full.
         BrokerSlowConsumer => "broker_slow_consumer",
+        /// A room with history missed messages from NATS (a full buffer, a
+        /// reconnect): read back from the JetStream stream.
+        BrokerGapBackfilled => "broker_gap_backfilled",
     }
 }
 

@@ -17,7 +17,10 @@ use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry::trace::TraceContextExt as _;
 
-use super::nats::{MSG_ID, PUBLISHED_AT, SEQUENCE, WSGATE_MSG_ID};
+use tokio::sync::OnceCell;
+
+use super::jetstream::StreamHistory;
+use super::nats::{LAST_SEQUENCE, MSG_ID, PUBLISHED_AT, SEQUENCE, WSGATE_MSG_ID};
 use crate::delivery::Delivery;
 use crate::message::{Envelope, PublishedAt};
 use crate::telemetry::propagation::StrictTraceContext;
@@ -32,6 +35,9 @@ pub(super) struct Inbound {
     pub(crate) warnings: Warnings,
     /// `--max-message-bytes`: no client could have published a larger payload.
     pub(crate) max_message_bytes: usize,
+    /// With history: the stream (once set up) and the subject prefix, to
+    /// read back what NATS dropped before it reached this node.
+    pub(crate) stored: Option<(Arc<OnceCell<StreamHistory>>, String)>,
 }
 
 impl Inbound {
@@ -53,7 +59,59 @@ impl Inbound {
                 None => self.receive(&room, message, None),
                 Some(gate) => {
                     let mut through = gate.lock().await;
+                    let missed = header_u64(&message, LAST_SEQUENCE)
+                        .filter(|&last| last > *through)
+                        .filter(|_| header_u64(&message, SEQUENCE) > Some(*through));
+                    if let Some(last) = missed {
+                        self.backfill(&room, &mut through, last).await;
+                    }
                     self.receive(&room, message, Some(&mut through));
+                }
+            }
+        }
+    }
+
+    /// The room's messages after `through` up to `last`, stored but never
+    /// received here (NATS dropped them: a full subscription buffer, a
+    /// reconnect), read back from the stream and delivered in order before
+    /// the message that revealed the gap. Counted and logged as a warning.
+    async fn backfill(&self, room: &RoomKey, through: &mut u64, last: u64) {
+        let Some((cell, prefix)) = &self.stored else {
+            return;
+        };
+        let suppressed = self.warnings.admit(WarningKind::BrokerGapBackfilled);
+        let read = match cell.get() {
+            Some(stream) => {
+                stream
+                    .read_stored(prefix, room, *through, last, usize::MAX)
+                    .await
+            }
+            None => Err(super::BrokerError::Unavailable("no stream yet".into())),
+        };
+        match read {
+            Ok(missed) => {
+                if let Some(suppressed) = suppressed {
+                    tracing::warn!(
+                        %room,
+                        messages = missed.len(),
+                        suppressed,
+                        "messages NATS dropped before this node received them were read back \
+                         from the history stream (see --nats-subscription-buffer)"
+                    );
+                }
+                for (offset, envelope) in missed {
+                    *through = offset;
+                    self.delivery.deliver(&envelope, Some(offset));
+                }
+            }
+            Err(error) => {
+                if let Some(suppressed) = suppressed {
+                    tracing::warn!(
+                        %room,
+                        %error,
+                        suppressed,
+                        "messages NATS dropped could not be read back from the history stream"
+                    );
                 }
             }
         }
@@ -112,6 +170,11 @@ impl Inbound {
 
 /// A room's delivered-through offset on this node, with history in JetStream.
 pub(crate) type Gate = Arc<tokio::sync::Mutex<u64>>;
+
+/// A header of `message` as a number.
+fn header_u64(message: &async_nats::Message, name: &str) -> Option<u64> {
+    message.headers.as_ref()?.get(name)?.as_str().parse().ok()
+}
 
 /// Rebuilds an envelope from a NATS message (live, or read back from the
 /// history stream): the payload must be JSON and the message id header

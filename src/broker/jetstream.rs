@@ -22,7 +22,9 @@ use async_nats::jetstream::{self, stream};
 use futures_util::StreamExt as _;
 
 use super::BrokerError;
+use super::inbound;
 use crate::history::HistoryLimits;
+use crate::message::Envelope;
 use wsgate_protocol::room::RoomKey;
 
 /// The stream, once made or found.
@@ -206,6 +208,35 @@ impl StreamHistory {
         }
     }
 
+    /// Up to `max` stored messages of `room` after `after` and up to
+    /// `through`, oldest first, with their offsets: one direct get each.
+    pub(crate) async fn read_stored(
+        &self,
+        prefix: &str,
+        room: &RoomKey,
+        after: u64,
+        through: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Envelope)>, BrokerError> {
+        let mut out = Vec::new();
+        let mut cursor = after;
+        while out.len() < max && cursor < through {
+            let Some(stored) = self.next_after(prefix, room, cursor).await? else {
+                break;
+            };
+            if stored.sequence > through {
+                break;
+            }
+            cursor = stored.sequence;
+            // Something else published on a history subject: skipped, as
+            // the live path drops it.
+            if let Ok(envelope) = inbound::decode(room, &stored.payload, &stored.headers) {
+                out.push((stored.sequence, envelope));
+            }
+        }
+        Ok(out)
+    }
+
     /// The offset of the newest stored message of `key`'s room (0: none).
     pub(crate) async fn latest(&self, prefix: &str, key: &RoomKey) -> Result<u64, BrokerError> {
         let subject = history_subject(prefix, key);
@@ -239,7 +270,8 @@ impl StreamHistory {
             return Ok(false);
         }
         let subject = history_subject(prefix, key);
-        let of_room = |stored: Option<Stored>| stored.is_some_and(|s| s.subject.as_str() == subject);
+        let of_room =
+            |stored: Option<Stored>| stored.is_some_and(|s| s.subject.as_str() == subject);
         if offset > 0
             && let Some(stored) = self.get(offset).await?
         {

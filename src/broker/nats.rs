@@ -51,6 +51,9 @@ pub(super) const MSG_ID: &str = "Nats-Msg-Id";
 pub(super) const WSGATE_MSG_ID: &str = "Wsgate-Msg-Id";
 /// Set by JetStream's republish: the stream sequence, the message's offset.
 pub(super) const SEQUENCE: &str = "Nats-Sequence";
+/// A republished message's header: the stream sequence of the message
+/// stored before it on the same subject (0 if none).
+pub(super) const LAST_SEQUENCE: &str = "Nats-Last-Sequence";
 const ORIGIN: &str = "Wsgate-Origin";
 pub(super) const PUBLISHED_AT: &str = "Wsgate-Published-At";
 
@@ -184,6 +187,9 @@ impl NatsBroker {
                 metrics: metrics.clone(),
                 warnings: warnings.clone(),
                 max_message_bytes: settings.max_message_bytes,
+                stored: history
+                    .clone()
+                    .map(|stream| (stream, settings.prefix.clone())),
             }),
             metrics,
             warnings,

@@ -165,7 +165,10 @@ fn the_cap_forgets_idle_records_before_it_trims_messages_and_never_a_subscribed_
         assert_eq!(log.len(), 5, "no message trimmed for empty records")
     });
     let now = h.with_room(&key("watched"), |l| l.epoch().clone());
-    assert_eq!(now, subscribed, "a subscribed room keeps its record and epoch");
+    assert_eq!(
+        now, subscribed,
+        "a subscribed room keeps its record and epoch"
+    );
     // Once a sweep finds it without subscribers, it may go like the rest.
     h.sweep(|_| false);
     for i in 2_000..4_000 {

@@ -34,7 +34,7 @@ pub(super) const CHUNK: usize = 64;
 
 /// Bytes a `message` frame adds to its data and id, at most: the field names,
 /// the room (128 bytes at most), the offset and a traceparent.
-const FRAME_OVERHEAD: usize = 320;
+pub(super) const FRAME_OVERHEAD: usize = 320;
 
 /// Replayed frames not yet queued, and where the replay stands.
 struct Chunk {
@@ -131,7 +131,15 @@ impl Session {
                 return Step::Done(self.join_now(key, vec![subscribed]));
             }
             outcome.recovered = true;
-            self.replay_step(replay, key, room, log, since.offset, vec![subscribed], outcome)
+            self.replay_step(
+                replay,
+                key,
+                room,
+                log,
+                since.offset,
+                vec![subscribed],
+                outcome,
+            )
         });
         let mut chunk = match first {
             Step::Done(joined) => return joined,

@@ -19,7 +19,7 @@
 //! the client read slowly), a second `subscribed` with `recovered: false`
 //! says so and live messages follow, as on one node.
 
-use super::recover::{CHUNK, Joined, Outcome, history_reply};
+use super::recover::{CHUNK, FRAME_OVERHEAD, Joined, Outcome, history_reply};
 use super::session::Session;
 use crate::broker::{BrokerError, Gate, NatsBroker};
 use crate::message::Envelope;
@@ -257,7 +257,8 @@ impl Session {
     /// Answers a `history` request from the stream: as `read_history` does
     /// on one node (the newest `limit`, or those after `since`), at most one
     /// send queue's bytes. Reads one message per round trip, all of the
-    /// room's stored messages for the newest ones.
+    /// room's stored messages for the newest ones (`--history-size` at most),
+    /// holding no more than the answer's bytes meanwhile.
     pub(super) async fn read_stream_history(
         &mut self,
         nats: &NatsBroker,
@@ -271,20 +272,68 @@ impl Session {
         let latest = stream.latest(nats.prefix(), &key).await?;
         let size = nats.history_size();
         let max = limit.map_or(size, |l| (l as usize).min(size));
-        let stored = match &since {
-            Some(s) if *s.epoch == *epoch => nats.read_stored(&key, s.offset, latest, max).await?,
-            Some(_) => nats.read_stored(&key, 0, latest, max).await?,
-            None => {
-                let mut all = nats.read_stored(&key, 0, latest, size).await?;
-                all.drain(..all.len().saturating_sub(max));
-                all
-            }
-        };
-        let messages = stored.iter().map(|(offset, e)| (*offset, e)).collect();
         let budget = self.state.limits().queue.bytes;
+        let after = match &since {
+            Some(s) if *s.epoch == *epoch => s.offset,
+            _ => 0,
+        };
+        let window = Window {
+            max,
+            budget,
+            newest: since.is_none(),
+        };
+        let stored = read_window(nats, &key, after, latest, window).await?;
+        let messages = stored.iter().map(|(offset, e)| (*offset, e)).collect();
         let frame = history_reply(room, (latest, &epoch), messages, budget, since.is_none());
         let pushed = self.outbox.push_when_room(frame).await;
         self.account(pushed);
         Ok(())
     }
+}
+
+/// Which stored messages a `history` request keeps: at most `max`, and
+/// about `budget` bytes of frames; the oldest after its position, or the
+/// newest.
+#[derive(Clone, Copy)]
+struct Window {
+    max: usize,
+    budget: usize,
+    newest: bool,
+}
+
+/// Reads `key`'s stored messages after `after` up to `latest`, a chunk at a
+/// time, keeping only what `window` lets through: memory for the answer,
+/// never for the whole room.
+async fn read_window(
+    nats: &NatsBroker,
+    key: &RoomKey,
+    after: u64,
+    latest: u64,
+    window: Window,
+) -> Result<Vec<(u64, Envelope)>, BrokerError> {
+    let size = |e: &Envelope| e.data.get().len() + e.id.len() + FRAME_OVERHEAD;
+    let mut kept = std::collections::VecDeque::new();
+    let mut bytes = 0;
+    let mut cursor = after;
+    while cursor < latest {
+        let chunk = nats.read_stored(key, cursor, latest, CHUNK).await?;
+        let Some(&(last, _)) = chunk.last() else {
+            break;
+        };
+        cursor = last;
+        for (offset, envelope) in chunk {
+            if !window.newest && (kept.len() == window.max || bytes > window.budget) {
+                return Ok(kept.into());
+            }
+            bytes += size(&envelope);
+            kept.push_back((offset, envelope));
+            while window.newest && (kept.len() > window.max || bytes > window.budget) {
+                let Some((_, old)) = kept.pop_front() else {
+                    break;
+                };
+                bytes -= size(&old);
+            }
+        }
+    }
+    Ok(kept.into())
 }

@@ -3,8 +3,8 @@
 //! keeps history, and show what is lost when it does not.
 
 use crate::bench::bench;
-use wsgate_bench::Report;
 use crate::helpers::{spawn_app_with_args, within};
+use wsgate_bench::Report;
 
 /// 20 receivers in 4 rooms, 4 publishers at 400 messages a second in all
 /// for 2 s, each receiver dropping every 300 ms on average and staying away

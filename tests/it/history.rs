@@ -120,6 +120,8 @@ async fn an_epoch_from_before_a_restart_is_not_recovered() {
 
     let after = with_history(100, &[]).await;
     let mut client = after.connect().await;
+    // Offset 2 exists again here, so only the epoch can tell it apart.
+    publish_n(&mut client, "r", 1, 3).await;
     let resumed = subscribe(&mut client, "r", Some((2, &epoch))).await;
     assert_eq!(resumed["recovered"], false, "{resumed}");
     assert_ne!(resumed["epoch"], epoch.as_str(), "a new start, a new epoch");

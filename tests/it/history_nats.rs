@@ -166,6 +166,9 @@ async fn resuming_past_what_the_stream_trimmed_is_not_recovered() {
         .expect("epoch")
         .to_owned();
     let mut publisher = a.connect().await;
+    // An older message of another room keeps the stream's first sequence
+    // below `r`'s: only `r`'s count at its limit can show the trim below.
+    publish_n(&mut publisher, "quiet", 1, 1).await;
     let first = publish_n(&mut publisher, "r", 1, 1).await[0];
     assert_eq!(messages(&mut reader, 1).await, [(first, 1)]);
     reader.close().await;
@@ -193,4 +196,134 @@ async fn resuming_past_what_the_stream_trimmed_is_not_recovered() {
         metrics.get(r#"websocket_recoveries_total{result="recovered"}"#),
         1.0
     );
+}
+
+/// A publisher keeps publishing while a subscriber resumes, through
+/// JetStream, with a backlog several times its send queue: the replay is
+/// paced and the room's gate taken only for the last part, yet every message
+/// arrives once, in order, across the seam, and no slow-consumer policy
+/// trips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_racing_a_long_resume_through_jetstream_leaves_no_gap_and_no_duplicate() {
+    let Some((nats, _store)) = jetstream().await else {
+        return;
+    };
+    let url = nats.url();
+    let flags = [
+        "--nats-url",
+        &url,
+        "--node-id",
+        "a",
+        "--history-size",
+        "5000",
+        "--send-queue",
+        "256",
+        "--slow-consumer",
+        "disconnect",
+    ];
+    let gw = Gateway::start(&[("OTEL_TRACES_EXPORTER", "none")], &flags).await;
+    gw.readiness_becomes(200).await;
+    let mut reader = gw.connect().await;
+    let subscribed = subscribe(&mut reader, "r", None).await;
+    let (offset, epoch) = (
+        subscribed["offset"].as_u64().expect("an offset"),
+        subscribed["epoch"].as_str().expect("an epoch").to_owned(),
+    );
+    reader.close().await;
+    let mut publisher = gw.connect().await;
+    publish_n(&mut publisher, "r", 1, 1_500).await;
+
+    let racing = tokio::spawn(async move {
+        publish_n(&mut publisher, "r", 1_501, 500).await;
+        publisher
+    });
+    let mut back = gw.connect().await;
+    let resumed = subscribe(&mut back, "r", Some((offset, &epoch))).await;
+    assert_eq!(resumed["recovered"], true, "{resumed}");
+    let got = messages(&mut back, 2_000).await;
+    let numbers: Vec<u64> = got.iter().map(|m| m.1).collect();
+    let expected: Vec<u64> = (1..=2_000).collect();
+    assert!(
+        numbers == expected,
+        "first difference: {:?}",
+        numbers.iter().zip(&expected).find(|(a, b)| a != b)
+    );
+    assert!(
+        got.windows(2).all(|w| w[0].0 < w[1].0),
+        "offsets strictly increase"
+    );
+    within(racing).await.expect("publisher task");
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metrics.get_or_zero(r#"websocket_errors_total{error_type="slow_consumer"}"#),
+        0.0
+    );
+    assert_eq!(
+        metrics.get(r#"websocket_recoveries_total{result="recovered"}"#),
+        1.0
+    );
+}
+
+/// NATS drops what a room's full subscription buffer cannot hold. With
+/// history, the node sees the gap in the next message's `Nats-Last-Sequence`
+/// and reads what it missed back from the stream: the subscriber gets every
+/// message, in order, each once. (A gap at the very end shows only with the
+/// room's next message: the test sends one after the burst.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_nats_dropped_are_read_back_from_the_stream() {
+    const BURST: u64 = 2_000;
+    let Some((nats, _store)) = jetstream().await else {
+        return;
+    };
+    let url = nats.url();
+    let flags = [
+        "--nats-url",
+        &url,
+        "--node-id",
+        "a",
+        "--history-size",
+        "5000",
+        "--nats-subscription-buffer",
+        "1",
+        "--send-queue",
+        "4096",
+    ];
+    let gw = Gateway::start(&[("OTEL_TRACES_EXPORTER", "none")], &flags).await;
+    gw.readiness_becomes(200).await;
+    let mut reader = gw.connect().await;
+    subscribe(&mut reader, "r", None).await;
+    // Straight onto the history subject, as fast as NATS takes it: the
+    // stream republishes far faster than the node's one-message buffer drains.
+    let raw = async_nats::connect(url.as_str()).await.expect("raw client");
+    let publish = async |n: u64| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("raw-{n}").as_str());
+        let data = format!("{{\"n\":{n}}}");
+        raw.publish_with_headers("wsgate.default.hist.r", headers, data.into())
+            .await
+            .expect("publish to NATS");
+    };
+    for n in 1..=BURST {
+        publish(n).await;
+    }
+    raw.flush().await.expect("flush");
+    gw.metrics_when("the burst overflowed the buffer", |m| {
+        m.get_or_zero(r#"wsgate_warnings_total{kind="broker_slow_consumer"}"#) >= 1.0
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    publish(BURST + 1).await;
+    raw.flush().await.expect("flush");
+
+    let got = messages(&mut reader, BURST as usize + 1).await;
+    let numbers: Vec<u64> = got.iter().map(|m| m.1).collect();
+    let expected: Vec<u64> = (1..=BURST + 1).collect();
+    assert!(
+        numbers == expected,
+        "first difference: {:?}",
+        numbers.iter().zip(&expected).find(|(a, b)| a != b)
+    );
+    assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "offsets increase");
+    let m = gw.metrics().await;
+    assert!(m.get(r#"wsgate_warnings_total{kind="broker_gap_backfilled"}"#) >= 1.0);
 }

@@ -12,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
 
 use super::super::BrokerError;
-use super::super::inbound::{self, Gate};
+use super::super::inbound::Gate;
 use super::super::jetstream::{StreamHistory, history_subject};
 use super::{MSG_ID, NatsBroker, WSGATE_MSG_ID, error_type};
 use crate::history::{Appended, HistoryLimits};
@@ -98,7 +98,14 @@ impl NatsBroker {
                     .map_or_else(|| envelope.id.clone(), |v| v.as_str().into());
                 Appended::Duplicate { offset, id }
             }
-            _ => Appended::Conflict { offset },
+            Some(_) => Appended::Conflict { offset },
+            // Trimmed by the room's size limit while its id is still in the
+            // duplicate window (the TTL): the retry is acknowledged as the
+            // message JetStream stored, which it can no longer compare.
+            None => Appended::Duplicate {
+                offset,
+                id: envelope.id.clone(),
+            },
         })
     }
 
@@ -134,24 +141,9 @@ impl NatsBroker {
         through: u64,
         max: usize,
     ) -> Result<Vec<(u64, Envelope)>, BrokerError> {
-        let stream = self.stream()?;
-        let mut out = Vec::new();
-        let mut cursor = after;
-        while out.len() < max && cursor < through {
-            let Some(stored) = stream.next_after(&self.prefix, room, cursor).await? else {
-                break;
-            };
-            if stored.sequence > through {
-                break;
-            }
-            cursor = stored.sequence;
-            // Something else published on a history subject: skipped, as
-            // the live path drops it.
-            if let Ok(envelope) = inbound::decode(room, &stored.payload, &stored.headers) {
-                out.push((stored.sequence, envelope));
-            }
-        }
-        Ok(out)
+        self.stream()?
+            .read_stored(&self.prefix, room, after, through, max)
+            .await
     }
 }
 
