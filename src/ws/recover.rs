@@ -99,7 +99,8 @@ impl Session {
     }
 
     /// Counts a resume's answer and ends its replay span.
-    pub(super) fn finish_replay(&self, replay: ReplaySpan, outcome: &Outcome) {
+    pub(super) fn finish_replay(&mut self, replay: ReplaySpan, outcome: &Outcome) {
+        self.replayed = true;
         let result = if outcome.recovered {
             RecoveryResult::Recovered
         } else {

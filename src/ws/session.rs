@@ -131,6 +131,10 @@ pub(super) struct Session {
     /// Set when a refresh moved the token's expiry, so the read loop re-arms
     /// its timer.
     pub(super) rearm: bool,
+    /// Set when a resume's replay ends. No frame is read while one runs, so
+    /// the client's pings wait in the socket: having taken the replay, the
+    /// client was alive until it ended, and the heartbeat counts from then.
+    pub(super) replayed: bool,
     /// The read loop stops handling frames: a close was requested.
     closing: bool,
     opened: Instant,
@@ -149,6 +153,7 @@ impl Session {
             admitted,
             rate,
             rearm: false,
+            replayed: false,
             closing: false,
             opened: Instant::now(),
         }
@@ -203,6 +208,9 @@ impl Session {
                         Some(Ok(message)) => {
                             if let Some(end) = self.on_message(message, last_seen).await {
                                 return (end, written);
+                            }
+                            if std::mem::take(&mut self.replayed) {
+                                last_seen = Instant::now();
                             }
                             if std::mem::take(&mut self.rearm) {
                                 timer.as_mut().reset(self.next_due(last_seen));
