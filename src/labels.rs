@@ -137,6 +137,9 @@ label_enum! {
         /// A room with history missed messages from NATS (a full buffer, a
         /// reconnect): read back from the JetStream stream.
         BrokerGapBackfilled => "broker_gap_backfilled",
+        /// Messages NATS dropped in a room with history could not all be
+        /// read back (trimmed first, or the stream unreachable).
+        BrokerGapLost => "broker_gap_lost",
     }
 }
 

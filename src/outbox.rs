@@ -238,6 +238,19 @@ impl Outbox {
         Pushed::Queued
     }
 
+    /// Queues a reply that ends a replay the server itself paced into this
+    /// queue (a second `subscribed`, or `unsubscribed` and its error) past
+    /// the bounds if need be: the queue is full of what the client asked for,
+    /// and a reply dropped or a client kicked there would leave it believing
+    /// `recovered: true`. At most three such frames per resume, each small.
+    pub(crate) fn push_control(&self, item: Outbound) -> Pushed {
+        let state = self.lock();
+        if state.close.is_some() {
+            return Pushed::Closed;
+        }
+        self.enqueue(state, item)
+    }
+
     /// Queues every frame of `items`, in order, if all of them fit now;
     /// otherwise queues none and gives them back. For a replay's last part,
     /// which must be queued whole before its connection joins the room: a
@@ -600,6 +613,17 @@ mod tests {
         assert_eq!(gauge.get(), 10);
         outbox.close(CloseRequest::abandon(CloseReason::Error));
         assert!(outbox.push_all(vec![sized(1)]).is_err(), "closing");
+    }
+
+    #[test]
+    fn a_control_reply_passes_a_full_queue_but_not_a_closing_one() {
+        let outbox = by_frames(1, SlowConsumerPolicy::Disconnect);
+        assert_eq!(outbox.push(sized(4)), Pushed::Queued);
+        assert_eq!(outbox.push_control(sized(4)), Pushed::Queued);
+        assert_eq!(outbox.queued_frames(), 2);
+        assert!(outbox.close_request().is_none(), "not kicked");
+        outbox.close(CloseRequest::abandon(CloseReason::Error));
+        assert_eq!(outbox.push_control(sized(4)), Pushed::Closed);
     }
 
     #[test]

@@ -35,9 +35,19 @@ pub(super) struct Inbound {
     pub(crate) warnings: Warnings,
     /// `--max-message-bytes`: no client could have published a larger payload.
     pub(crate) max_message_bytes: usize,
-    /// With history: the stream (once set up) and the subject prefix, to
-    /// read back what NATS dropped before it reached this node.
-    pub(crate) stored: Option<(Arc<OnceCell<StreamHistory>>, String)>,
+    /// With history: where to read back what NATS dropped before it
+    /// reached this node.
+    pub(crate) stored: Option<Stored>,
+}
+
+/// The history stream, for a room's listener.
+pub(crate) struct Stored {
+    /// Set once the stream is found or made.
+    pub(crate) stream: Arc<OnceCell<StreamHistory>>,
+    /// `--nats-subject-prefix`.
+    pub(crate) prefix: String,
+    /// `--history-size`: the most one read back takes.
+    pub(crate) max: usize,
 }
 
 impl Inbound {
@@ -59,13 +69,20 @@ impl Inbound {
                 None => self.receive(&room, message, None),
                 Some(gate) => {
                     let mut through = gate.lock().await;
+                    let sequence = header_u64(&message, SEQUENCE);
                     let missed = header_u64(&message, LAST_SEQUENCE)
                         .filter(|&last| last > *through)
-                        .filter(|_| header_u64(&message, SEQUENCE) > Some(*through));
+                        .filter(|_| sequence > Some(*through));
                     if let Some(last) = missed {
                         self.backfill(&room, &mut through, last).await;
                     }
                     self.receive(&room, message, Some(&mut through));
+                    // A message dropped as too large or invalid is passed
+                    // too: the next one's `Nats-Last-Sequence` must not
+                    // make it a gap to read back.
+                    if let Some(sequence) = sequence {
+                        *through = (*through).max(sequence);
+                    }
                 }
             }
         }
@@ -73,46 +90,65 @@ impl Inbound {
 
     /// The room's messages after `through` up to `last`, stored but never
     /// received here (NATS dropped them: a full subscription buffer, a
-    /// reconnect), read back from the stream and delivered in order before
-    /// the message that revealed the gap. Counted and logged as a warning.
+    /// reconnect), read back from the stream (at most `--history-size`, what
+    /// the stream keeps of a room) and delivered in order before the message
+    /// that revealed the gap: `broker_gap_backfilled`. What can no longer
+    /// be read (trimmed meanwhile, or the stream unreachable) is lost to this
+    /// node's subscribers, as without history: `broker_gap_lost`.
     async fn backfill(&self, room: &RoomKey, through: &mut u64, last: u64) {
-        let Some((cell, prefix)) = &self.stored else {
+        let Some(stored) = &self.stored else {
             return;
         };
-        let suppressed = self.warnings.admit(WarningKind::BrokerGapBackfilled);
-        let read = match cell.get() {
-            Some(stream) => {
-                stream
-                    .read_stored(prefix, room, *through, last, usize::MAX)
-                    .await
-            }
-            None => Err(super::BrokerError::Unavailable("no stream yet".into())),
+        let read = async {
+            let stream = stored.stream.get().ok_or_else(|| {
+                super::BrokerError::Unavailable("the stream is not set up yet".into())
+            })?;
+            let missed = stream
+                .read_stored(&stored.prefix, room, *through, last, stored.max)
+                .await?;
+            // Read, then checked: trims only take messages away, so if all
+            // after `through` is still stored, the read missed nothing.
+            let whole = stream
+                .continuous_after(&stored.prefix, room, *through, last)
+                .await?;
+            Ok::<_, super::BrokerError>((missed, whole))
         };
-        match read {
-            Ok(missed) => {
-                if let Some(suppressed) = suppressed {
-                    tracing::warn!(
-                        %room,
-                        messages = missed.len(),
-                        suppressed,
-                        "messages NATS dropped before this node received them were read back \
-                         from the history stream (see --nats-subscription-buffer)"
-                    );
-                }
-                for (offset, envelope) in missed {
-                    *through = offset;
-                    self.delivery.deliver(&envelope, Some(offset));
-                }
+        let (missed, whole, error) = match read.await {
+            Ok((missed, whole)) => (missed, whole, None),
+            Err(e) => (Vec::new(), false, Some(e.to_string())),
+        };
+        let count = missed.len();
+        for (offset, envelope) in missed {
+            *through = offset;
+            if envelope.data.get().len() > self.max_message_bytes {
+                self.metrics.consumed(Some(ConsumeError::TooLarge));
+                continue;
             }
-            Err(error) => {
-                if let Some(suppressed) = suppressed {
-                    tracing::warn!(
-                        %room,
-                        %error,
-                        suppressed,
-                        "messages NATS dropped could not be read back from the history stream"
-                    );
-                }
+            self.delivery.deliver(&envelope, Some(offset));
+        }
+        let kind = if whole {
+            WarningKind::BrokerGapBackfilled
+        } else {
+            WarningKind::BrokerGapLost
+        };
+        if let Some(suppressed) = self.warnings.admit(kind) {
+            if whole {
+                tracing::warn!(
+                    %room,
+                    messages = count,
+                    suppressed,
+                    "messages NATS dropped before this node received them were read back \
+                     from the history stream (see --nats-subscription-buffer)"
+                );
+            } else {
+                tracing::warn!(
+                    %room,
+                    read_back = count,
+                    error = error.as_deref().unwrap_or("trimmed from the stream first"),
+                    suppressed,
+                    "messages NATS dropped could not all be read back from the history stream; \
+                     this node's subscribers of the room missed them"
+                );
             }
         }
     }

@@ -9,8 +9,9 @@
 //!   stored message once, in stream order, carrying its offset.
 //! - **Offsets** are stream sequence numbers: strictly increasing per room,
 //!   not contiguous (the stream interleaves rooms), the same on every node.
-//! - **The epoch** is the stream's creation time: the same on every node, new
-//!   when the stream is deleted and made again.
+//! - **The epoch** is the stream's creation time and its per-room limit: the
+//!   same on every node that started with the stream's limits, new when the
+//!   stream is deleted and made again or the limit changes.
 //! - **Limits**: `max_msgs_per_subject` = `--history-size`, `max_age` =
 //!   `--history-ttl`, `max_bytes` = `--history-max-bytes`, oldest discarded;
 //!   the duplicate window (`Nats-Msg-Id`) is the TTL, for idempotent ids.
@@ -249,13 +250,14 @@ impl StreamHistory {
 
     /// Whether every message of `key`'s room after `offset` (up to `through`,
     /// what this node has delivered) is still stored. See ARCHITECTURE.md:
-    /// `offset` itself still stored, or else `through` still stored (a purge
-    /// takes the newest too), nothing trimmed from the stream's front past
-    /// `offset`, and the room below its per-room limit (a per-room trim of a
-    /// message after `offset` would have left it at the limit). The limit is
-    /// the lower of this node's and the stream's: another node may have
-    /// lowered it, and one raised since this node started counts as this
-    /// node's (the epoch changed with it).
+    /// a stream only ever takes a room's oldest messages (limits, age, a
+    /// purge), so with `offset` itself still stored everything after it is,
+    /// and with it gone something after it may be: `false`. For `offset` 0
+    /// (a client that saw nothing of the room): `through` still stored (a
+    /// purge takes the newest too), nothing trimmed from the stream's front,
+    /// and the room below its per-room limit (a per-room trim would have left
+    /// it at the limit), the lower of this node's and the stream's (another
+    /// node may have lowered it; a raise changes the epoch).
     pub(crate) async fn continuous_after(
         &self,
         prefix: &str,
@@ -272,10 +274,8 @@ impl StreamHistory {
         let subject = history_subject(prefix, key);
         let of_room =
             |stored: Option<Stored>| stored.is_some_and(|s| s.subject.as_str() == subject);
-        if offset > 0
-            && let Some(stored) = self.get(offset).await?
-        {
-            return Ok(stored.subject.as_str() == subject);
+        if offset > 0 {
+            return Ok(of_room(self.get(offset).await?));
         }
         if !of_room(self.get(through).await?) {
             return Ok(false);

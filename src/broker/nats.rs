@@ -27,7 +27,7 @@ mod history;
 use super::BrokerError;
 use super::connect::{self, NatsAccess};
 use super::connect_failures::ConnectFailures;
-use super::inbound::Inbound;
+use super::inbound::{Inbound, Stored};
 use super::jetstream::StreamHistory;
 use super::rooms::Rooms;
 use super::round_trip::RoundTrip;
@@ -189,7 +189,12 @@ impl NatsBroker {
                 max_message_bytes: settings.max_message_bytes,
                 stored: history
                     .clone()
-                    .map(|stream| (stream, settings.prefix.clone())),
+                    .zip(settings.history)
+                    .map(|(stream, limits)| Stored {
+                        stream,
+                        prefix: settings.prefix.clone(),
+                        max: limits.size,
+                    }),
             }),
             metrics,
             warnings,

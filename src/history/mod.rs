@@ -144,13 +144,16 @@ impl History {
     /// Runs `f` under `room`'s lock, creating its record (a new epoch) if
     /// there is none, after dropping the messages past `--history-ttl`.
     pub(crate) fn with_room<R>(&self, room: &RoomKey, f: impl FnOnce(&mut Locked<'_>) -> R) -> R {
+        if self.bytes.load(Ordering::Relaxed) > self.limits.max_bytes {
+            // New records count too: a client subscribing to ever new room
+            // names is held to the cap like a publisher. Trimmed before this
+            // room's record is looked up, so the trim can never forget the
+            // record this call is about to create (it would only make it
+            // again, and again).
+            self.trim_memory();
+        }
         loop {
             let entry = self.find_or_create(room);
-            if self.bytes.load(Ordering::Relaxed) > self.limits.max_bytes {
-                // New records count too: a client subscribing to ever new
-                // room names is held to the cap like a publisher.
-                self.trim_memory();
-            }
             let mut log = lock(&entry);
             if log.closed {
                 // Forgotten between the lookup and the lock: start over.

@@ -23,7 +23,7 @@ use crate::history::{Entry, History, RoomLog};
 use crate::hub::Subscriber;
 use crate::labels::RecoveryResult;
 use crate::message::Envelope;
-use crate::outbox::{Outbound, Pushed};
+use crate::outbox::{Outbound, Outbox, Pushed};
 use crate::telemetry::ReplaySpan;
 use crate::telemetry::propagation::traceparent;
 use wsgate_protocol::room::{RoomKey, RoomName};
@@ -266,13 +266,22 @@ impl Session {
 
     /// Joins the hub's room, queuing `frames` under its lock.
     pub(super) fn join_now(&mut self, key: &RoomKey, frames: Vec<Outbound>) -> Joined {
+        self.join_queuing(key, frames, Outbox::push)
+    }
+
+    fn join_queuing(
+        &mut self,
+        key: &RoomKey,
+        frames: Vec<Outbound>,
+        push: fn(&Outbox, Outbound) -> Pushed,
+    ) -> Joined {
         let subscriber = Subscriber {
             conn: self.conn,
             outbox: self.outbox.clone(),
         };
         let mut results = Vec::with_capacity(frames.len());
         let joined = self.state.hub().join(key, subscriber, || {
-            results.extend(frames.into_iter().map(|f| self.outbox.push(f)));
+            results.extend(frames.into_iter().map(|f| push(&self.outbox, f)));
         });
         if joined.is_err() {
             return Joined::RoomLimit;
@@ -285,21 +294,41 @@ impl Session {
 
     /// Joins after a paced replay, whose `subscribed` is already out: at the
     /// room limit now, the client hears `unsubscribed` and `too_many_rooms`.
+    /// These replies, and `frames`, pass a send queue the replay filled
+    /// (`Outbox::push_control`).
     pub(super) fn join_late(
         &mut self,
         key: &RoomKey,
         room: &RoomName,
         frames: Vec<Outbound>,
     ) -> Joined {
-        if let Joined::RoomLimit = self.join_now(key, frames) {
-            self.reply(&Reply::Unsubscribed {
-                room: room.as_str(),
-            });
+        if let Joined::RoomLimit = self.join_queuing(key, frames, Outbox::push_control) {
             let message = "this server is at its limit of rooms; try again later";
-            self.refuse(ErrorCode::TooManyRooms, message, None);
+            self.end_replay_refused(room, ErrorCode::TooManyRooms, message);
             return Joined::Answered;
         }
         Joined::Yes
+    }
+
+    /// Tells a client whose `subscribed` (and part of a replay) went out that
+    /// the subscription did not happen after all: `unsubscribed`, then the
+    /// error, past a send queue the replay filled.
+    pub(super) fn end_replay_refused(&mut self, room: &RoomName, code: ErrorCode, message: &str) {
+        let unsubscribed = Reply::Unsubscribed {
+            room: room.as_str(),
+        };
+        let error = Reply::Error {
+            code,
+            message,
+            id: None,
+        };
+        self.state.metrics().error(code.into());
+        for reply in [unsubscribed, error] {
+            let pushed = self
+                .outbox
+                .push_control(outbound(reply.encode(), reply.frame_type()));
+            self.account(pushed);
+        }
     }
 
     /// The `subscribed` frame for `room` at its current position.

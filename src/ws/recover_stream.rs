@@ -26,7 +26,7 @@ use crate::message::Envelope;
 use crate::outbox::{Outbound, Pushed};
 use crate::telemetry::ReplaySpan;
 use wsgate_protocol::room::{RoomKey, RoomName};
-use wsgate_protocol::{ErrorCode, Reply, Since};
+use wsgate_protocol::{ErrorCode, Since};
 
 /// How long a resume waits for this node to deliver up to the client's
 /// offset (it may come from a node that is a little ahead).
@@ -74,11 +74,10 @@ impl Session {
                     // `subscribed` went out, and perhaps part of the replay:
                     // the client hears that the subscription did not happen.
                     outcome.recovered = false;
-                    self.reply(&Reply::Unsubscribed {
-                        room: room.as_str(),
-                    });
+                    self.end_replay_refused(room, ErrorCode::BrokerUnavailable, &e.to_string());
+                } else {
+                    self.refuse(ErrorCode::BrokerUnavailable, &e.to_string(), None);
                 }
-                self.refuse(ErrorCode::BrokerUnavailable, &e.to_string(), None);
                 Joined::Answered
             }
         };
