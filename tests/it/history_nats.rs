@@ -327,3 +327,56 @@ async fn messages_nats_dropped_are_read_back_from_the_stream() {
     let m = gw.metrics().await;
     assert!(m.get(r#"wsgate_warnings_total{kind="broker_gap_backfilled"}"#) >= 1.0);
 }
+
+const TOO_LARGE: &str = r#"messaging_client_consumed_messages_total{error_type="too_large",messaging_operation_name="process",messaging_system="nats"}"#;
+
+/// A message on a history subject larger than `--max-message-bytes` is
+/// dropped and counted, and the gate moves past it: the next message's
+/// `Nats-Last-Sequence` names it, yet it is not read back and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_dropped_as_too_large_is_not_read_back() {
+    let Some((nats, _store)) = jetstream().await else {
+        return;
+    };
+    let url = nats.url();
+    let flags = [
+        "--nats-url",
+        &url,
+        "--history-size",
+        "100",
+        "--max-message-bytes",
+        "1024",
+    ];
+    let gw = Gateway::start(&[("OTEL_TRACES_EXPORTER", "none")], &flags).await;
+    gw.readiness_becomes(200).await;
+    let mut reader = gw.connect().await;
+    subscribe(&mut reader, "r", None).await;
+    let raw = async_nats::connect(url.as_str()).await.expect("raw client");
+    for (id, data) in [
+        (
+            "big",
+            format!("{{\"n\":1,\"pad\":\"{}\"}}", "x".repeat(2_000)),
+        ),
+        ("small", "{\"n\":2}".to_owned()),
+    ] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id);
+        raw.publish_with_headers("wsgate.default.hist.r", headers, data.into())
+            .await
+            .expect("publish to NATS");
+    }
+    raw.flush().await.expect("flush");
+    let got = messages(&mut reader, 1).await;
+    assert_eq!(got[0].1, 2, "only the small one: {got:?}");
+    let m = gw
+        .metrics_when("the large one counted", |m| m.get_or_zero(TOO_LARGE) == 1.0)
+        .await;
+    assert_eq!(
+        m.get_or_zero(r#"wsgate_warnings_total{kind="broker_gap_backfilled"}"#),
+        0.0
+    );
+    reader
+        .send_json(serde_json::json!({"type": "ping", "id": "end"}))
+        .await;
+    assert_eq!(reader.recv().await["type"], "pong", "nothing else came");
+}
