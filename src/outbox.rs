@@ -259,7 +259,10 @@ impl Outbox {
     pub(crate) fn push_all(&self, items: Vec<Outbound>) -> Result<(), Vec<Outbound>> {
         let mut state = self.lock();
         let bytes = items.iter().map(|i| i.frame.len()).sum();
-        if state.close.is_some() || !self.fits(&state, items.len(), bytes) {
+        // Nothing always fits (even beside one frame over the byte bound,
+        // which an empty queue takes).
+        let fits = items.is_empty() || self.fits(&state, items.len(), bytes);
+        if state.close.is_some() || !fits {
             return Err(items);
         }
         let was_empty = state.queue.is_empty();
@@ -611,8 +614,16 @@ mod tests {
         assert!(matches!(outbox.next(&mut batch, &mut 0).await, Next::Write));
         assert_eq!(batch.len(), 3);
         assert_eq!(gauge.get(), 10);
+        let over = by_bytes(10, SlowConsumerPolicy::Disconnect, &gauge);
+        assert_eq!(
+            over.push(sized(50)),
+            Pushed::Queued,
+            "alone, past the bound"
+        );
+        assert!(over.push_all(Vec::new()).is_ok(), "nothing fits beside it");
         outbox.close(CloseRequest::abandon(CloseReason::Error));
         assert!(outbox.push_all(vec![sized(1)]).is_err(), "closing");
+        assert!(outbox.push_all(Vec::new()).is_err(), "closing, even empty");
     }
 
     #[test]

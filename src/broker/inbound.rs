@@ -19,8 +19,8 @@ use opentelemetry::trace::TraceContextExt as _;
 
 use tokio::sync::OnceCell;
 
-use super::jetstream::StreamHistory;
-use super::nats::{LAST_SEQUENCE, MSG_ID, PUBLISHED_AT, SEQUENCE, WSGATE_MSG_ID};
+use super::jetstream::{Read, StreamHistory};
+use super::nats::{LAST_SEQUENCE, MSG_ID, PUBLISHED_AT, SEQUENCE, STREAM, WSGATE_MSG_ID};
 use crate::delivery::Delivery;
 use crate::message::{Envelope, PublishedAt};
 use crate::telemetry::propagation::StrictTraceContext;
@@ -48,6 +48,8 @@ pub(crate) struct Stored {
     pub(crate) prefix: String,
     /// `--history-size`: the most one read back takes.
     pub(crate) max: usize,
+    /// The stream's name, which its republished copies carry (`Nats-Stream`).
+    pub(crate) name: String,
 }
 
 impl Inbound {
@@ -69,14 +71,19 @@ impl Inbound {
                 None => self.receive(&room, message, None),
                 Some(gate) => {
                     let mut through = gate.lock().await;
-                    let sequence = header_u64(&message, SEQUENCE);
+                    // Only the stream's own republished copies carry
+                    // positions; anything else's headers move nothing.
+                    let ours = self.stored.as_ref().is_some_and(|s| {
+                        header_str(&message, STREAM).is_some_and(|name| name == s.name)
+                    });
+                    let sequence = header_u64(&message, SEQUENCE).filter(|_| ours);
                     let missed = header_u64(&message, LAST_SEQUENCE)
-                        .filter(|&last| last > *through)
+                        .filter(|&last| ours && last > *through)
                         .filter(|_| sequence > Some(*through));
                     if let Some(last) = missed {
                         self.backfill(&room, &mut through, last).await;
                     }
-                    self.receive(&room, message, Some(&mut through));
+                    self.receive(&room, message, Some((&mut through, sequence)));
                     // A message dropped as too large or invalid is passed
                     // too: the next one's `Nats-Last-Sequence` must not
                     // make it a gap to read back.
@@ -90,70 +97,92 @@ impl Inbound {
 
     /// The room's messages after `through` up to `last`, stored but never
     /// received here (NATS dropped them: a full subscription buffer, a
-    /// reconnect), read back from the stream (at most `--history-size`, what
-    /// the stream keeps of a room) and delivered in order before the message
-    /// that revealed the gap: `broker_gap_backfilled`. What can no longer
-    /// be read (trimmed meanwhile, or the stream unreachable) is lost to this
-    /// node's subscribers, as without history: `broker_gap_lost`.
+    /// reconnect), read back from the stream a chunk at a time (at most
+    /// `--history-size`, what the stream keeps of a room) and delivered in
+    /// order before the message that revealed the gap:
+    /// `broker_gap_backfilled`. If the read did not reach `last`, or the
+    /// stream trimmed some of them first, or could not be read, the rest is
+    /// lost to this node's subscribers, as without history:
+    /// `broker_gap_lost`.
     async fn backfill(&self, room: &RoomKey, through: &mut u64, last: u64) {
+        const CHUNK: usize = 64;
         let Some(stored) = &self.stored else {
             return;
         };
-        let read = async {
+        let from = *through;
+        let mut read_back = 0;
+        let result: Result<bool, super::BrokerError> = async {
             let stream = stored.stream.get().ok_or_else(|| {
                 super::BrokerError::Unavailable("the stream is not set up yet".into())
             })?;
-            let missed = stream
-                .read_stored(&stored.prefix, room, *through, last, stored.max)
-                .await?;
-            // Read, then checked: trims only take messages away, so if all
-            // after `through` is still stored, the read missed nothing.
-            let whole = stream
-                .continuous_after(&stored.prefix, room, *through, last)
-                .await?;
-            Ok::<_, super::BrokerError>((missed, whole))
-        };
-        let (missed, whole, error) = match read.await {
-            Ok((missed, whole)) => (missed, whole, None),
-            Err(e) => (Vec::new(), false, Some(e.to_string())),
-        };
-        let count = missed.len();
-        for (offset, envelope) in missed {
-            *through = offset;
-            if envelope.data.get().len() > self.max_message_bytes {
-                self.metrics.consumed(Some(ConsumeError::TooLarge));
-                continue;
+            while *through < last && read_back < stored.max {
+                let read = Read {
+                    max: CHUNK.min(stored.max - read_back),
+                    max_message_bytes: self.max_message_bytes,
+                };
+                let (chunk, reached) = stream
+                    .read_stored(&stored.prefix, room, (*through, last), read, |e| {
+                        self.metrics.consumed(Some(e));
+                    })
+                    .await?;
+                if reached == *through {
+                    break;
+                }
+                read_back += chunk.len();
+                for (offset, envelope) in chunk {
+                    self.delivery.deliver(&envelope, Some(offset));
+                }
+                *through = reached;
             }
-            self.delivery.deliver(&envelope, Some(offset));
+            // Read, then checked: trims only take messages away, so if
+            // nothing after `from` was trimmed now, the reads missed nothing.
+            Ok(*through == last
+                && stream
+                    .nothing_trimmed_after(&stored.prefix, room, from)
+                    .await?)
         }
-        let kind = if whole {
-            WarningKind::BrokerGapBackfilled
-        } else {
-            WarningKind::BrokerGapLost
+        .await;
+        let kind = match result {
+            Ok(true) => WarningKind::BrokerGapBackfilled,
+            Ok(false) | Err(_) => WarningKind::BrokerGapLost,
         };
-        if let Some(suppressed) = self.warnings.admit(kind) {
-            if whole {
-                tracing::warn!(
-                    %room,
-                    messages = count,
-                    suppressed,
-                    "messages NATS dropped before this node received them were read back \
-                     from the history stream (see --nats-subscription-buffer)"
-                );
-            } else {
-                tracing::warn!(
-                    %room,
-                    read_back = count,
-                    error = error.as_deref().unwrap_or("trimmed from the stream first"),
-                    suppressed,
-                    "messages NATS dropped could not all be read back from the history stream; \
-                     this node's subscribers of the room missed them"
-                );
-            }
+        let Some(suppressed) = self.warnings.admit(kind) else {
+            return;
+        };
+        match result {
+            Ok(true) => tracing::warn!(
+                %room,
+                messages = read_back,
+                suppressed,
+                "messages NATS dropped before this node received them were read back \
+                 from the history stream (see --nats-subscription-buffer)"
+            ),
+            Ok(false) => tracing::warn!(
+                %room,
+                read_back,
+                suppressed,
+                "messages NATS dropped were no longer all in the history stream; this \
+                 node's subscribers of the room missed some (see --nats-subscription-buffer)"
+            ),
+            Err(error) => tracing::warn!(
+                %room,
+                read_back,
+                %error,
+                suppressed,
+                "messages NATS dropped could not be read back from the history stream; \
+                 this node's subscribers of the room missed them"
+            ),
         }
     }
 
-    fn receive(&self, room: &RoomKey, message: async_nats::Message, through: Option<&mut u64>) {
+    /// Delivers one message from NATS, if it passes; with history, `gate`
+    /// is the room's delivered-through offset and the message's own.
+    fn receive(
+        &self,
+        room: &RoomKey,
+        message: async_nats::Message,
+        gate: Option<(&mut u64, Option<u64>)>,
+    ) {
         let bytes = message.payload.len();
         if bytes > self.max_message_bytes {
             self.metrics.consumed(Some(ConsumeError::TooLarge));
@@ -173,9 +202,7 @@ impl Inbound {
         match decode(room, &payload, &headers) {
             Ok(envelope) => {
                 self.metrics.consumed(None);
-                let offset = headers
-                    .get(SEQUENCE)
-                    .and_then(|v| v.as_str().parse::<u64>().ok());
+                let (through, offset) = gate.map_or((None, None), |(t, o)| (Some(t), o));
                 match (through, offset) {
                     // Delivered already (a replay covered it), or from
                     // before this node listened: not again.
@@ -207,9 +234,14 @@ impl Inbound {
 /// A room's delivered-through offset on this node, with history in JetStream.
 pub(crate) type Gate = Arc<tokio::sync::Mutex<u64>>;
 
+/// A header of `message`.
+fn header_str<'a>(message: &'a async_nats::Message, name: &str) -> Option<&'a str> {
+    Some(message.headers.as_ref()?.get(name)?.as_str())
+}
+
 /// A header of `message` as a number.
 fn header_u64(message: &async_nats::Message, name: &str) -> Option<u64> {
-    message.headers.as_ref()?.get(name)?.as_str().parse().ok()
+    header_str(message, name)?.parse().ok()
 }
 
 /// Rebuilds an envelope from a NATS message (live, or read back from the

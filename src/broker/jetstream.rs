@@ -9,9 +9,8 @@
 //!   stored message once, in stream order, carrying its offset.
 //! - **Offsets** are stream sequence numbers: strictly increasing per room,
 //!   not contiguous (the stream interleaves rooms), the same on every node.
-//! - **The epoch** is the stream's creation time and its per-room limit: the
-//!   same on every node that started with the stream's limits, new when the
-//!   stream is deleted and made again or the limit changes.
+//! - **The epoch** is the stream's creation time: the same on every node, new
+//!   when the stream is deleted and made again.
 //! - **Limits**: `max_msgs_per_subject` = `--history-size`, `max_age` =
 //!   `--history-ttl`, `max_bytes` = `--history-max-bytes`, oldest discarded;
 //!   the duplicate window (`Nats-Msg-Id`) is the TTL, for idempotent ids.
@@ -25,6 +24,7 @@ use futures_util::StreamExt as _;
 use super::BrokerError;
 use super::inbound;
 use crate::history::HistoryLimits;
+use crate::labels::ConsumeError;
 use crate::message::Envelope;
 use wsgate_protocol::room::RoomKey;
 
@@ -151,15 +151,11 @@ impl StreamHistory {
         let info = stream.info().await.map_err(|e| fail("reading", &e))?;
         let created = info.created.unix_timestamp_nanos();
         tracing::info!(stream = %ours.name, "history in JetStream");
-        // The per-room limit is part of the epoch: messages a lower limit
-        // trimmed stay missing after it is raised, where the room's count
-        // alone would no longer show it (see `continuous_after`).
-        let per_room = info.config.max_messages_per_subject;
         Ok(Self {
             stream,
             js,
             limits,
-            epoch: format!("{created:x}-{per_room}"),
+            epoch: format!("{created:x}"),
         })
     }
 
@@ -209,19 +205,22 @@ impl StreamHistory {
         }
     }
 
-    /// Up to `max` stored messages of `room` after `after` and up to
+    /// Up to `read.max` stored messages of `room` after `after` and up to
     /// `through`, oldest first, with their offsets: one direct get each.
+    /// What the live path would drop (larger than `--max-message-bytes`, or
+    /// not published by a gateway) is skipped and handed to `dropped`. With
+    /// the messages, the offset read up to (past any skipped).
     pub(crate) async fn read_stored(
         &self,
         prefix: &str,
         room: &RoomKey,
-        after: u64,
-        through: u64,
-        max: usize,
-    ) -> Result<Vec<(u64, Envelope)>, BrokerError> {
+        (after, through): (u64, u64),
+        read: Read,
+        mut dropped: impl FnMut(ConsumeError),
+    ) -> Result<(Vec<(u64, Envelope)>, u64), BrokerError> {
         let mut out = Vec::new();
         let mut cursor = after;
-        while out.len() < max && cursor < through {
+        while out.len() < read.max && cursor < through {
             let Some(stored) = self.next_after(prefix, room, cursor).await? else {
                 break;
             };
@@ -229,13 +228,16 @@ impl StreamHistory {
                 break;
             }
             cursor = stored.sequence;
-            // Something else published on a history subject: skipped, as
-            // the live path drops it.
-            if let Ok(envelope) = inbound::decode(room, &stored.payload, &stored.headers) {
-                out.push((stored.sequence, envelope));
+            if stored.payload.len() > read.max_message_bytes {
+                dropped(ConsumeError::TooLarge);
+                continue;
+            }
+            match inbound::decode(room, &stored.payload, &stored.headers) {
+                Ok(envelope) => out.push((stored.sequence, envelope)),
+                Err(_) => dropped(ConsumeError::InvalidMessage),
             }
         }
-        Ok(out)
+        Ok((out, cursor))
     }
 
     /// The offset of the newest stored message of `key`'s room (0: none).
@@ -249,15 +251,11 @@ impl StreamHistory {
     }
 
     /// Whether every message of `key`'s room after `offset` (up to `through`,
-    /// what this node has delivered) is still stored. See ARCHITECTURE.md:
-    /// a stream only ever takes a room's oldest messages (limits, age, a
-    /// purge), so with `offset` itself still stored everything after it is,
-    /// and with it gone something after it may be: `false`. For `offset` 0
-    /// (a client that saw nothing of the room): `through` still stored (a
-    /// purge takes the newest too), nothing trimmed from the stream's front,
-    /// and the room below its per-room limit (a per-room trim would have left
-    /// it at the limit), the lower of this node's and the stream's (another
-    /// node may have lowered it; a raise changes the epoch).
+    /// what this node has delivered) is still stored, for `recovered: true`.
+    /// See ARCHITECTURE.md: a stream only ever takes a room's oldest messages
+    /// (limits, age, a purge), so with `offset` itself still stored
+    /// everything after it is; with it gone, or for `offset` 0 (a client that
+    /// saw none of the room's messages), something after it may be gone.
     pub(crate) async fn continuous_after(
         &self,
         prefix: &str,
@@ -271,15 +269,41 @@ impl StreamHistory {
         if offset > through {
             return Ok(false);
         }
-        let subject = history_subject(prefix, key);
-        let of_room =
-            |stored: Option<Stored>| stored.is_some_and(|s| s.subject.as_str() == subject);
-        if offset > 0 {
-            return Ok(of_room(self.get(offset).await?));
-        }
-        if !of_room(self.get(through).await?) {
+        if offset == 0 {
             return Ok(false);
         }
+        self.stored_in_room(prefix, key, offset).await
+    }
+
+    /// Whether the message at `offset` is stored, and is `key`'s room's.
+    async fn stored_in_room(
+        &self,
+        prefix: &str,
+        key: &RoomKey,
+        offset: u64,
+    ) -> Result<bool, BrokerError> {
+        let subject = history_subject(prefix, key);
+        let stored = self.get(offset).await?;
+        Ok(stored.is_some_and(|s| s.subject.as_str() == subject))
+    }
+
+    /// Whether nothing of `key`'s room after `offset` has been trimmed, for
+    /// a listener that read back what NATS dropped: `offset` itself still
+    /// stored, or nothing trimmed from the stream's front past it and the
+    /// room below its per-room limit (a per-room trim leaves it at the
+    /// limit), the lower of this node's and the stream's. Unlike
+    /// `continuous_after` it does not see a purge of the room, which here
+    /// only means a message an operator removed is not delivered.
+    pub(crate) async fn nothing_trimmed_after(
+        &self,
+        prefix: &str,
+        key: &RoomKey,
+        offset: u64,
+    ) -> Result<bool, BrokerError> {
+        if offset > 0 && self.stored_in_room(prefix, key, offset).await? {
+            return Ok(true);
+        }
+        let subject = history_subject(prefix, key);
         let unavailable =
             |e: stream::InfoError| BrokerError::Unavailable(format!("reading history: {e}"));
         let mut info = self
@@ -288,6 +312,11 @@ impl StreamHistory {
             .await
             .map_err(unavailable)?;
         let first = info.info.state.first_sequence;
+        let stream_limit = u64::try_from(info.info.config.max_messages_per_subject)
+            .ok()
+            .filter(|&l| l > 0)
+            .unwrap_or(u64::MAX);
+        let limit = stream_limit.min(self.limits.size as u64);
         let mut count = 0;
         // The filter is the room's one subject: one entry at most.
         while let Some(entry) = info.next().await {
@@ -296,13 +325,17 @@ impl StreamHistory {
                 count = n;
             }
         }
-        let stream_limit = u64::try_from(info.info.config.max_messages_per_subject)
-            .ok()
-            .filter(|&l| l > 0)
-            .unwrap_or(u64::MAX);
-        let limit = stream_limit.min(self.limits.size as u64);
         Ok(offset + 1 >= first && (count as u64) < limit)
     }
+}
+
+/// What a read of stored messages keeps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Read {
+    /// Messages at most.
+    pub(crate) max: usize,
+    /// `--max-message-bytes`: larger ones are dropped, as live.
+    pub(crate) max_message_bytes: usize,
 }
 
 #[cfg(test)]

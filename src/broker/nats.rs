@@ -54,6 +54,8 @@ pub(super) const SEQUENCE: &str = "Nats-Sequence";
 /// A republished message's header: the stream sequence of the message
 /// stored before it on the same subject (0 if none).
 pub(super) const LAST_SEQUENCE: &str = "Nats-Last-Sequence";
+/// A republished message's header: the stream that stored it.
+pub(super) const STREAM: &str = "Nats-Stream";
 const ORIGIN: &str = "Wsgate-Origin";
 pub(super) const PUBLISHED_AT: &str = "Wsgate-Published-At";
 
@@ -194,6 +196,7 @@ impl NatsBroker {
                         stream,
                         prefix: settings.prefix.clone(),
                         max: limits.size,
+                        name: super::jetstream::stream_name(&settings.prefix),
                     }),
             }),
             metrics,

@@ -225,12 +225,13 @@ async fn a_publish_racing_a_long_resume_through_jetstream_leaves_no_gap_and_no_d
     gw.readiness_becomes(200).await;
     let mut reader = gw.connect().await;
     let subscribed = subscribe(&mut reader, "r", None).await;
-    let (offset, epoch) = (
-        subscribed["offset"].as_u64().expect("an offset"),
-        subscribed["epoch"].as_str().expect("an epoch").to_owned(),
-    );
-    reader.close().await;
+    let epoch = subscribed["epoch"].as_str().expect("an epoch").to_owned();
     let mut publisher = gw.connect().await;
+    // The reader resumes from a message it got (from offset 0 it could not:
+    // see `resuming_from_zero_is_recovered_only_while_nothing_was_published`).
+    publish_n(&mut publisher, "r", 0, 1).await;
+    let offset = messages(&mut reader, 1).await[0].0;
+    reader.close().await;
     publish_n(&mut publisher, "r", 1, 1_500).await;
 
     let racing = tokio::spawn(async move {
@@ -379,4 +380,32 @@ async fn a_message_dropped_as_too_large_is_not_read_back() {
         .send_json(serde_json::json!({"type": "ping", "id": "end"}))
         .await;
     assert_eq!(reader.recv().await["type"], "pong", "nothing else came");
+}
+
+/// With NATS, offsets are stream sequences that skip the other rooms', so a
+/// client that saw none of a room's messages (offset 0) cannot be told apart
+/// from one whose first messages were trimmed or purged: it is recovered only
+/// while the room still has nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_from_zero_is_recovered_only_while_nothing_was_published() {
+    let Some((nats, _store)) = jetstream().await else {
+        return;
+    };
+    let a = node(&nats, "a").await;
+    let mut reader = a.connect().await;
+    let subscribed = subscribe(&mut reader, "r", None).await;
+    assert_eq!(subscribed["offset"], 0, "{subscribed}");
+    let epoch = subscribed["epoch"].as_str().expect("an epoch").to_owned();
+    reader.close().await;
+
+    let mut quiet = a.connect().await;
+    let resumed = subscribe(&mut quiet, "r", Some((0, &epoch))).await;
+    assert_eq!(resumed["recovered"], true, "nothing missed: {resumed}");
+    quiet.close().await;
+
+    let mut publisher = a.connect().await;
+    publish_n(&mut publisher, "r", 1, 1).await;
+    let mut late = a.connect().await;
+    let resumed = subscribe(&mut late, "r", Some((0, &epoch))).await;
+    assert_eq!(resumed["recovered"], false, "{resumed}");
 }

@@ -430,7 +430,8 @@ async fn the_sdks_own_variables_set_service_resource_and_sampler() {
         "the publisher's context passes through"
     );
     gw.terminate();
-    assert!(gw.wait().await.success());
+    let status = gw.wait().await;
+    assert!(status.success(), "a clean exit: {status:?}");
     assert!(quiet.spans().is_empty(), "always_off exports nothing");
 }
 

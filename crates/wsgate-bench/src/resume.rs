@@ -4,7 +4,10 @@
 //! switching networks does) after an exponentially distributed time of mean
 //! `--drop-every`, stays away `--drop-for`, reconnects to the same gateway and subscribes again with
 //! `since`: the offset of the last message it got (or its room's offset in
-//! `subscribed`) and the room's epoch. Its sequence trackers carry over, so
+//! `subscribed`) and the room's epoch. Its drops start once it has a message
+//! of its own to resume from: with NATS, a resume from offset 0 (nothing
+//! seen yet) cannot be told apart from one whose first messages were trimmed,
+//! and is not recovered (docs/protocol.md). Its sequence trackers carry over, so
 //! the report's lost and duplicated count what resuming missed or repeated.
 //! Without history on the gateway there is no offset: it subscribes plainly,
 //! and the messages published while it was away are lost.
@@ -63,12 +66,13 @@ pub async fn read_resuming(
     let mut delivered = 0;
     let mut position = Position::default();
     position.update(&first);
-    let mut next_drop = Instant::now() + exponential(mean);
+    // Armed by the first message.
+    let mut next_drop: Option<Instant> = None;
     let stopped = loop {
         let event = tokio::select! {
             biased;
             () = r.stop.fired() => Event::Stop,
-            () = sleep_until(next_drop) => Event::Drop,
+            () = sleep_until(next_drop.unwrap_or_else(Instant::now)), if next_drop.is_some() => Event::Drop,
             next = ws.next() => Event::Frame(next),
         };
         let next = match event {
@@ -100,7 +104,7 @@ pub async fn read_resuming(
                         return;
                     }
                 }
-                next_drop = Instant::now() + exponential(mean);
+                next_drop = Some(Instant::now() + exponential(mean));
                 continue;
             }
         };
@@ -114,6 +118,9 @@ pub async fn read_resuming(
                     Kind::Message => {
                         if frame.offset.is_some() {
                             position.offset = frame.offset;
+                        }
+                        if next_drop.is_none() {
+                            next_drop = Some(Instant::now() + exponential(mean));
                         }
                         client::delivery(
                             &plan,

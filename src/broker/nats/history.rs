@@ -13,7 +13,7 @@ use tokio::sync::OnceCell;
 
 use super::super::BrokerError;
 use super::super::inbound::Gate;
-use super::super::jetstream::{StreamHistory, history_subject};
+use super::super::jetstream::{Read, StreamHistory, history_subject};
 use super::{MSG_ID, NatsBroker, WSGATE_MSG_ID, error_type};
 use crate::history::{Appended, HistoryLimits};
 use crate::message::Envelope;
@@ -141,9 +141,18 @@ impl NatsBroker {
         through: u64,
         max: usize,
     ) -> Result<Vec<(u64, Envelope)>, BrokerError> {
-        self.stream()?
-            .read_stored(&self.prefix, room, after, through, max)
-            .await
+        let read = Read {
+            max,
+            max_message_bytes: self.inbound.max_message_bytes,
+        };
+        let metrics = &self.metrics;
+        let (messages, _) = self
+            .stream()?
+            .read_stored(&self.prefix, room, (after, through), read, |e| {
+                metrics.consumed(Some(e));
+            })
+            .await?;
+        Ok(messages)
     }
 }
 
