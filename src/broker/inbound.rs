@@ -201,17 +201,35 @@ impl Inbound {
         let headers = message.headers.unwrap_or_default();
         match decode(room, &payload, &headers) {
             Ok(envelope) => {
-                self.metrics.consumed(None);
                 let (through, offset) = gate.map_or((None, None), |(t, o)| (Some(t), o));
                 match (through, offset) {
                     // Delivered already (a replay covered it), or from
                     // before this node listened: not again.
-                    (Some(through), Some(offset)) if offset <= *through => {}
+                    (Some(through), Some(offset)) if offset <= *through => {
+                        self.metrics.consumed(None);
+                    }
                     (Some(through), Some(offset)) => {
+                        self.metrics.consumed(None);
                         *through = offset;
                         self.delivery.deliver(&envelope, Some(offset));
                     }
-                    _ => {
+                    // A room with history, but not the stream's copy: it
+                    // could carry no offset and no resume could replay it.
+                    (Some(_), None) => {
+                        self.metrics.consumed(Some(ConsumeError::InvalidMessage));
+                        if let Some(suppressed) =
+                            self.warnings.admit(WarningKind::BrokerMessageInvalid)
+                        {
+                            tracing::warn!(
+                                %room,
+                                suppressed,
+                                "dropped a message from NATS on a room with history that the \
+                                 history stream did not store (a node without --history-size?)"
+                            );
+                        }
+                    }
+                    (None, _) => {
+                        self.metrics.consumed(None);
                         self.delivery.deliver(&envelope, None);
                     }
                 }

@@ -255,7 +255,9 @@ impl StreamHistory {
     /// See ARCHITECTURE.md: a stream only ever takes a room's oldest messages
     /// (limits, age, a purge), so with `offset` itself still stored
     /// everything after it is; with it gone, or for `offset` 0 (a client that
-    /// saw none of the room's messages), something after it may be gone.
+    /// saw none of the room's messages), something after it may be gone:
+    /// stream sequences skip the other rooms', so nothing tells whether the
+    /// room's first messages were ever trimmed.
     pub(crate) async fn continuous_after(
         &self,
         prefix: &str,
@@ -263,14 +265,14 @@ impl StreamHistory {
         offset: u64,
         through: u64,
     ) -> Result<bool, BrokerError> {
+        // Offset 0 first: a node that listens anew starts its gate at the
+        // room's newest stored message, 0 once all have expired, which would
+        // look like a room where nothing was published.
+        if offset == 0 || offset > through {
+            return Ok(false);
+        }
         if offset == through {
             return Ok(true);
-        }
-        if offset > through {
-            return Ok(false);
-        }
-        if offset == 0 {
-            return Ok(false);
         }
         self.stored_in_room(prefix, key, offset).await
     }

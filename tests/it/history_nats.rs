@@ -228,7 +228,7 @@ async fn a_publish_racing_a_long_resume_through_jetstream_leaves_no_gap_and_no_d
     let epoch = subscribed["epoch"].as_str().expect("an epoch").to_owned();
     let mut publisher = gw.connect().await;
     // The reader resumes from a message it got (from offset 0 it could not:
-    // see `resuming_from_zero_is_recovered_only_while_nothing_was_published`).
+    // see `resuming_from_zero_is_never_recovered`).
     publish_n(&mut publisher, "r", 0, 1).await;
     let offset = messages(&mut reader, 1).await[0].0;
     reader.close().await;
@@ -384,10 +384,11 @@ async fn a_message_dropped_as_too_large_is_not_read_back() {
 
 /// With NATS, offsets are stream sequences that skip the other rooms', so a
 /// client that saw none of a room's messages (offset 0) cannot be told apart
-/// from one whose first messages were trimmed or purged: it is recovered only
-/// while the room still has nothing new.
+/// from one whose first messages were trimmed or purged: it is never
+/// recovered, even when nothing was published (a node listening anew sees a
+/// room whose messages all expired as empty too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resuming_from_zero_is_recovered_only_while_nothing_was_published() {
+async fn resuming_from_zero_is_never_recovered() {
     let Some((nats, _store)) = jetstream().await else {
         return;
     };
@@ -400,7 +401,7 @@ async fn resuming_from_zero_is_recovered_only_while_nothing_was_published() {
 
     let mut quiet = a.connect().await;
     let resumed = subscribe(&mut quiet, "r", Some((0, &epoch))).await;
-    assert_eq!(resumed["recovered"], true, "nothing missed: {resumed}");
+    assert_eq!(resumed["recovered"], false, "{resumed}");
     quiet.close().await;
 
     let mut publisher = a.connect().await;
@@ -408,4 +409,39 @@ async fn resuming_from_zero_is_recovered_only_while_nothing_was_published() {
     let mut late = a.connect().await;
     let resumed = subscribe(&mut late, "r", Some((0, &epoch))).await;
     assert_eq!(resumed["recovered"], false, "{resumed}");
+}
+
+const INVALID: &str = r#"messaging_client_consumed_messages_total{error_type="invalid_message",messaging_operation_name="process",messaging_system="nats"}"#;
+
+/// In a room with history, a message on the room's live subject that the
+/// stream did not store (a node without history, a foreign publisher) has no
+/// offset and no resume could replay it: dropped and counted, not delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_stream_did_not_store_is_dropped_in_a_room_with_history() {
+    let Some((nats, _store)) = jetstream().await else {
+        return;
+    };
+    let a = node(&nats, "a").await;
+    let mut reader = a.connect().await;
+    subscribe(&mut reader, "r", None).await;
+    let raw = async_nats::connect(nats.url().as_str())
+        .await
+        .expect("raw client");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "unstored");
+    raw.publish_with_headers("wsgate.default.room.r", headers, "{\"n\":1}".into())
+        .await
+        .expect("publish to NATS");
+    raw.flush().await.expect("flush");
+    a.metrics_when("the unstored message counted", |m| {
+        m.get_or_zero(INVALID) == 1.0
+    })
+    .await;
+    let mut publisher = a.connect().await;
+    let offset = publish_n(&mut publisher, "r", 2, 1).await[0];
+    assert_eq!(
+        messages(&mut reader, 1).await,
+        [(offset, 2)],
+        "only the stored one"
+    );
 }
