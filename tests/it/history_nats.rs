@@ -167,7 +167,8 @@ async fn resuming_past_what_the_stream_trimmed_is_not_recovered() {
         .to_owned();
     let mut publisher = a.connect().await;
     // An older message of another room keeps the stream's first sequence
-    // below `r`'s: only `r`'s count at its limit can show the trim below.
+    // below `r`'s: the stream's front cannot show the per-room trim below,
+    // only `r`'s own message at `first` being gone.
     publish_n(&mut publisher, "quiet", 1, 1).await;
     let first = publish_n(&mut publisher, "r", 1, 1).await[0];
     assert_eq!(messages(&mut reader, 1).await, [(first, 1)]);
