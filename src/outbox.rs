@@ -225,17 +225,29 @@ impl Outbox {
         self.enqueue(state, item)
     }
 
-    fn enqueue(&self, mut state: MutexGuard<'_, State>, item: Outbound) -> Pushed {
+    fn enqueue(&self, state: MutexGuard<'_, State>, item: Outbound) -> Pushed {
         let len = item.frame.len();
+        self.enqueue_all(state, [item], len);
+        Pushed::Queued
+    }
+
+    /// Appends `items` (`bytes` in all), waking the write loop if the queue
+    /// was empty and is not now.
+    fn enqueue_all(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        items: impl IntoIterator<Item = Outbound>,
+        bytes: usize,
+    ) {
         let was_empty = state.queue.is_empty();
-        state.queue.push_back(item);
-        state.bytes += len;
+        state.queue.extend(items);
+        state.bytes += bytes;
+        let wake = was_empty && !state.queue.is_empty();
         drop(state);
-        self.gauge.add(len);
-        if was_empty {
+        self.gauge.add(bytes);
+        if wake {
             self.wake.notify_one();
         }
-        Pushed::Queued
     }
 
     /// Queues a reply that ends a replay the server itself paced into this
@@ -257,7 +269,7 @@ impl Outbox {
     /// `has_room` check and separate pushes would let another room's
     /// fan-out take the space in between. `Err` too on a closing connection.
     pub(crate) fn push_all(&self, items: Vec<Outbound>) -> Result<(), Vec<Outbound>> {
-        let mut state = self.lock();
+        let state = self.lock();
         let bytes = items.iter().map(|i| i.frame.len()).sum();
         // Nothing always fits (even beside one frame over the byte bound,
         // which an empty queue takes).
@@ -265,14 +277,7 @@ impl Outbox {
         if state.close.is_some() || !fits {
             return Err(items);
         }
-        let was_empty = state.queue.is_empty();
-        state.queue.extend(items);
-        state.bytes += bytes;
-        drop(state);
-        self.gauge.add(bytes);
-        if was_empty {
-            self.wake.notify_one();
-        }
+        self.enqueue_all(state, items, bytes);
         Ok(())
     }
 
