@@ -342,15 +342,8 @@ pub(crate) struct Read {
 
 #[cfg(test)]
 mod tests {
+    use super::super::nats::tests::key;
     use super::*;
-    use wsgate_protocol::room::{RoomName, Tenant};
-
-    fn key(tenant: &str, room: &str) -> RoomKey {
-        RoomKey::new(
-            Tenant::parse(tenant).unwrap(),
-            RoomName::parse(room).unwrap(),
-        )
-    }
 
     #[test]
     fn history_subjects_mirror_the_live_ones() {

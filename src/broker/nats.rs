@@ -462,11 +462,13 @@ impl Injector for NatsHeaders<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use wsgate_protocol::room::{RoomName, Tenant};
 
-    fn key(tenant: &str, room: &str) -> RoomKey {
+    /// A room key from names the test knows are valid (jetstream.rs's tests
+    /// use it too).
+    pub(in crate::broker) fn key(tenant: &str, room: &str) -> RoomKey {
         RoomKey::new(
             Tenant::parse(tenant).unwrap(),
             RoomName::parse(room).unwrap(),

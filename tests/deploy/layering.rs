@@ -12,7 +12,8 @@
 //! `telemetry/`, and no second rustls crypto provider is in the build.
 //!
 //! A module's own tests (`tests.rs`, `*_tests.rs`, a trailing
-//! `#[cfg(test)] mod tests`) may reach anywhere: they are not layers.
+//! `#[cfg(test)] mod tests`, or `pub(super) mod tests` shared with a
+//! sibling's tests) may reach anywhere: they are not layers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -57,11 +58,16 @@ fn sources() -> Vec<(String, String, String)> {
             continue;
         }
         let source = std::fs::read_to_string(&path).expect("a source file");
-        let code = source
-            .split("#[cfg(test)]\nmod tests")
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        // The trailing test module, private or shared with a sibling's tests.
+        let code = [
+            "#[cfg(test)]\nmod tests",
+            "#[cfg(test)]\npub(super) mod tests",
+        ]
+        .iter()
+        .filter_map(|marker| source.find(marker))
+        .min()
+        .map_or(source.as_str(), |at| &source[..at])
+        .to_owned();
         out.push((relative.display().to_string(), top, code));
     }
     out

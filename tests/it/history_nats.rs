@@ -15,14 +15,27 @@ async fn jetstream() -> Option<(NatsServer, tempfile::TempDir)> {
 }
 
 async fn node(nats: &NatsServer, id: &str) -> Gateway {
+    node_with(nats, &["--node-id", id, "--history-size", "100"]).await
+}
+
+/// A node on `nats` with `flags` (the history flags among them), once ready.
+async fn node_with(nats: &NatsServer, flags: &[&str]) -> Gateway {
     let url = nats.url();
-    let gw = Gateway::start(
-        &[("OTEL_TRACES_EXPORTER", "none")],
-        &["--nats-url", &url, "--node-id", id, "--history-size", "100"],
-    )
-    .await;
+    let mut args = vec!["--nats-url", url.as_str()];
+    args.extend(flags);
+    let gw = Gateway::start(&[("OTEL_TRACES_EXPORTER", "none")], &args).await;
     gw.readiness_becomes(200).await;
     gw
+}
+
+/// Publishes `data` straight onto a NATS `subject`, bypassing every gateway,
+/// with `id` as its `Nats-Msg-Id`.
+async fn publish_raw(raw: &async_nats::Client, subject: &str, id: &str, data: String) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id);
+    raw.publish_with_headers(subject.to_owned(), headers, data.into())
+        .await
+        .expect("publish to NATS");
 }
 
 async fn subscribe(client: &mut Client, room: &str, since: Option<(u64, &str)>) -> Value {
@@ -153,13 +166,7 @@ async fn resuming_past_what_the_stream_trimmed_is_not_recovered() {
     let Some((nats, _store)) = jetstream().await else {
         return;
     };
-    let url = nats.url();
-    let a = Gateway::start(
-        &[("OTEL_TRACES_EXPORTER", "none")],
-        &["--nats-url", &url, "--node-id", "a", "--history-size", "3"],
-    )
-    .await;
-    a.readiness_becomes(200).await;
+    let a = node_with(&nats, &["--node-id", "a", "--history-size", "3"]).await;
     let mut reader = a.connect().await;
     let epoch = subscribe(&mut reader, "r", None).await["epoch"]
         .as_str()
@@ -209,10 +216,7 @@ async fn a_publish_racing_a_long_resume_through_jetstream_leaves_no_gap_and_no_d
     let Some((nats, _store)) = jetstream().await else {
         return;
     };
-    let url = nats.url();
     let flags = [
-        "--nats-url",
-        &url,
         "--node-id",
         "a",
         "--history-size",
@@ -222,8 +226,7 @@ async fn a_publish_racing_a_long_resume_through_jetstream_leaves_no_gap_and_no_d
         "--slow-consumer",
         "disconnect",
     ];
-    let gw = Gateway::start(&[("OTEL_TRACES_EXPORTER", "none")], &flags).await;
-    gw.readiness_becomes(200).await;
+    let gw = node_with(&nats, &flags).await;
     let mut reader = gw.connect().await;
     let subscribed = subscribe(&mut reader, "r", None).await;
     let epoch = subscribed["epoch"].as_str().expect("an epoch").to_owned();
@@ -277,10 +280,7 @@ async fn messages_nats_dropped_are_read_back_from_the_stream() {
     let Some((nats, _store)) = jetstream().await else {
         return;
     };
-    let url = nats.url();
     let flags = [
-        "--nats-url",
-        &url,
         "--node-id",
         "a",
         "--history-size",
@@ -290,20 +290,15 @@ async fn messages_nats_dropped_are_read_back_from_the_stream() {
         "--send-queue",
         "4096",
     ];
-    let gw = Gateway::start(&[("OTEL_TRACES_EXPORTER", "none")], &flags).await;
-    gw.readiness_becomes(200).await;
+    let gw = node_with(&nats, &flags).await;
     let mut reader = gw.connect().await;
     subscribe(&mut reader, "r", None).await;
     // Straight onto the history subject, as fast as NATS takes it: the
     // stream republishes far faster than the node's one-message buffer drains.
-    let raw = async_nats::connect(url.as_str()).await.expect("raw client");
+    let raw = async_nats::connect(nats.url()).await.expect("raw client");
     let publish = async |n: u64| {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("raw-{n}").as_str());
-        let data = format!("{{\"n\":{n}}}");
-        raw.publish_with_headers("wsgate.default.hist.r", headers, data.into())
-            .await
-            .expect("publish to NATS");
+        let (id, data) = (format!("raw-{n}"), format!("{{\"n\":{n}}}"));
+        publish_raw(&raw, "wsgate.default.hist.r", &id, data).await;
     };
     for n in 1..=BURST {
         publish(n).await;
@@ -340,20 +335,11 @@ async fn a_message_dropped_as_too_large_is_not_read_back() {
     let Some((nats, _store)) = jetstream().await else {
         return;
     };
-    let url = nats.url();
-    let flags = [
-        "--nats-url",
-        &url,
-        "--history-size",
-        "100",
-        "--max-message-bytes",
-        "1024",
-    ];
-    let gw = Gateway::start(&[("OTEL_TRACES_EXPORTER", "none")], &flags).await;
-    gw.readiness_becomes(200).await;
+    let flags = ["--history-size", "100", "--max-message-bytes", "1024"];
+    let gw = node_with(&nats, &flags).await;
     let mut reader = gw.connect().await;
     subscribe(&mut reader, "r", None).await;
-    let raw = async_nats::connect(url.as_str()).await.expect("raw client");
+    let raw = async_nats::connect(nats.url()).await.expect("raw client");
     for (id, data) in [
         (
             "big",
@@ -361,11 +347,7 @@ async fn a_message_dropped_as_too_large_is_not_read_back() {
         ),
         ("small", "{\"n\":2}".to_owned()),
     ] {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id);
-        raw.publish_with_headers("wsgate.default.hist.r", headers, data.into())
-            .await
-            .expect("publish to NATS");
+        publish_raw(&raw, "wsgate.default.hist.r", id, data).await;
     }
     raw.flush().await.expect("flush");
     let got = messages(&mut reader, 1).await;
@@ -425,14 +407,9 @@ async fn a_message_the_stream_did_not_store_is_dropped_in_a_room_with_history() 
     let a = node(&nats, "a").await;
     let mut reader = a.connect().await;
     subscribe(&mut reader, "r", None).await;
-    let raw = async_nats::connect(nats.url().as_str())
-        .await
-        .expect("raw client");
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", "unstored");
-    raw.publish_with_headers("wsgate.default.room.r", headers, "{\"n\":1}".into())
-        .await
-        .expect("publish to NATS");
+    let raw = async_nats::connect(nats.url()).await.expect("raw client");
+    let data = "{\"n\":1}".to_owned();
+    publish_raw(&raw, "wsgate.default.room.r", "unstored", data).await;
     raw.flush().await.expect("flush");
     a.metrics_when("the unstored message counted", |m| {
         m.get_or_zero(INVALID) == 1.0
