@@ -1,0 +1,75 @@
+// Reconnecting: after a gateway restart, while the gateway is down, and when it goes silent.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { type ConnectionState, WsgateClient, WsgateError } from "../src/index.js";
+import { closing, Gateway, waitFor } from "./helpers/gateway.js";
+
+const FAST = { minReconnectDelayMs: 50, maxReconnectDelayMs: 300 };
+
+test("after the gateway restarts the client reconnects and re-subscribes by itself", async (t) => {
+  let gateway = await Gateway.start();
+  t.after(() => gateway.stop());
+  const client = closing(t, new WsgateClient(gateway.url(), FAST));
+  const states: ConnectionState[] = [];
+  client.on("state", (s) => states.push(s));
+  const got: unknown[] = [];
+  const sub = client.subscribe("news", (m) => got.push(m.data));
+  await sub.ready;
+  let resubscribed = 0;
+  sub.on("resubscribed", () => resubscribed++);
+
+  gateway = await gateway.restart(); // SIGTERM: the gateway closes with 1001.
+  await waitFor("re-subscribed", () => resubscribed === 1);
+  assert.deepEqual(states, ["connected", "disconnected", "connecting", "connected"]);
+
+  const other = closing(t, new WsgateClient(gateway.url()));
+  await other.publish("news", "after the restart");
+  await waitFor("the message", () => got.length === 1);
+  assert.deepEqual(got, ["after the restart"]);
+  await Promise.all([client.close(), other.close()]);
+  await gateway.stop();
+});
+
+test("a publish made while the gateway is down waits and is sent after the reconnect", async (t) => {
+  let gateway = await Gateway.start();
+  t.after(() => gateway.stop());
+  const client = closing(t, new WsgateClient(gateway.url(), { ...FAST, maxQueuedPublishes: 2 }));
+  const got: unknown[] = [];
+  await client.subscribe("queue", (m) => got.push(m.data)).ready;
+  await gateway.stop();
+  await waitFor("disconnected", () => client.state !== "connected");
+
+  const first = client.publish("queue", "one");
+  const second = client.publish("queue", "two");
+  await assert.rejects(client.publish("queue", "three"), (e: unknown) => e instanceof WsgateError && e.code === "queue_full");
+
+  gateway = await gateway.restart();
+  const [a, b] = await Promise.all([first, second]);
+  assert.notEqual(a.id, b.id);
+  await waitFor("both queued messages", () => got.length === 2);
+  assert.deepEqual(got, ["one", "two"], "sent in order, after re-subscribing");
+  await client.close();
+  await gateway.stop();
+});
+
+test("a gateway that stops answering: the publish times out and the client reconnects", async (t) => {
+  const gateway = await Gateway.start();
+  t.after(() => gateway.stop());
+  const client = closing(t, new WsgateClient(gateway.url(), { ...FAST, publishTimeoutMs: 300, pingIntervalMs: 200, pongTimeoutMs: 200 }));
+  const states: ConnectionState[] = [];
+  client.on("state", (s) => states.push(s));
+  await client.subscribe("frozen", () => undefined).ready;
+  gateway.pause();
+  try {
+    await assert.rejects(client.publish("frozen", 1), (e: unknown) => e instanceof WsgateError && e.code === "publish_timeout");
+    await waitFor("the silent connection given up", () => states.includes("disconnected"));
+  } finally {
+    gateway.resume();
+  }
+  await waitFor("connected again", () => client.state === "connected");
+  const { id } = await client.publish("frozen", 2);
+  assert.ok(id);
+  await client.close();
+  await gateway.stop();
+});
