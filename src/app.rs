@@ -152,7 +152,10 @@ impl Application {
             registry: telemetry.registry.clone(),
             ids: MessageIds::new(),
             next_conn: AtomicU64::new(1),
-            demo_page: crate::demo::render(config.jaeger_ui_url.as_deref()),
+            demo_page: crate::demo::render(
+                config.jaeger_ui_url.as_deref(),
+                config.demo_otlp_endpoint.as_deref(),
+            ),
             admission,
             api: ApiAccess::new(
                 config.api_key.as_ref().map(Secret::expose),

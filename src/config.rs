@@ -178,6 +178,13 @@ pub struct Config {
     #[arg(long, env = "WSGATE_JAEGER_UI_URL", value_parser = http_url)]
     pub jaeger_ui_url: Option<String>,
 
+    /// OTLP/HTTP endpoint the demo page's browser exports its spans to, e.g.
+    /// `http://localhost:4318` (the page posts to `<it>/v1/traces`). The
+    /// collector must allow the page's origin (CORS). Unset: the page traces
+    /// but exports nothing.
+    #[arg(long, env = "WSGATE_DEMO_OTLP_ENDPOINT", value_parser = http_url)]
+    pub demo_otlp_endpoint: Option<String>,
+
     /// HS256 secret: enables JSON Web Tokens on /ws. Prefer the environment
     /// variable or --jwt-secret-file: command lines are visible to `ps`.
     #[arg(long, env = "WSGATE_JWT_SECRET", hide_env_values = true, value_parser = secret)]
@@ -608,6 +615,15 @@ mod tests {
                 "http:// or https://",
             ),
             (&["--jaeger-ui-url=http://x/\"</script>"], "without quotes"),
+            (
+                &["--demo-otlp-endpoint=http://x/\"onload=\"alert(1)"],
+                "without quotes",
+            ),
+            (
+                &["--demo-otlp-endpoint=http://x/><script>"],
+                "angle brackets",
+            ),
+            (&["--demo-otlp-endpoint=file:///etc"], "http:// or https://"),
             (&["--allowed-origins=app.example.com"], "is not an origin"),
             (
                 &["--allowed-origins=https://a.example/path"],

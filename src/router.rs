@@ -23,6 +23,7 @@ use crate::ws;
 pub(crate) fn router(state: AppState, with_metrics: bool) -> Router {
     let router = Router::new()
         .route("/", get(demo::page))
+        .route("/demo.js", get(demo::script))
         .route("/ws", get(ws::upgrade::handler))
         .route("/api/publish", post(api::publish));
     let router = if with_metrics {

@@ -11,6 +11,7 @@
 //! is optional (kube_render.rs says why and what is checked without it).
 
 mod alerts;
+mod browser_traces;
 mod checks;
 mod collector;
 mod compose;

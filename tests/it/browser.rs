@@ -13,7 +13,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::helpers::{poll_until, require_tool, spawn_app, within};
 
 /// A headless Chromium showing one page, and a DevTools session on that page.
-struct Browser {
+pub(crate) struct Browser {
     child: Child,
     _profile: tempfile::TempDir,
     devtools: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -23,7 +23,7 @@ struct Browser {
 impl Browser {
     /// Opens `url`, or returns `None` (loudly) when Chromium is not installed
     /// outside CI.
-    async fn open(url: &str) -> Option<Self> {
+    pub(crate) async fn open(url: &str) -> Option<Self> {
         let chromium = require_tool("chromium")?;
         let profile = tempfile::tempdir().expect("profile dir");
         let mut child = Command::new(chromium)
@@ -102,7 +102,7 @@ impl Browser {
     }
 
     /// Evaluates a JavaScript expression in the page and returns its value.
-    async fn eval(&mut self, expression: &str) -> Value {
+    pub(crate) async fn eval(&mut self, expression: &str) -> Value {
         let result = self
             .call(
                 "Runtime.evaluate",
@@ -113,7 +113,7 @@ impl Browser {
     }
 
     /// Polls an expression until `ready` holds for its value.
-    async fn eval_until(
+    pub(crate) async fn eval_until(
         &mut self,
         what: &str,
         expression: &str,

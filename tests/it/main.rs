@@ -12,6 +12,7 @@ mod backpressure;
 mod bench;
 mod bench_drops;
 mod browser;
+mod browser_traces;
 mod errors;
 mod faults;
 mod handshakes;

@@ -302,7 +302,9 @@ fn grpc_code(status: u16) -> tonic::Code {
     }
 }
 
-/// `/v1/traces`: protobuf bodies, gzip-compressed or not.
+/// `/v1/traces`: protobuf bodies, gzip-compressed or not. It answers CORS
+/// preflights and allows every origin, as a collector configured for a web
+/// page does (the demo page's browser exports here).
 fn http_router(store: Store) -> axum::Router {
     use axum::body::Bytes;
     use axum::extract::State;
@@ -337,8 +339,25 @@ fn http_router(store: Store) -> axum::Router {
             Err(_) => StatusCode::BAD_REQUEST,
         }
     }
+    async fn preflight() -> impl axum::response::IntoResponse {
+        (
+            StatusCode::NO_CONTENT,
+            [
+                (header::ACCESS_CONTROL_ALLOW_METHODS, "POST"),
+                (header::ACCESS_CONTROL_ALLOW_HEADERS, "content-type"),
+            ],
+        )
+    }
+    async fn allow_any_origin(mut response: axum::response::Response) -> axum::response::Response {
+        response.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            axum::http::HeaderValue::from_static("*"),
+        );
+        response
+    }
     axum::Router::new()
-        .route("/v1/traces", axum::routing::post(traces))
+        .route("/v1/traces", axum::routing::post(traces).options(preflight))
+        .layer(axum::middleware::map_response(allow_any_origin))
         .with_state(store)
 }
 
