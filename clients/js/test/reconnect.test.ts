@@ -60,7 +60,7 @@ test("a gateway that stops answering: the publish times out and the client recon
   const states: ConnectionState[] = [];
   client.on("state", (s) => states.push(s));
   await client.subscribe("frozen", () => undefined).ready;
-  gateway.pause();
+  await gateway.pause();
   try {
     await assert.rejects(client.publish("frozen", 1), (e: unknown) => e instanceof WsgateError && e.code === "publish_timeout");
     await waitFor("the silent connection given up", () => states.includes("disconnected"));

@@ -3,7 +3,7 @@
  * `WSGATE_BIN` names it; by default the workspace's debug build.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
 
@@ -80,9 +80,11 @@ export class Gateway {
     await exited;
   }
 
-  /** Freezes the process (SIGSTOP): its sockets stay open, but it answers nothing. */
-  pause(): void {
+  /** Freezes the process (SIGSTOP): its sockets stay open, but it answers nothing. Returns once it is stopped. */
+  async pause(): Promise<void> {
     this.child.kill("SIGSTOP");
+    // Signals arrive asynchronously: wait until Linux reports the process stopped ("T").
+    await waitFor("the gateway stopped", () => readFileSync(`/proc/${this.child.pid}/stat`, "utf8").split(") ")[1]?.startsWith("T") ?? false);
   }
 
   resume(): void {
