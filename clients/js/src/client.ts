@@ -5,14 +5,15 @@
  * the gateway's heartbeat, and refreshes the token before it expires.
  *
  * Replies are matched to requests by `id` where the gateway echoes one (the
- * `ack` and `error` of a publish) and otherwise by order: the gateway handles
- * a connection's frames one at a time and answers them in order, so an error
- * without an `id` answers the oldest request still waiting (see `Control`).
+ * `ack` and `error` of a publish) and otherwise by order (`requests.ts`).
+ * Frames the gateway's rate limit dropped are found with a barrier and sent
+ * again (`resync`).
  */
 import { Connection, type ConnectionOptions } from "./connection.js";
 import { Emitter, reportListenerError } from "./emitter.js";
 import { WsgateError } from "./errors.js";
 import { type PublishResult, Publishes } from "./publishes.js";
+import { type Request, Requests } from "./requests.js";
 import { type Message, type MessageHandler, Room, type SubscribeOptions, Subscription } from "./subscription.js";
 import { refreshDelay, type TokenSource, tokenExpiry } from "./token.js";
 import { loadOtel, Tracing } from "./tracing.js";
@@ -35,6 +36,10 @@ export interface ClientOptions {
   pongTimeoutMs?: number;
   /** Refresh the token this long before its `exp` (or half-way through, for shorter tokens). Default 60,000. */
   refreshMarginMs?: number;
+  /** A connection attempt that is not open after this long is given up and retried. Default 10,000. */
+  connectTimeoutMs?: number;
+  /** The gateway's `--max-message-bytes`: a publish frame over it rejects at once with `too_large`. Default 65,536. */
+  maxMessageBytes?: number;
   /** Make spans when `@opentelemetry/api` is installed and a provider registered. Default true. */
   tracing?: boolean;
   /** The WebSocket implementation; default the global one, else the `ws` package. */
@@ -52,13 +57,6 @@ export interface PublishOptions {
   id?: string;
 }
 
-/** A request whose reply has no `id`: matched by order (see the module comment). */
-type Control =
-  | { kind: "subscribe" | "unsubscribe"; room: string }
-  | { kind: "refresh"; token: string }
-  /** The gateway unsubscribed us itself; the error frame that follows says why. */
-  | { kind: "dropped"; room: string };
-
 const DEFAULTS = {
   minReconnectDelayMs: 500,
   maxReconnectDelayMs: 30_000,
@@ -67,14 +65,31 @@ const DEFAULTS = {
   pingIntervalMs: 20_000,
   pongTimeoutMs: 10_000,
   refreshMarginMs: 60_000,
+  connectTimeoutMs: 10_000,
+  maxMessageBytes: 65_536,
 };
+
+/** The longest delay `setTimeout` takes (2³¹−1 ms, about 24.8 days); longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The gateway's limit on an `id`, in UTF-8 bytes. */
+const MAX_ID_BYTES = 128;
 
 export class WsgateClient extends Emitter<ClientEvents> {
   private currentState: ConnectionState = "connecting";
   private readonly connection: Connection;
   private readonly rooms = new Map<string, Room>();
   private readonly publishes: Publishes;
-  private controls: Control[] = [];
+  private readonly requests = new Requests();
+  /** Frames sent so far: each frame's sequence number. */
+  private seq = 0;
+  private syncTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The sequence number of the barrier in flight (see `scheduleSync`), and of the one before. */
+  private syncSeq = 0;
+  private syncFrom = 0;
+  /** Frames the rate limit dropped, to send again, and how many to send per round. */
+  private backlog: Array<() => void> = [];
+  private budget = 1;
+  private readonly retryTimers = new Set<ReturnType<typeof setTimeout>>();
   private tracing: Tracing | undefined;
   /** Whether `tracing` is final: the API has loaded, or is known absent or unwanted. */
   private tracingSettled = false;
@@ -82,12 +97,14 @@ export class WsgateClient extends Emitter<ClientEvents> {
   private readonly idPrefix = randomId();
   private nextId = 1;
   private readonly refreshMarginMs: number;
+  private readonly maxMessageBytes: number;
 
   constructor(url: string, options: ClientOptions = {}) {
     super();
     const settings = { ...DEFAULTS, ...definedOnly(options) };
     this.publishes = new Publishes(settings.publishTimeoutMs, settings.maxQueuedPublishes);
     this.refreshMarginMs = settings.refreshMarginMs;
+    this.maxMessageBytes = settings.maxMessageBytes;
     const connectionOptions: ConnectionOptions = {
       url,
       token: options.token,
@@ -96,12 +113,13 @@ export class WsgateClient extends Emitter<ClientEvents> {
       maxReconnectDelayMs: settings.maxReconnectDelayMs,
       pingIntervalMs: settings.pingIntervalMs,
       pongTimeoutMs: settings.pongTimeoutMs,
+      connectTimeoutMs: settings.connectTimeoutMs,
     };
     this.connection = new Connection(connectionOptions, {
       connecting: () => this.setState("connecting"),
       opened: (token) => this.opened(token),
       frame: (frame) => this.received(frame as Frame),
-      dropped: () => this.dropped(),
+      dropped: (code) => this.dropped(code),
       failed: (error) => this.failed(error),
       warn: (error) => this.emit("error", error),
     });
@@ -128,7 +146,7 @@ export class WsgateClient extends Emitter<ClientEvents> {
   subscribe(room: string, handler: MessageHandler, options: SubscribeOptions = {}): Subscription {
     const subscription = new Subscription(room, handler, (s) => this.detach(s));
     if (this.currentState === "closed") {
-      subscription.fail(new WsgateError("closed", "the client is closed"));
+      subscription.fail(new WsgateError("closed", "the client is closed"), false);
       return subscription;
     }
     let record = this.rooms.get(room);
@@ -157,6 +175,9 @@ export class WsgateClient extends Emitter<ClientEvents> {
       return Promise.reject(new WsgateError("closed", "the client is closed"));
     }
     const id = options.id ?? `${this.idPrefix}-${this.nextId++}`;
+    if (utf8Length(id) > MAX_ID_BYTES) {
+      return Promise.reject(new WsgateError("invalid_message", `a publish id is at most ${MAX_ID_BYTES} bytes`));
+    }
     if (this.publishes.has(id)) {
       return Promise.reject(new WsgateError("invalid_message", `publish ${id} is already waiting for its ack`));
     }
@@ -169,7 +190,12 @@ export class WsgateClient extends Emitter<ClientEvents> {
       }
       return { frame: JSON.stringify(frame), span };
     };
-    const send = this.connection.isOpen ? (text: string) => this.connection.send(text) : undefined;
+    const size = utf8Length(JSON.stringify({ type: "publish", room, data, id })) + 160;
+    if (size > this.maxMessageBytes) {
+      // 160 bytes: the trace context the frame may still get. The gateway would close the connection (1009).
+      return Promise.reject(new WsgateError("too_large", `the publish frame would be over ${this.maxMessageBytes} bytes`));
+    }
+    const send = this.connection.isOpen ? (text: string) => this.transmit(text) : undefined;
     // Until the OpenTelemetry API has loaded (the client has not connected yet), the span waits too.
     return this.publishes.add(id, build, this.tracingSettled, send);
   }
@@ -188,18 +214,41 @@ export class WsgateClient extends Emitter<ClientEvents> {
   }
 
   private opened(token: string | undefined): void {
-    this.controls = [];
+    this.requests.clear();
+    // Everything is sent afresh on a new connection.
+    this.backlog = [];
+    this.syncFrom = this.seq;
     this.setState("connected");
     for (const room of this.rooms.values()) this.sendSubscribe(room);
-    this.publishes.sendAll((text) => this.connection.send(text));
+    this.publishes.sendAll((text) => this.transmit(text));
     const exp = token === undefined ? undefined : tokenExpiry(token);
     if (exp !== undefined) this.scheduleRefresh(exp);
   }
 
-  private dropped(): void {
-    this.controls = [];
-    clearTimeout(this.refreshTimer);
+  private dropped(code: number | undefined): void {
+    if (code === 1009) {
+      // The gateway refused a frame as too big: the largest publish in flight, which must not be sent again.
+      const id = this.publishes.largestSent();
+      if (id !== undefined) this.publishes.settle(id, new WsgateError("too_large", "the gateway closed the connection over a frame too large (1009)"));
+    }
+    this.publishes.disconnected();
+    this.requests.clear();
+    this.clearTimers();
     this.setState("disconnected");
+  }
+
+  private clearTimers(): void {
+    clearTimeout(this.refreshTimer);
+    clearTimeout(this.syncTimer);
+    this.syncTimer = undefined;
+    for (const timer of this.retryTimers) clearTimeout(timer);
+    this.retryTimers.clear();
+  }
+
+  /** Sends a frame on the open connection; returns its sequence number. */
+  private transmit(text: string): number {
+    this.connection.send(text);
+    return ++this.seq;
   }
 
   /** The connection gave up for good (Node: the upgrade was refused with 401 or 403). */
@@ -209,33 +258,38 @@ export class WsgateClient extends Emitter<ClientEvents> {
   }
 
   private shutDown(error: WsgateError): void {
+    const quietly = this.currentState !== "closed" && error.code === "closed";
     this.setState("closed");
-    clearTimeout(this.refreshTimer);
+    this.clearTimers();
     this.connection.stop();
     this.publishes.rejectAll(error);
-    for (const room of this.rooms.values()) room.fail(error);
+    // On close(), subscriptions just end; after a refused upgrade each hears why.
+    for (const room of this.rooms.values()) room.fail(error, quietly);
     this.rooms.clear();
   }
 
   private sendSubscribe(room: Room): void {
     if (!this.connection.isOpen) return;
-    this.controls.push({ kind: "subscribe", room: room.name });
-    this.connection.send(room.subscribeFrame());
+    const seq = this.transmit(room.subscribeFrame());
+    this.requests.push({ kind: "subscribe", room, seq });
   }
 
   private detach(subscription: Subscription): void {
     const room = this.rooms.get(subscription.room);
     if (!room || !room.subscriptions.delete(subscription) || room.subscriptions.size > 0) return;
     this.rooms.delete(room.name);
-    if (!this.connection.isOpen) return;
-    this.controls.push({ kind: "unsubscribe", room: room.name });
-    this.connection.send(JSON.stringify({ type: "unsubscribe", room: room.name }));
+    this.sendUnsubscribe(room);
   }
 
-  /** Takes the oldest waiting request matching `match` off the queue. */
-  private takeControl(match: (control: Control) => boolean): Control | undefined {
-    const index = this.controls.findIndex(match);
-    return index < 0 ? undefined : this.controls.splice(index, 1)[0];
+  private sendUnsubscribe(room: Room): void {
+    if (!this.connection.isOpen) return;
+    const seq = this.transmit(JSON.stringify({ type: "unsubscribe", room: room.name }));
+    this.requests.push({ kind: "unsubscribe", room, seq });
+  }
+
+  /** Whether `room` is still the record of its name (not left, nor replaced by a new subscribe). */
+  private current(room: Room): boolean {
+    return this.rooms.get(room.name) === room;
   }
 
   private received(frame: Frame): void {
@@ -250,35 +304,47 @@ export class WsgateClient extends Emitter<ClientEvents> {
       }
       case "subscribed": {
         const name = frame.room;
-        const control = this.takeControl((c) => c.kind === "subscribe" && c.room === name);
-        if (name !== undefined) this.rooms.get(name)?.subscribed(frame, control !== undefined);
+        if (name === undefined) return;
+        const request = this.requests.take((r) => r.kind === "subscribe" && r.room.name === name);
+        if (request?.kind === "subscribe") {
+          // The answer to a record since left or replaced is not the current record's.
+          if (this.current(request.room)) request.room.subscribed(frame, true);
+        } else {
+          // A second `subscribed` during a replay: messages were trimmed (docs/protocol.md).
+          this.rooms.get(name)?.subscribed(frame, false);
+        }
         return;
       }
       case "unsubscribed": {
         const name = frame.room;
         if (name === undefined) return;
-        if (this.takeControl((c) => c.kind === "unsubscribe" && c.room === name)) return;
+        if (this.requests.take((r) => r.kind === "unsubscribe" && r.room.name === name)) return;
         // Not asked for: the gateway left the room for us; the error that follows says why.
-        if (this.rooms.has(name)) this.controls.unshift({ kind: "dropped", room: name });
+        const room = this.rooms.get(name);
+        if (room) this.requests.pushFront({ kind: "dropped", room, seq: Number.POSITIVE_INFINITY });
         return;
       }
       case "refreshed": {
-        const control = this.takeControl((c) => c.kind === "refresh");
-        if (control?.kind === "refresh") this.connection.token = control.token;
+        const request = this.requests.take((r) => r.kind === "refresh");
+        if (request?.kind === "refresh") this.connection.token = request.token;
         if (typeof frame.exp === "number") this.scheduleRefresh(frame.exp);
         return;
       }
       case "error":
         return this.errorFrame(frame);
+      case "pong":
+        if (typeof frame.id === "string" && frame.id.startsWith("sync-")) this.resync(Number(frame.id.slice(5)));
+        return;
       default:
-        // `pong`, and frame types newer than this client: any frame is a sign of life.
+        // Frame types newer than this client: any frame is a sign of life.
         return;
     }
   }
 
   private deliver(frame: MessageFrame): void {
     const room = this.rooms.get(frame.room);
-    if (!room || !room.accept(frame.offset)) return;
+    // Before its `subscribed`, a record's messages are an earlier subscription's (left, then joined again).
+    if (!room || !room.joined || !room.accept(frame.offset)) return;
     const message: Message = { room: frame.room, id: frame.id, data: frame.data };
     if (frame.offset !== undefined) message.offset = frame.offset;
     if (frame.traceparent !== undefined) message.traceparent = frame.traceparent;
@@ -298,20 +364,27 @@ export class WsgateClient extends Emitter<ClientEvents> {
   private errorFrame(frame: Frame): void {
     const code = frame.code ?? "internal";
     const error = new WsgateError(code, frame.message ?? code);
+    if (code === "rate_limited") {
+      // The frame was not handled: not an answer in order, and not a failure of
+      // a publish. Find what was dropped and send it again (`resync`).
+      this.emit("error", error);
+      this.scheduleSync();
+      return;
+    }
     if (frame.id !== undefined) {
       if (!this.publishes.settle(frame.id, error)) this.emit("error", error);
       return;
     }
-    // `rate_limited` answers whichever frame was over the limit, not a request in order.
-    const control = code === "rate_limited" ? undefined : this.controls.shift();
-    if (!control) {
+    const request = this.requests.shift();
+    if (!request) {
       this.emit("error", error);
       return;
     }
-    switch (control.kind) {
+    switch (request.kind) {
       case "subscribe":
       case "dropped":
-        return this.subscriptionRefused(control.room, error);
+        if (this.current(request.room)) this.subscriptionRefused(request.room, error);
+        return;
       case "unsubscribe":
         return; // `not_subscribed`: already out.
       case "refresh":
@@ -319,27 +392,86 @@ export class WsgateClient extends Emitter<ClientEvents> {
     }
   }
 
+  /**
+   * After a `rate_limited`: a second later (the limit refills each second),
+   * send a barrier, a `ping` whose `pong` shows what came before it was
+   * answered or dropped (`resync`).
+   */
+  private scheduleSync(): void {
+    if (this.syncTimer !== undefined) return;
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = undefined;
+      if (!this.connection.isOpen) return;
+      // What was dropped goes out again: with the barrier, as many frames as the gateway took in the last round.
+      for (const resend of this.backlog.splice(0, Math.max(1, this.budget - 1))) resend();
+      this.syncSeq = this.transmit(JSON.stringify({ type: "ping", id: `sync-${this.seq + 1}` }));
+      // A barrier dropped too: try again unless its pong came.
+      this.syncTimer = setTimeout(() => {
+        this.syncTimer = undefined;
+        this.scheduleSync();
+      }, 2_000);
+    }, 1_000);
+  }
+
+  /** The barrier's pong: what was sent before it and is still unanswered was dropped. */
+  private resync(seq: number): void {
+    if (seq !== this.syncSeq) return;
+    clearTimeout(this.syncTimer);
+    this.syncTimer = undefined;
+    const dropped: Array<() => void> = [];
+    for (const request of this.requests.unansweredBefore(seq)) dropped.push(() => this.resend(request));
+    for (const id of this.publishes.unansweredBefore(seq)) dropped.push(() => this.publishes.resend(id, (text) => this.transmit(text)));
+    // The frames the gateway handled since the last barrier: about what it takes in a second.
+    this.budget = Math.max(1, seq - this.syncFrom - dropped.length);
+    this.syncFrom = seq;
+    this.backlog = [...dropped, ...this.backlog];
+    if (this.backlog.length > 0) this.scheduleSync();
+  }
+
+  private resend(request: Request): void {
+    switch (request.kind) {
+      case "subscribe":
+        if (this.current(request.room)) this.sendSubscribe(request.room);
+        return;
+      case "unsubscribe":
+        if (!this.rooms.has(request.room.name)) this.sendUnsubscribe(request.room);
+        return;
+      case "refresh":
+        void this.refresh();
+        return;
+      case "dropped":
+        return;
+    }
+  }
+
   /** A (re)subscribe was refused, or the gateway left the room for us. */
-  private subscriptionRefused(name: string, error: WsgateError): void {
-    const room = this.rooms.get(name);
-    if (!room) return;
+  private subscriptionRefused(room: Room, error: WsgateError): void {
     const transient = error.code === "broker_unavailable" || error.code === "internal";
     if (room.joined && transient) {
       // Keep the subscription: try again shortly, resuming where it was.
-      setTimeout(() => {
-        if (this.rooms.get(name) === room && this.connection.isOpen) this.sendSubscribe(room);
+      const timer = setTimeout(() => {
+        this.retryTimers.delete(timer);
+        if (this.current(room)) this.sendSubscribe(room);
       }, 1_000);
+      this.retryTimers.add(timer);
       this.emit("error", error);
       return;
     }
-    this.rooms.delete(name);
-    room.fail(error);
+    this.rooms.delete(room.name);
+    room.fail(error, false);
   }
 
   private scheduleRefresh(exp: number): void {
     clearTimeout(this.refreshTimer);
     if (!this.connection.canRefresh) return;
-    this.refreshTimer = setTimeout(() => void this.refresh(), refreshDelay(exp, Date.now(), this.refreshMarginMs));
+    const due = Date.now() + refreshDelay(exp, Date.now(), this.refreshMarginMs);
+    // setTimeout fires at once past 2³¹−1 ms: wait in steps for tokens of weeks.
+    const wait = () => {
+      const left = due - Date.now();
+      if (left > 0) this.refreshTimer = setTimeout(wait, Math.min(left, MAX_TIMER_MS));
+      else void this.refresh();
+    };
+    wait();
   }
 
   private async refresh(): Promise<void> {
@@ -351,8 +483,8 @@ export class WsgateClient extends Emitter<ClientEvents> {
       return;
     }
     if (token === undefined || !this.connection.isOpen) return;
-    this.controls.push({ kind: "refresh", token });
-    this.connection.send(JSON.stringify({ type: "refresh", token }));
+    const seq = this.transmit(JSON.stringify({ type: "refresh", token }));
+    this.requests.push({ kind: "refresh", token, seq });
   }
 
   private refreshRefused(error: WsgateError): void {
@@ -390,11 +522,24 @@ function definedOnly<T extends object>(options: T): Partial<T> {
   return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as Partial<T>;
 }
 
-/** 48 random bits in hex: the prefix of this client's publish ids. */
+function utf8Length(text: string): number {
+  return new TextEncoder().encode(text).length;
+}
+
+/**
+ * The prefix of this client's publish ids: 48 random bits in hex, from the
+ * platform's CSPRNG where there is one (browsers, Node 19+). Node 18 has no
+ * global `crypto`: there `Math.random` (seeded per process) is mixed with the
+ * clock, so two clients' prefixes still collide only by chance.
+ */
 function randomId(): string {
   const bytes = new Uint8Array(6);
   const crypto = (globalThis as { crypto?: { getRandomValues(array: Uint8Array): Uint8Array } }).crypto;
-  if (crypto) crypto.getRandomValues(bytes);
-  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  if (crypto) {
+    crypto.getRandomValues(bytes);
+  } else {
+    const now = Date.now();
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (Math.floor(Math.random() * 256) ^ (now / 2 ** (8 * i))) & 0xff;
+  }
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }

@@ -17,6 +17,7 @@ export interface ConnectionOptions {
   maxReconnectDelayMs: number;
   pingIntervalMs: number;
   pongTimeoutMs: number;
+  connectTimeoutMs: number;
 }
 
 export interface ConnectionEvents {
@@ -24,16 +25,23 @@ export interface ConnectionEvents {
   /** Open; `token` is the one it was opened with. */
   opened(token: string | undefined): void;
   frame(frame: { type: string }): void;
-  /** Gone; the next attempt is scheduled. */
-  dropped(): void;
+  /** Gone (with the close code, when there was one); the next attempt is scheduled. */
+  dropped(code: number | undefined): void;
   /** Gone for good: the gateway refused the upgrade with 401 or 403 (visible in Node only). */
   failed(error: WsgateError): void;
   /** Worth telling the application, but not fatal. */
   warn(error: WsgateError): void;
 }
 
-/** A close code of our own (4000–4999 are for applications): the gateway went silent. */
+/** A close code of our own (4000–4999 are for applications): the gateway went silent, or never answered. */
 const SILENT_GATEWAY = 4000;
+
+/** What one attempt learned before it ended. */
+interface Attempt {
+  /** The HTTP status of a refused upgrade (Node's `ws` only). */
+  refusedWith?: number;
+  timer?: ReturnType<typeof setTimeout>;
+}
 
 export class Connection {
   private socket: WebSocketLike | undefined;
@@ -41,6 +49,7 @@ export class Connection {
   private stopped = false;
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
+  private pongTimer: ReturnType<typeof setTimeout> | undefined;
   private lastHeard = 0;
   private pings = 0;
   private closedResolve!: () => void;
@@ -85,7 +94,7 @@ export class Connection {
   /** Drops the current socket and connects again at once (a new token, say). */
   reconnectNow(): void {
     this.attempt = 0;
-    if (this.socket) this.abandon(this.socket, 1000, "reconnecting");
+    if (this.socket) this.abandon(this.socket, {}, 1000, "reconnecting");
   }
 
   /** Stops for good: closes the socket, and no further attempt is made. */
@@ -93,7 +102,7 @@ export class Connection {
     if (this.stopped) return;
     this.stopped = true;
     clearTimeout(this.reconnectTimer);
-    clearInterval(this.heartbeatTimer);
+    this.stopHeartbeat();
     const socket = this.socket;
     this.socket = undefined;
     if (!socket) {
@@ -114,34 +123,46 @@ export class Connection {
     if (this.stopped) return;
     this.events.connecting();
     let token: string | undefined;
-    let Socket: WebSocketConstructor;
     try {
       token = await this.freshToken();
-      Socket = await webSocketConstructor(this.options.WebSocket);
     } catch (error) {
       this.events.warn(new WsgateError("token_failed", `no token to connect with: ${String(error)}`));
       this.scheduleReconnect();
       return;
     }
-    if (this.stopped) return;
-    const protocols = token === undefined ? undefined : ["wsgate.v1", `wsgate.token.${token}`];
     let socket: WebSocketLike;
     try {
+      const Socket = await webSocketConstructor(this.options.WebSocket);
+      if (this.stopped) return;
+      const protocols = token === undefined ? undefined : ["wsgate.v1", `wsgate.token.${token}`];
       socket = new Socket(this.options.url, protocols);
     } catch (error) {
-      // A token that is not a valid subprotocol token, for instance.
-      this.events.warn(new WsgateError("closed", `cannot open the WebSocket: ${String(error)}`));
+      // No WebSocket implementation, or a token that is not a valid subprotocol token.
+      this.events.warn(new WsgateError("connect_failed", `cannot open a WebSocket: ${String(error)}`));
       this.scheduleReconnect();
       return;
     }
     this.socket = socket;
     this.token = token;
-    let refusedWith: number | undefined;
-    onUpgradeRefused(socket, (status) => (refusedWith = status));
-    socket.onopen = () => this.opened(socket);
+    const attempt: Attempt = {};
+    onUpgradeRefused(socket, (status) => (attempt.refusedWith = status));
+    // A handshake that never ends (a gateway that accepts TCP but never answers) is given up.
+    attempt.timer = setTimeout(() => {
+      if (socket.readyState !== OPEN) this.abandon(socket, attempt, SILENT_GATEWAY, "no answer");
+    }, this.options.connectTimeoutMs);
+    socket.onopen = () => {
+      clearTimeout(attempt.timer);
+      this.opened(socket);
+    };
     socket.onmessage = (event) => this.heard(socket, event.data);
-    socket.onerror = () => undefined; // A close always follows.
-    socket.onclose = () => this.gone(socket, refusedWith);
+    socket.onclose = (event) => {
+      clearTimeout(attempt.timer);
+      this.gone(socket, attempt, event.code);
+    };
+    // Usually a close follows; some implementations end a failed attempt with `error` alone.
+    socket.onerror = () => {
+      if (socket.readyState !== OPEN) this.abandon(socket, attempt, SILENT_GATEWAY, "failed");
+    };
   }
 
   private opened(socket: WebSocketLike): void {
@@ -171,33 +192,49 @@ export class Connection {
 
   /**
    * Browsers cannot see WebSocket pings, and a half-open TCP connection looks
-   * open until a write fails: send a `ping` frame, and give up on a gateway
-   * that has said nothing since the last one for `pongTimeoutMs`.
+   * open until a write fails: send a `ping` frame every interval, and give up
+   * on a gateway that has said nothing within `pongTimeoutMs` of one.
    */
   private heartbeat(socket: WebSocketLike): void {
-    if (socket !== this.socket) return;
-    const silentFor = Date.now() - this.lastHeard;
-    if (silentFor > this.options.pingIntervalMs + this.options.pongTimeoutMs) {
-      this.abandon(socket, SILENT_GATEWAY, "gateway silent");
-      return;
-    }
-    if (socket.readyState === OPEN) socket.send(JSON.stringify({ type: "ping", id: `hb-${++this.pings}` }));
+    if (socket !== this.socket || socket.readyState !== OPEN || this.pongTimer !== undefined) return;
+    const sentAt = Date.now();
+    socket.send(JSON.stringify({ type: "ping", id: `hb-${++this.pings}` }));
+    this.pongTimer = setTimeout(() => {
+      this.pongTimer = undefined;
+      // Anything heard since the ping (its pong, or any frame) proves the gateway is there.
+      if (socket === this.socket && this.lastHeard < sentAt) this.abandon(socket, {}, SILENT_GATEWAY, "gateway silent");
+    }, this.options.pongTimeoutMs);
+  }
+
+  private stopHeartbeat(): void {
+    clearInterval(this.heartbeatTimer);
+    clearTimeout(this.pongTimer);
+    this.pongTimer = undefined;
   }
 
   /** Stops listening to `socket` (its close handshake may never end) and carries on as if it had closed. */
-  private abandon(socket: WebSocketLike, code: number, reason: string): void {
+  private abandon(socket: WebSocketLike, attempt: Attempt, code: number, reason: string): void {
+    if (socket !== this.socket) return;
+    clearTimeout(attempt.timer);
     socket.onopen = socket.onmessage = socket.onclose = null;
+    // Kept, never null: `ws` throws an `error` event that has no listener.
+    socket.onerror = () => undefined;
     const terminate = (socket as { terminate?: () => void }).terminate;
-    if (typeof terminate === "function") terminate.call(socket);
-    else socket.close(code, reason);
-    this.gone(socket, undefined);
+    try {
+      if (typeof terminate === "function") terminate.call(socket);
+      else socket.close(code, reason);
+    } catch {
+      // Already closing: nothing more to end.
+    }
+    this.gone(socket, attempt, undefined);
   }
 
-  private gone(socket: WebSocketLike, refusedWith: number | undefined): void {
+  private gone(socket: WebSocketLike, attempt: Attempt, code: number | undefined): void {
     if (socket !== this.socket) return;
     this.socket = undefined;
-    clearInterval(this.heartbeatTimer);
+    this.stopHeartbeat();
     if (this.stopped) return;
+    const refusedWith = attempt.refusedWith;
     if (refusedWith === 401 || refusedWith === 403) {
       this.events.failed(
         new WsgateError(
@@ -207,7 +244,7 @@ export class Connection {
       );
       return;
     }
-    this.events.dropped();
+    this.events.dropped(code);
     this.scheduleReconnect();
   }
 

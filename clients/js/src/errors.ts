@@ -32,7 +32,11 @@ export type ClientErrorCode =
   /** Node only: the gateway refused the upgrade with HTTP 403 (an origin or policy refusal). */
   | "http_403"
   /** The `token` function threw or rejected. */
-  | "token_failed";
+  | "token_failed"
+  /** A connection attempt could not even start (no WebSocket implementation, a token that is not a valid subprotocol). */
+  | "connect_failed"
+  /** A publish frame over `maxMessageBytes`, or one the gateway closed the connection over (1009). */
+  | "too_large";
 
 export type WsgateErrorCode = ServerErrorCode | ClientErrorCode;
 

@@ -19,9 +19,14 @@ export interface PublishResult {
 /** Builds a publish's frame (and starts its span) when it is first sent. */
 export type FrameBuilder = () => { frame: string; span: SendSpan | undefined };
 
+/** Sends a frame and returns its sequence number on the connection. */
+export type Send = (frame: string) => number;
+
 interface Pending {
   build: FrameBuilder | undefined;
   frame: string;
+  /** The sequence number of its last send on the current connection. */
+  seq: number | undefined;
   resolve: (result: PublishResult) => void;
   reject: (error: WsgateError) => void;
   span: SendSpan | undefined;
@@ -51,13 +56,13 @@ export class Publishes {
    * first send, or at once when it can: a publish that waits for the first
    * connection gets its span when the client knows whether it can trace.
    */
-  add(id: string, build: FrameBuilder, buildNow: boolean, send: ((frame: string) => void) | undefined): Promise<PublishResult> {
+  add(id: string, build: FrameBuilder, buildNow: boolean, send: Send | undefined): Promise<PublishResult> {
     return new Promise((resolve, reject) => {
       if (!send && this.pending.size >= this.maxQueued) {
         reject(new WsgateError("queue_full", `${this.maxQueued} publishes already wait for a connection`));
         return;
       }
-      const entry: Pending = { build, frame: "", resolve, reject, span: undefined, timer: undefined };
+      const entry: Pending = { build, frame: "", seq: undefined, resolve, reject, span: undefined, timer: undefined };
       if (buildNow) this.built(entry);
       this.pending.set(id, entry);
       if (send) this.sent(id, entry, send);
@@ -65,8 +70,44 @@ export class Publishes {
   }
 
   /** After a (re)connect: sends every publish not yet acknowledged, in order. */
-  sendAll(send: (frame: string) => void): void {
+  sendAll(send: Send): void {
     for (const [id, entry] of this.pending) this.sent(id, entry, send);
+  }
+
+  /**
+   * The publishes last sent before frame `seq` and still unanswered now that
+   * the gateway has answered frame `seq`: the rate limit dropped them, so
+   * sending them again cannot deliver one twice. They count as unsent.
+   */
+  unansweredBefore(seq: number): string[] {
+    const ids: string[] = [];
+    for (const [id, entry] of this.pending) {
+      if (entry.seq !== undefined && entry.seq < seq) {
+        entry.seq = undefined;
+        ids.push(id);
+      }
+    }
+    return ids;
+  }
+
+  /** Sends one again (see `unansweredBefore`), if it still waits. */
+  resend(id: string, send: Send): void {
+    const entry = this.pending.get(id);
+    if (entry && entry.seq === undefined) this.sent(id, entry, send);
+  }
+
+  /** The connection dropped: nothing is in flight on it any more. */
+  disconnected(): void {
+    for (const entry of this.pending.values()) entry.seq = undefined;
+  }
+
+  /** The largest publish sent on the connection the gateway just closed with 1009 (too big). */
+  largestSent(): string | undefined {
+    let largest: [string, number] | undefined;
+    for (const [id, entry] of this.pending) {
+      if (entry.seq !== undefined && (!largest || entry.frame.length > largest[1])) largest = [id, entry.frame.length];
+    }
+    return largest?.[0];
   }
 
   private built(entry: Pending): void {
@@ -75,9 +116,9 @@ export class Publishes {
     entry.build = undefined;
   }
 
-  private sent(id: string, entry: Pending, send: (frame: string) => void): void {
+  private sent(id: string, entry: Pending, send: Send): void {
     this.built(entry);
-    send(entry.frame);
+    entry.seq = send(entry.frame);
     // The timeout counts from the first send, not from each resend.
     entry.timer ??= setTimeout(() => {
       this.settle(id, new WsgateError("publish_timeout", `no ack for publish ${id} within ${this.timeoutMs} ms`));

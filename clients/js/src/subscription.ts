@@ -80,12 +80,15 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     this.settleReady();
   }
 
-  /** @internal Ends it: `ready` rejects if it had not resolved; `error` is emitted if it had. */
-  fail(error: WsgateError): void {
+  /**
+   * @internal Ends it: `ready` rejects if it had not resolved; otherwise
+   * `error` is emitted, unless `quietly` (the application closed the client).
+   */
+  fail(error: WsgateError, quietly: boolean): void {
     if (this.ended) return;
     this.end();
-    if (this.isReady) this.emit("error", error);
-    else this.settleReady(error);
+    if (!this.isReady) this.settleReady(error);
+    else if (!quietly) this.emit("error", error);
   }
 
   /** @internal */
@@ -150,8 +153,8 @@ export class Room {
     return true;
   }
 
-  fail(error: WsgateError): void {
-    for (const subscription of [...this.subscriptions]) subscription.fail(error);
+  fail(error: WsgateError, quietly: boolean): void {
+    for (const subscription of [...this.subscriptions]) subscription.fail(error, quietly);
     this.subscriptions.clear();
   }
 }

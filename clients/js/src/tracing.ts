@@ -48,10 +48,23 @@ export class Tracing {
   }
 
   /**
+   * Whether a tracer provider is registered. The API's global provider is a
+   * proxy until one is: then it has no tracer to delegate to, and the client
+   * makes no span at all.
+   */
+  private get active(): boolean {
+    const provider = this.api.trace.getTracerProvider() as {
+      getDelegateTracer?: (name: string, version?: string) => unknown;
+    };
+    return typeof provider.getDelegateTracer !== "function" || provider.getDelegateTracer("@wsgate/client", VERSION) !== undefined;
+  }
+
+  /**
    * Starts the `send` span of a publish, a child of the caller's active
    * context. `undefined` when no provider is registered (nothing to send).
    */
   send(room: string, id: string): SendSpan | undefined {
+    if (!this.active) return undefined;
     const span = this.tracer.startSpan("send", {
       kind: PRODUCER,
       attributes: {
@@ -86,6 +99,10 @@ export class Tracing {
    * on its `traceparent`. Without a recording span it just runs `deliver`.
    */
   process(room: string, messageId: string, traceparent: string | undefined, offset: number | undefined, deliver: () => void): void {
+    if (!this.active) {
+      deliver();
+      return;
+    }
     const parent = traceparent ? parseTraceparent(traceparent) : undefined;
     const parentContext = parent
       ? this.api.trace.setSpanContext(this.api.ROOT_CONTEXT, parent)

@@ -1,7 +1,9 @@
 /**
- * The WebSocket the client speaks through: the one passed in the options, the
- * global one (browsers, Node 22 and newer), or the `ws` package (Node 18 and
- * 20, which have no global `WebSocket`).
+ * The WebSocket the client speaks through: the one passed in the options; in
+ * Node, the `ws` package; elsewhere (browsers), the global one. Node 22's
+ * global WebSocket (undici's) is not used: a failed attempt there fires
+ * `error` without `close` (nodejs/undici#3546), and the HTTP status of a
+ * refused upgrade cannot be seen.
  */
 
 /** What the client needs of a WebSocket: the browser API's shape, which `ws` shares. */
@@ -24,11 +26,12 @@ export const OPEN = 1;
 
 let wsPackage: Promise<WebSocketConstructor> | undefined;
 
-/** The constructor to use: `given`, else the global one, else `ws` (loaded once). */
+/** The constructor to use: `given`, else `ws` in Node (loaded once), else the global one. */
 export function webSocketConstructor(given?: WebSocketConstructor): Promise<WebSocketConstructor> {
   if (given) return Promise.resolve(given);
+  const inNode = typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node === "string";
   const global = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
-  if (global) return Promise.resolve(global);
+  if (global && !inNode) return Promise.resolve(global);
   wsPackage ??= import("ws").then((module) => module.default as unknown as WebSocketConstructor);
   return wsPackage;
 }

@@ -85,6 +85,31 @@ test("refusals reject with the gateway's stable error code", async (t) => {
   await assert.rejects(client.publish("fine", 1), (e: unknown) => e instanceof WsgateError && e.code === "closed");
 });
 
+test("what the gateway would refuse without an answer in order is refused at once", async (t) => {
+  const client = closing(t, new WsgateClient(gateway.url()));
+  await assert.rejects(client.publish("r", 1, { id: "x".repeat(129) }), (e: unknown) => e instanceof WsgateError && e.code === "invalid_message");
+  await assert.rejects(client.publish("r", "y".repeat(70_000)), (e: unknown) => e instanceof WsgateError && e.code === "too_large");
+  // Replies stay matched: the next subscribe is answered as itself.
+  await client.subscribe("after-refusals", () => undefined).ready;
+});
+
+test("leaving a room and joining it again before the replies come: the new subscription waits for its own", async (t) => {
+  const client = closing(t, new WsgateClient(gateway.url()));
+  const publisher = closing(t, new WsgateClient(gateway.url()));
+  await client.subscribe("warm-up", () => undefined).ready;
+  const first = client.subscribe("again", () => undefined);
+  first.unsubscribe();
+  const got: unknown[] = [];
+  const second = client.subscribe("again", (m) => got.push(m.data));
+  let resubscribed = 0;
+  second.on("resubscribed", () => resubscribed++);
+  await second.ready;
+  await publisher.publish("again", "after ready");
+  await waitFor("the message", () => got.length === 1);
+  assert.deepEqual(got, ["after ready"]);
+  assert.equal(resubscribed, 0, "no reconnect happened");
+});
+
 test("without a tracer provider no trace context is sent", async (t) => {
   // This file registers no provider: the gateway (traces off) delivers what the publish carried.
   const client = closing(t, new WsgateClient(gateway.url()));

@@ -1,9 +1,10 @@
-// Reconnecting: after a gateway restart, while the gateway is down, and when it goes silent.
+// Reconnecting: after a gateway restart, while the gateway is down, when it goes silent, after a lost ack and a frame too big.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { type ConnectionState, WsgateClient, WsgateError } from "../src/index.js";
 import { closing, Gateway, waitFor } from "./helpers/gateway.js";
+import { Proxy } from "./helpers/proxy.js";
 
 const FAST = { minReconnectDelayMs: 50, maxReconnectDelayMs: 300 };
 
@@ -72,4 +73,41 @@ test("a gateway that stops answering: the publish times out and the client recon
   assert.ok(id);
   await client.close();
   await gateway.stop();
+});
+
+test("a publish whose ack was lost with the connection is sent again and delivered once", async (t) => {
+  const gateway = await Gateway.start(["--history-size", "100"]);
+  t.after(() => gateway.stop());
+  const proxy = await Proxy.start(gateway.addr);
+  t.after(() => proxy.stop());
+  const watcher = closing(t, new WsgateClient(gateway.url()));
+  const got: unknown[] = [];
+  await watcher.subscribe("once", (m) => got.push(m.data)).ready;
+  const client = closing(t, new WsgateClient(proxy.url(), FAST));
+  await client.subscribe("warm-up", () => undefined).ready;
+
+  // Frozen, the gateway takes the frame off the socket only after the cut.
+  await gateway.pause();
+  const result = client.publish("once", "exactly once");
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  proxy.cut();
+  gateway.resume();
+  const { offset } = await result;
+  await waitFor("the message", () => got.length >= 1);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.deepEqual(got, ["exactly once"], "delivered once although it may have been sent twice");
+  assert.equal(offset, 1);
+});
+
+test("a publish the gateway closes the connection over (1009) rejects with too_large and is not sent again", async (t) => {
+  const gateway = await Gateway.start(["--max-message-bytes", "1024"]);
+  t.after(() => gateway.stop());
+  const client = closing(t, new WsgateClient(gateway.url(), FAST));
+  const states: ConnectionState[] = [];
+  client.on("state", (s) => states.push(s));
+  await client.subscribe("big", () => undefined).ready;
+  await assert.rejects(client.publish("big", "z".repeat(2_000)), (e: unknown) => e instanceof WsgateError && e.code === "too_large");
+  await waitFor("connected again", () => client.state === "connected" && states.length > 1);
+  await client.publish("big", "small");
+  assert.deepEqual(states, ["connected", "disconnected", "connecting", "connected"], "one reconnect, not a loop");
 });

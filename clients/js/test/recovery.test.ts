@@ -54,6 +54,10 @@ test("with history, a subscriber that keeps losing its network misses nothing an
   assert.ok(offsets.every((o, i) => i === 0 || o > offsets[i - 1]!), "offsets strictly increase");
   await waitFor("the last resume", () => outcomes.length === cuts);
   assert.deepEqual(outcomes, Array(cuts).fill(true), "every resume recovered");
+  // The messages published while it was away came as a replay, not live.
+  const metrics = await (await fetch(gateway.httpUrl("/metrics"))).text();
+  const replayed = Number(/^websocket_recovered_messages_total(?:\{[^}]*\})? (\d+)/m.exec(metrics)?.[1] ?? 0);
+  assert.ok(replayed > 0, `messages were replayed (${replayed})`);
   await client.close();
   await proxy.stop();
   await gateway.stop();

@@ -70,3 +70,21 @@ test("in Node, an upgrade refused with 401 closes the client and says why", asyn
   await assert.rejects(sub.ready, (e: unknown) => e instanceof WsgateError && e.code === "http_401");
   await gateway.stop();
 });
+
+test("a token valid for weeks is not refreshed at once (timers cap at 24.8 days)", async (t) => {
+  const gateway = await Gateway.start(["--jwt-secret", SECRET]);
+  t.after(() => gateway.stop());
+  let issued = 0;
+  const client = closing(
+    t,
+    new WsgateClient(gateway.url(), {
+      token: () => {
+        issued++;
+        return tokenFor("alice", 40 * 24 * 3600);
+      },
+    }),
+  );
+  await client.subscribe("room", () => undefined).ready;
+  await new Promise((resolve) => setTimeout(resolve, 1_000));
+  assert.equal(issued, 1, "one token, for the connection");
+});
