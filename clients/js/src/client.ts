@@ -13,6 +13,7 @@ import { Connection, type ConnectionOptions } from "./connection.js";
 import { Emitter, reportListenerError } from "./emitter.js";
 import { WsgateError } from "./errors.js";
 import { type PublishResult, Publishes } from "./publishes.js";
+import { RateLimit } from "./ratelimit.js";
 import { type Request, Requests } from "./requests.js";
 import { type Message, type MessageHandler, Room, type SubscribeOptions, Subscription } from "./subscription.js";
 import { refreshDelay, type TokenSource, tokenExpiry } from "./token.js";
@@ -42,7 +43,7 @@ export interface ClientOptions {
   maxMessageBytes?: number;
   /** Make spans when `@opentelemetry/api` is installed and a provider registered. Default true. */
   tracing?: boolean;
-  /** The WebSocket implementation; default the global one, else the `ws` package. */
+  /** The WebSocket implementation; default `ws` in Node, the global one elsewhere. */
   WebSocket?: WebSocketConstructor;
 }
 
@@ -82,13 +83,7 @@ export class WsgateClient extends Emitter<ClientEvents> {
   private readonly requests = new Requests();
   /** Frames sent so far: each frame's sequence number. */
   private seq = 0;
-  private syncTimer: ReturnType<typeof setTimeout> | undefined;
-  /** The sequence number of the barrier in flight (see `scheduleSync`), and of the one before. */
-  private syncSeq = 0;
-  private syncFrom = 0;
-  /** Frames the rate limit dropped, to send again, and how many to send per round. */
-  private backlog: Array<() => void> = [];
-  private budget = 1;
+  private readonly rateLimit: RateLimit;
   private readonly retryTimers = new Set<ReturnType<typeof setTimeout>>();
   private tracing: Tracing | undefined;
   /** Whether `tracing` is final: the API has loaded, or is known absent or unwanted. */
@@ -97,14 +92,21 @@ export class WsgateClient extends Emitter<ClientEvents> {
   private readonly idPrefix = randomId();
   private nextId = 1;
   private readonly refreshMarginMs: number;
-  private readonly maxMessageBytes: number;
 
   constructor(url: string, options: ClientOptions = {}) {
     super();
     const settings = { ...DEFAULTS, ...definedOnly(options) };
-    this.publishes = new Publishes(settings.publishTimeoutMs, settings.maxQueuedPublishes);
+    this.publishes = new Publishes(settings.publishTimeoutMs, settings.maxQueuedPublishes, settings.maxMessageBytes);
     this.refreshMarginMs = settings.refreshMarginMs;
-    this.maxMessageBytes = settings.maxMessageBytes;
+    this.rateLimit = new RateLimit({
+      isOpen: () => this.connection.isOpen,
+      transmit: (text) => this.transmit(text),
+      unansweredBefore: (seq) => [
+        ...this.requests.unansweredBefore(seq).map((request) => () => this.resend(request)),
+        ...this.publishes.unansweredBefore(seq).map((id) => () => this.sendPublish(id)),
+      ],
+      waitingSince: (seq) => this.requests.waitingSince(seq) || this.publishes.waitingSince(seq),
+    });
     const connectionOptions: ConnectionOptions = {
       url,
       token: options.token,
@@ -190,14 +192,21 @@ export class WsgateClient extends Emitter<ClientEvents> {
       }
       return { frame: JSON.stringify(frame), span };
     };
-    const size = utf8Length(JSON.stringify({ type: "publish", room, data, id })) + 160;
-    if (size > this.maxMessageBytes) {
-      // 160 bytes: the trace context the frame may still get. The gateway would close the connection (1009).
-      return Promise.reject(new WsgateError("too_large", `the publish frame would be over ${this.maxMessageBytes} bytes`));
+    try {
+      JSON.stringify(data);
+    } catch (error) {
+      // A BigInt, or a cycle: nothing to send.
+      return Promise.reject(new WsgateError("invalid_message", `data is not JSON: ${String(error)}`));
     }
-    const send = this.connection.isOpen ? (text: string) => this.transmit(text) : undefined;
+    const connected = this.connection.isOpen;
     // Until the OpenTelemetry API has loaded (the client has not connected yet), the span waits too.
-    return this.publishes.add(id, build, this.tracingSettled, send);
+    const result = this.publishes.add(id, build, this.tracingSettled, !connected);
+    if (connected) this.rateLimit.send(() => this.sendPublish(id));
+    return result;
+  }
+
+  private sendPublish(id: string): void {
+    if (this.connection.isOpen) this.publishes.resend(id, (text) => this.transmit(text));
   }
 
   /** Closes the connection for good: waiting publishes reject with `closed`. */
@@ -216,8 +225,7 @@ export class WsgateClient extends Emitter<ClientEvents> {
   private opened(token: string | undefined): void {
     this.requests.clear();
     // Everything is sent afresh on a new connection.
-    this.backlog = [];
-    this.syncFrom = this.seq;
+    this.rateLimit.reset(this.seq);
     this.setState("connected");
     for (const room of this.rooms.values()) this.sendSubscribe(room);
     this.publishes.sendAll((text) => this.transmit(text));
@@ -239,16 +247,17 @@ export class WsgateClient extends Emitter<ClientEvents> {
 
   private clearTimers(): void {
     clearTimeout(this.refreshTimer);
-    clearTimeout(this.syncTimer);
-    this.syncTimer = undefined;
+    this.rateLimit.stop();
     for (const timer of this.retryTimers) clearTimeout(timer);
     this.retryTimers.clear();
   }
 
   /** Sends a frame on the open connection; returns its sequence number. */
   private transmit(text: string): number {
+    const seq = ++this.seq;
     this.connection.send(text);
-    return ++this.seq;
+    this.rateLimit.sent(seq);
+    return seq;
   }
 
   /** The connection gave up for good (Node: the upgrade was refused with 401 or 403). */
@@ -270,8 +279,11 @@ export class WsgateClient extends Emitter<ClientEvents> {
 
   private sendSubscribe(room: Room): void {
     if (!this.connection.isOpen) return;
-    const seq = this.transmit(room.subscribeFrame());
-    this.requests.push({ kind: "subscribe", room, seq });
+    this.rateLimit.send(() => {
+      if (!this.connection.isOpen || !this.current(room)) return;
+      const seq = this.transmit(room.subscribeFrame());
+      this.requests.push({ kind: "subscribe", room, seq });
+    });
   }
 
   private detach(subscription: Subscription): void {
@@ -283,8 +295,11 @@ export class WsgateClient extends Emitter<ClientEvents> {
 
   private sendUnsubscribe(room: Room): void {
     if (!this.connection.isOpen) return;
-    const seq = this.transmit(JSON.stringify({ type: "unsubscribe", room: room.name }));
-    this.requests.push({ kind: "unsubscribe", room, seq });
+    this.rateLimit.send(() => {
+      if (!this.connection.isOpen || this.rooms.has(room.name)) return;
+      const seq = this.transmit(JSON.stringify({ type: "unsubscribe", room: room.name }));
+      this.requests.push({ kind: "unsubscribe", room, seq });
+    });
   }
 
   /** Whether `room` is still the record of its name (not left, nor replaced by a new subscribe). */
@@ -333,7 +348,7 @@ export class WsgateClient extends Emitter<ClientEvents> {
       case "error":
         return this.errorFrame(frame);
       case "pong":
-        if (typeof frame.id === "string" && frame.id.startsWith("sync-")) this.resync(Number(frame.id.slice(5)));
+        if (typeof frame.id === "string") this.rateLimit.pong(frame.id);
         return;
       default:
         // Frame types newer than this client: any frame is a sign of life.
@@ -366,15 +381,18 @@ export class WsgateClient extends Emitter<ClientEvents> {
     const error = new WsgateError(code, frame.message ?? code);
     if (code === "rate_limited") {
       // The frame was not handled: not an answer in order, and not a failure of
-      // a publish. Find what was dropped and send it again (`resync`).
+      // a publish. What was dropped is found and sent again (`ratelimit.ts`).
       this.emit("error", error);
-      this.scheduleSync();
+      this.rateLimit.limited();
       return;
     }
     if (frame.id !== undefined) {
       if (!this.publishes.settle(frame.id, error)) this.emit("error", error);
       return;
     }
+    // Which request it answers is unknown until the round's barrier; the
+    // request is sent again then, and answered again.
+    if (this.rateLimit.uncertain) return;
     const request = this.requests.shift();
     if (!request) {
       this.emit("error", error);
@@ -390,42 +408,6 @@ export class WsgateClient extends Emitter<ClientEvents> {
       case "refresh":
         return this.refreshRefused(error);
     }
-  }
-
-  /**
-   * After a `rate_limited`: a second later (the limit refills each second),
-   * send a barrier, a `ping` whose `pong` shows what came before it was
-   * answered or dropped (`resync`).
-   */
-  private scheduleSync(): void {
-    if (this.syncTimer !== undefined) return;
-    this.syncTimer = setTimeout(() => {
-      this.syncTimer = undefined;
-      if (!this.connection.isOpen) return;
-      // What was dropped goes out again: with the barrier, as many frames as the gateway took in the last round.
-      for (const resend of this.backlog.splice(0, Math.max(1, this.budget - 1))) resend();
-      this.syncSeq = this.transmit(JSON.stringify({ type: "ping", id: `sync-${this.seq + 1}` }));
-      // A barrier dropped too: try again unless its pong came.
-      this.syncTimer = setTimeout(() => {
-        this.syncTimer = undefined;
-        this.scheduleSync();
-      }, 2_000);
-    }, 1_000);
-  }
-
-  /** The barrier's pong: what was sent before it and is still unanswered was dropped. */
-  private resync(seq: number): void {
-    if (seq !== this.syncSeq) return;
-    clearTimeout(this.syncTimer);
-    this.syncTimer = undefined;
-    const dropped: Array<() => void> = [];
-    for (const request of this.requests.unansweredBefore(seq)) dropped.push(() => this.resend(request));
-    for (const id of this.publishes.unansweredBefore(seq)) dropped.push(() => this.publishes.resend(id, (text) => this.transmit(text)));
-    // The frames the gateway handled since the last barrier: about what it takes in a second.
-    this.budget = Math.max(1, seq - this.syncFrom - dropped.length);
-    this.syncFrom = seq;
-    this.backlog = [...dropped, ...this.backlog];
-    if (this.backlog.length > 0) this.scheduleSync();
   }
 
   private resend(request: Request): void {
@@ -483,8 +465,11 @@ export class WsgateClient extends Emitter<ClientEvents> {
       return;
     }
     if (token === undefined || !this.connection.isOpen) return;
-    const seq = this.transmit(JSON.stringify({ type: "refresh", token }));
-    this.requests.push({ kind: "refresh", token, seq });
+    this.rateLimit.send(() => {
+      if (!this.connection.isOpen) return;
+      const seq = this.transmit(JSON.stringify({ type: "refresh", token }));
+      this.requests.push({ kind: "refresh", token, seq });
+    });
   }
 
   private refreshRefused(error: WsgateError): void {

@@ -45,6 +45,8 @@ interface Attempt {
 
 export class Connection {
   private socket: WebSocketLike | undefined;
+  /** The current socket's attempt, and how many attempts have failed in a row. */
+  private current: Attempt | undefined;
   private attempt = 0;
   private stopped = false;
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
@@ -102,6 +104,7 @@ export class Connection {
     if (this.stopped) return;
     this.stopped = true;
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.current?.timer);
     this.stopHeartbeat();
     const socket = this.socket;
     this.socket = undefined;
@@ -145,6 +148,7 @@ export class Connection {
     this.socket = socket;
     this.token = token;
     const attempt: Attempt = {};
+    this.current = attempt;
     onUpgradeRefused(socket, (status) => (attempt.refusedWith = status));
     // A handshake that never ends (a gateway that accepts TCP but never answers) is given up.
     attempt.timer = setTimeout(() => {

@@ -25,6 +25,8 @@ export type Send = (frame: string) => number;
 interface Pending {
   build: FrameBuilder | undefined;
   frame: string;
+  /** The frame's size in UTF-8 bytes, what the gateway's limit counts. */
+  bytes: number;
   /** The sequence number of its last send on the current connection. */
   seq: number | undefined;
   resolve: (result: PublishResult) => void;
@@ -40,6 +42,7 @@ export class Publishes {
   constructor(
     private readonly timeoutMs: number,
     private readonly maxQueued: number,
+    private readonly maxBytes: number,
   ) {}
 
   get size(): number {
@@ -51,21 +54,21 @@ export class Publishes {
   }
 
   /**
-   * Registers a publish. When `send` is given (connected) it is sent at once;
-   * otherwise it waits, unless `maxQueued` already do. `build` runs at the
-   * first send, or at once when it can: a publish that waits for the first
-   * connection gets its span when the client knows whether it can trace.
+   * Registers a publish, to be sent by `resend` (or `sendAll` after a
+   * connect). While disconnected (`bounded`) it is refused when `maxQueued`
+   * already wait. `build` runs at the first send, or at once when it can: a
+   * publish that waits for the first connection gets its span when the client
+   * knows whether it can trace.
    */
-  add(id: string, build: FrameBuilder, buildNow: boolean, send: Send | undefined): Promise<PublishResult> {
+  add(id: string, build: FrameBuilder, buildNow: boolean, bounded: boolean): Promise<PublishResult> {
     return new Promise((resolve, reject) => {
-      if (!send && this.pending.size >= this.maxQueued) {
+      if (bounded && this.pending.size >= this.maxQueued) {
         reject(new WsgateError("queue_full", `${this.maxQueued} publishes already wait for a connection`));
         return;
       }
-      const entry: Pending = { build, frame: "", seq: undefined, resolve, reject, span: undefined, timer: undefined };
-      if (buildNow) this.built(entry);
+      const entry: Pending = { build, frame: "", bytes: 0, seq: undefined, resolve, reject, span: undefined, timer: undefined };
       this.pending.set(id, entry);
-      if (send) this.sent(id, entry, send);
+      if (buildNow) this.built(id, entry);
     });
   }
 
@@ -90,7 +93,13 @@ export class Publishes {
     return ids;
   }
 
-  /** Sends one again (see `unansweredBefore`), if it still waits. */
+  /** Whether a publish sent at or before frame `seq` still waits for its answer. */
+  waitingSince(seq: number): boolean {
+    for (const entry of this.pending.values()) if (entry.seq !== undefined && entry.seq <= seq) return true;
+    return false;
+  }
+
+  /** Sends one not yet sent on this connection (new, or see `unansweredBefore`), if it still waits. */
   resend(id: string, send: Send): void {
     const entry = this.pending.get(id);
     if (entry && entry.seq === undefined) this.sent(id, entry, send);
@@ -101,23 +110,30 @@ export class Publishes {
     for (const entry of this.pending.values()) entry.seq = undefined;
   }
 
-  /** The largest publish sent on the connection the gateway just closed with 1009 (too big). */
+  /** The largest publish (in bytes) sent on the connection the gateway just closed with 1009 (too big). */
   largestSent(): string | undefined {
     let largest: [string, number] | undefined;
     for (const [id, entry] of this.pending) {
-      if (entry.seq !== undefined && (!largest || entry.frame.length > largest[1])) largest = [id, entry.frame.length];
+      if (entry.seq !== undefined && (!largest || entry.bytes > largest[1])) largest = [id, entry.bytes];
     }
     return largest?.[0];
   }
 
-  private built(entry: Pending): void {
-    if (!entry.build) return;
-    ({ frame: entry.frame, span: entry.span } = entry.build());
-    entry.build = undefined;
+  /** Builds the frame; false when it is too large to send (the publish is then rejected). */
+  private built(id: string, entry: Pending): boolean {
+    if (entry.build) {
+      ({ frame: entry.frame, span: entry.span } = entry.build());
+      entry.build = undefined;
+      entry.bytes = new TextEncoder().encode(entry.frame).length;
+    }
+    if (entry.bytes <= this.maxBytes) return true;
+    // The gateway would close the connection over it (1009).
+    this.settle(id, new WsgateError("too_large", `the publish frame is ${entry.bytes} bytes, over ${this.maxBytes}`));
+    return false;
   }
 
   private sent(id: string, entry: Pending, send: Send): void {
-    this.built(entry);
+    if (!this.built(id, entry)) return;
     entry.seq = send(entry.frame);
     // The timeout counts from the first send, not from each resend.
     entry.timer ??= setTimeout(() => {

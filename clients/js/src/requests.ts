@@ -47,6 +47,11 @@ export class Requests {
     return dropped;
   }
 
+  /** Whether a request sent at or before frame `seq` still waits. */
+  waitingSince(seq: number): boolean {
+    return this.queue.some((r) => r.seq <= seq);
+  }
+
   clear(): void {
     this.queue = [];
   }

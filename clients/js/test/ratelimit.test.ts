@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { WsgateClient, type WsgateError } from "../src/index.js";
+import { WsgateClient, WsgateError } from "../src/index.js";
 import { closing, Gateway, waitFor } from "./helpers/gateway.js";
 import { Proxy } from "./helpers/proxy.js";
 
@@ -32,4 +32,30 @@ test("with --max-msgs-per-sec every subscribe and publish gets through, before a
     ROOMS.map((room) => got.get(room)),
     ROOMS.map((room) => [`to ${room}`]),
   );
+});
+
+test("under the limit an error still answers its own request, and one publisher's messages keep their order", async (t) => {
+  const gateway = await Gateway.start(["--max-msgs-per-sec", "10"]);
+  t.after(() => gateway.stop());
+  const client = closing(t, new WsgateClient(gateway.url()));
+  const reader = closing(t, new WsgateClient(gateway.url()));
+  const got: number[] = [];
+  await reader.subscribe("ordered", (m) => got.push(m.data as number)).ready;
+
+  // Eleven subscribes: the eleventh is over the burst and dropped; then a refused one.
+  const subs = Array.from({ length: 11 }, (_, i) => client.subscribe(`r${i}`, () => undefined));
+  await new Promise((resolve) => setTimeout(resolve, 250));
+  const bad = client.subscribe("bad room", () => undefined);
+  await assert.rejects(bad.ready, (e: unknown) => e instanceof WsgateError && e.code === "invalid_room");
+  await Promise.all(subs.map((s) => s.ready));
+
+  // Thirty publishes 40 ms apart, at 10 frames a second: most wait, none overtakes another.
+  const acks: Promise<unknown>[] = [];
+  for (let n = 1; n <= 30; n++) {
+    acks.push(client.publish("ordered", n));
+    await new Promise((resolve) => setTimeout(resolve, 40));
+  }
+  await Promise.all(acks);
+  await waitFor("all thirty", () => got.length === 30, 20_000);
+  assert.deepEqual(got, Array.from({ length: 30 }, (_, i) => i + 1));
 });

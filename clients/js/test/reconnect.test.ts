@@ -1,5 +1,7 @@
 // Reconnecting: after a gateway restart, while the gateway is down, when it goes silent, after a lost ack and a frame too big.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { type AddressInfo, createServer } from "node:net";
 import { test } from "node:test";
 
 import { type ConnectionState, WsgateClient, WsgateError } from "../src/index.js";
@@ -110,4 +112,37 @@ test("a publish the gateway closes the connection over (1009) rejects with too_l
   await waitFor("connected again", () => client.state === "connected" && states.length > 1);
   await client.publish("big", "small");
   assert.deepEqual(states, ["connected", "disconnected", "connecting", "connected"], "one reconnect, not a loop");
+
+  // The gateway counts bytes: 500 three-byte characters are over 1024, 800 ASCII ones are not.
+  const wide = client.publish("big", "語".repeat(500));
+  const narrow = client.publish("big", "a".repeat(800));
+  await assert.rejects(wide, (e: unknown) => e instanceof WsgateError && e.code === "too_large");
+  assert.ok((await narrow).id, "the smaller frame in bytes is the one sent again");
+});
+
+test("a gateway that accepts TCP but never answers the handshake: the attempt times out, and close() lets Node exit", async () => {
+  const silent = createServer(() => undefined);
+  await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+  const { port } = silent.address() as AddressInfo;
+  const script = `
+    import { WsgateClient } from ${JSON.stringify(new URL("../src/index.js", import.meta.url).href)};
+    const client = new WsgateClient("ws://127.0.0.1:${port}/ws", { connectTimeoutMs: 300, minReconnectDelayMs: 50, maxReconnectDelayMs: 50 });
+    const states = [];
+    client.on("state", (s) => states.push(s));
+    setTimeout(async () => {
+      await client.close();
+      console.log(JSON.stringify(states));
+    }, 800);
+  `;
+  const started = Date.now();
+  const child = spawn(process.execPath, ["--input-type=module", "-e", script]);
+  let out = "";
+  child.stdout.on("data", (chunk) => (out += chunk));
+  const code = await new Promise((resolve) => child.on("exit", resolve));
+  silent.close();
+  assert.equal(code, 0);
+  const states = JSON.parse(out) as string[];
+  assert.ok(states.filter((s) => s === "disconnected").length >= 1, `the attempt was given up: ${out}`);
+  assert.equal(states.at(-1), "closed");
+  assert.ok(Date.now() - started < 5_000, "no timer kept the process alive after close()");
 });
