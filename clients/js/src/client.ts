@@ -7,7 +7,7 @@
  * Replies are matched to requests by `id` where the gateway echoes one (the
  * `ack` and `error` of a publish) and otherwise by order (`requests.ts`).
  * Frames the gateway's rate limit dropped are found with a barrier and sent
- * again (`resync`).
+ * again (`ratelimit.ts`); the token is refreshed by `refresh.ts`.
  */
 import { Connection, type ConnectionOptions } from "./connection.js";
 import { Emitter, reportListenerError } from "./emitter.js";
@@ -16,62 +16,13 @@ import { type PublishResult, Publishes } from "./publishes.js";
 import { RateLimit } from "./ratelimit.js";
 import { type Request, Requests } from "./requests.js";
 import { type Message, type MessageHandler, Room, type SubscribeOptions, Subscription } from "./subscription.js";
-import { refreshDelay, type TokenSource, tokenExpiry } from "./token.js";
+import { type Frame, type MessageFrame } from "./frames.js";
+import { randomId, utf8Length } from "./ids.js";
+import { type ClientEvents, type ClientOptions, type ConnectionState, DEFAULTS, definedOnly, type PublishOptions } from "./options.js";
+import { TokenRefresh } from "./refresh.js";
+import { tokenExpiry } from "./token.js";
 import { loadOtel, Tracing } from "./tracing.js";
-import type { WebSocketConstructor } from "./transport.js";
 
-export type ConnectionState = "connecting" | "connected" | "disconnected" | "closed";
-
-export interface ClientOptions {
-  /** A token, or a function called on every (re)connect and before each refresh. */
-  token?: TokenSource;
-  /** Reconnect backoff: the first delay, and the cap it doubles up to (full jitter between them). Default 500 and 30,000. */
-  minReconnectDelayMs?: number;
-  maxReconnectDelayMs?: number;
-  /** A sent publish without an `ack` this long after rejects with `publish_timeout`. Default 10,000. */
-  publishTimeoutMs?: number;
-  /** Publishes that may wait while disconnected; more reject with `queue_full`. Default 1,000. */
-  maxQueuedPublishes?: number;
-  /** How often to send a `ping` frame, and how long the gateway may stay silent after one before the connection counts as dead. Default 20,000 and 10,000; 0 turns pings off. */
-  pingIntervalMs?: number;
-  pongTimeoutMs?: number;
-  /** Refresh the token this long before its `exp` (or half-way through, for shorter tokens). Default 60,000. */
-  refreshMarginMs?: number;
-  /** A connection attempt that is not open after this long is given up and retried. Default 10,000. */
-  connectTimeoutMs?: number;
-  /** The gateway's `--max-message-bytes`: a publish frame over it rejects at once with `too_large`. Default 65,536. */
-  maxMessageBytes?: number;
-  /** Make spans when `@opentelemetry/api` is installed and a provider registered. Default true. */
-  tracing?: boolean;
-  /** The WebSocket implementation; default `ws` in Node, the global one elsewhere. */
-  WebSocket?: WebSocketConstructor;
-}
-
-export type ClientEvents = {
-  state: ConnectionState;
-  /** What the application should know but no promise reports: a refused upgrade, an unmatched error frame. */
-  error: WsgateError;
-};
-
-export interface PublishOptions {
-  /** Your own id for the publish (at most 128 bytes); by default the client makes one. Reuse it to retry. */
-  id?: string;
-}
-
-const DEFAULTS = {
-  minReconnectDelayMs: 500,
-  maxReconnectDelayMs: 30_000,
-  publishTimeoutMs: 10_000,
-  maxQueuedPublishes: 1_000,
-  pingIntervalMs: 20_000,
-  pongTimeoutMs: 10_000,
-  refreshMarginMs: 60_000,
-  connectTimeoutMs: 10_000,
-  maxMessageBytes: 65_536,
-};
-
-/** The longest delay `setTimeout` takes (2³¹−1 ms, about 24.8 days); longer ones fire at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 /** The gateway's limit on an `id`, in UTF-8 bytes. */
 const MAX_ID_BYTES = 128;
 
@@ -88,16 +39,24 @@ export class WsgateClient extends Emitter<ClientEvents> {
   private tracing: Tracing | undefined;
   /** Whether `tracing` is final: the API has loaded, or is known absent or unwanted. */
   private tracingSettled = false;
-  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly refresh: TokenRefresh;
   private readonly idPrefix = randomId();
   private nextId = 1;
-  private readonly refreshMarginMs: number;
 
   constructor(url: string, options: ClientOptions = {}) {
     super();
     const settings = { ...DEFAULTS, ...definedOnly(options) };
     this.publishes = new Publishes(settings.publishTimeoutMs, settings.maxQueuedPublishes, settings.maxMessageBytes);
-    this.refreshMarginMs = settings.refreshMarginMs;
+    this.refresh = new TokenRefresh(
+      {
+        canRefresh: () => this.connection.canRefresh,
+        freshToken: () => this.connection.freshToken(),
+        sendRefresh: (token) => this.sendRefresh(token),
+        reconnectNow: () => this.connection.reconnectNow(),
+        warn: (error) => this.emit("error", error),
+      },
+      settings.refreshMarginMs,
+    );
     this.rateLimit = new RateLimit({
       isOpen: () => this.connection.isOpen,
       transmit: (text) => this.transmit(text),
@@ -230,7 +189,7 @@ export class WsgateClient extends Emitter<ClientEvents> {
     for (const room of this.rooms.values()) this.sendSubscribe(room);
     this.publishes.sendAll((text) => this.transmit(text));
     const exp = token === undefined ? undefined : tokenExpiry(token);
-    if (exp !== undefined) this.scheduleRefresh(exp);
+    if (exp !== undefined) this.refresh.schedule(exp);
   }
 
   private dropped(code: number | undefined): void {
@@ -246,7 +205,7 @@ export class WsgateClient extends Emitter<ClientEvents> {
   }
 
   private clearTimers(): void {
-    clearTimeout(this.refreshTimer);
+    this.refresh.stop();
     this.rateLimit.stop();
     for (const timer of this.retryTimers) clearTimeout(timer);
     this.retryTimers.clear();
@@ -342,7 +301,7 @@ export class WsgateClient extends Emitter<ClientEvents> {
       case "refreshed": {
         const request = this.requests.take((r) => r.kind === "refresh");
         if (request?.kind === "refresh") this.connection.token = request.token;
-        if (typeof frame.exp === "number") this.scheduleRefresh(frame.exp);
+        if (typeof frame.exp === "number") this.refresh.schedule(frame.exp);
         return;
       }
       case "error":
@@ -406,7 +365,7 @@ export class WsgateClient extends Emitter<ClientEvents> {
       case "unsubscribe":
         return; // `not_subscribed`: already out.
       case "refresh":
-        return this.refreshRefused(error);
+        return this.refresh.refused(error);
     }
   }
 
@@ -419,7 +378,7 @@ export class WsgateClient extends Emitter<ClientEvents> {
         if (!this.rooms.has(request.room.name)) this.sendUnsubscribe(request.room);
         return;
       case "refresh":
-        void this.refresh();
+        void this.refresh.now();
         return;
       case "dropped":
         return;
@@ -443,88 +402,11 @@ export class WsgateClient extends Emitter<ClientEvents> {
     room.fail(error, false);
   }
 
-  private scheduleRefresh(exp: number): void {
-    clearTimeout(this.refreshTimer);
-    if (!this.connection.canRefresh) return;
-    const due = Date.now() + refreshDelay(exp, Date.now(), this.refreshMarginMs);
-    // setTimeout fires at once past 2³¹−1 ms: wait in steps for tokens of weeks.
-    const wait = () => {
-      const left = due - Date.now();
-      if (left > 0) this.refreshTimer = setTimeout(wait, Math.min(left, MAX_TIMER_MS));
-      else void this.refresh();
-    };
-    wait();
-  }
-
-  private async refresh(): Promise<void> {
-    let token: string | undefined;
-    try {
-      token = await this.connection.freshToken();
-    } catch (error) {
-      this.emit("error", new WsgateError("token_failed", `the token function failed: ${String(error)}`));
-      return;
-    }
-    if (token === undefined || !this.connection.isOpen) return;
+  private sendRefresh(token: string): void {
     this.rateLimit.send(() => {
       if (!this.connection.isOpen) return;
       const seq = this.transmit(JSON.stringify({ type: "refresh", token }));
       this.requests.push({ kind: "refresh", token, seq });
     });
   }
-
-  private refreshRefused(error: WsgateError): void {
-    if (error.code === "unknown_type") {
-      // A gateway older than `refresh`: reconnect now, with a fresh token.
-      this.connection.reconnectNow();
-      return;
-    }
-    // The gateway keeps the current token; it closes with 4001 at its expiry,
-    // and the reconnect asks for a fresh token.
-    this.emit("error", error);
-  }
-}
-
-/** A frame from the gateway: the fields of every type (docs/protocol.md), each optional. */
-interface Frame {
-  type: string;
-  room?: string;
-  id?: string;
-  data?: unknown;
-  offset?: number;
-  epoch?: string;
-  recovered?: boolean;
-  traceparent?: string;
-  exp?: number;
-  code?: string;
-  message?: string;
-}
-interface MessageFrame extends Frame {
-  room: string;
-  id: string;
-}
-
-function definedOnly<T extends object>(options: T): Partial<T> {
-  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as Partial<T>;
-}
-
-function utf8Length(text: string): number {
-  return new TextEncoder().encode(text).length;
-}
-
-/**
- * The prefix of this client's publish ids: 48 random bits in hex, from the
- * platform's CSPRNG where there is one (browsers, Node 19+). Node 18 has no
- * global `crypto`: there `Math.random` (seeded per process) is mixed with the
- * clock, so two clients' prefixes still collide only by chance.
- */
-function randomId(): string {
-  const bytes = new Uint8Array(6);
-  const crypto = (globalThis as { crypto?: { getRandomValues(array: Uint8Array): Uint8Array } }).crypto;
-  if (crypto) {
-    crypto.getRandomValues(bytes);
-  } else {
-    const now = Date.now();
-    for (let i = 0; i < bytes.length; i++) bytes[i] = (Math.floor(Math.random() * 256) ^ (now / 2 ** (8 * i))) & 0xff;
-  }
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }

@@ -3,7 +3,7 @@
  * See README.md for the API, reconnect and recovery semantics, and tracing.
  */
 export { WsgateClient } from "./client.js";
-export type { ClientEvents, ClientOptions, ConnectionState, PublishOptions } from "./client.js";
+export type { ClientEvents, ClientOptions, ConnectionState, PublishOptions } from "./options.js";
 export { WsgateError } from "./errors.js";
 export type { ClientErrorCode, ServerErrorCode, WsgateErrorCode } from "./errors.js";
 export type { PublishResult } from "./publishes.js";
