@@ -64,7 +64,6 @@ export class WsgateClient extends Emitter<ClientEvents> {
         ...this.requests.unansweredBefore(seq).map((request) => () => this.resend(request)),
         ...this.publishes.unansweredBefore(seq).map((id) => () => this.sendPublish(id)),
       ],
-      waitingSince: (seq) => this.requests.waitingSince(seq) || this.publishes.waitingSince(seq),
     });
     const connectionOptions: ConnectionOptions = {
       url,
@@ -159,7 +158,8 @@ export class WsgateClient extends Emitter<ClientEvents> {
     }
     const connected = this.connection.isOpen;
     // Until the OpenTelemetry API has loaded (the client has not connected yet), the span waits too.
-    const result = this.publishes.add(id, build, this.tracingSettled, !connected);
+    // Bounded while it cannot be sent: disconnected, or held back by the gateway's rate limit.
+    const result = this.publishes.add(id, build, this.tracingSettled, !connected || this.rateLimit.holding);
     if (connected) this.rateLimit.send(() => this.sendPublish(id));
     return result;
   }
@@ -187,7 +187,8 @@ export class WsgateClient extends Emitter<ClientEvents> {
     this.rateLimit.reset(this.seq);
     this.setState("connected");
     for (const room of this.rooms.values()) this.sendSubscribe(room);
-    this.publishes.sendAll((text) => this.transmit(text));
+    // After the rooms, and at the learned pace when the gateway limits the rate.
+    for (const id of this.publishes.ids()) this.rateLimit.send(() => this.sendPublish(id));
     const exp = token === undefined ? undefined : tokenExpiry(token);
     if (exp !== undefined) this.refresh.schedule(exp);
   }
@@ -350,8 +351,12 @@ export class WsgateClient extends Emitter<ClientEvents> {
       return;
     }
     // Which request it answers is unknown until the round's barrier; the
-    // request is sent again then, and answered again.
-    if (this.rateLimit.uncertain) return;
+    // request is sent again then, and answered again. The exception: the
+    // error right after an unasked `unsubscribed` says why, whatever was dropped.
+    if (this.rateLimit.uncertain && this.requests.peek()?.kind !== "dropped") {
+      this.rateLimit.unmatchedError();
+      return;
+    }
     const request = this.requests.shift();
     if (!request) {
       this.emit("error", error);

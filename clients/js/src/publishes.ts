@@ -54,8 +54,8 @@ export class Publishes {
   }
 
   /**
-   * Registers a publish, to be sent by `resend` (or `sendAll` after a
-   * connect). While disconnected (`bounded`) it is refused when `maxQueued`
+   * Registers a publish, to be sent by `resend` (now, after a connect, or
+   * when the rate limiter lets it go). While disconnected (`bounded`) it is refused when `maxQueued`
    * already wait. `build` runs at the first send, or at once when it can: a
    * publish that waits for the first connection gets its span when the client
    * knows whether it can trace.
@@ -70,11 +70,6 @@ export class Publishes {
       this.pending.set(id, entry);
       if (buildNow) this.built(id, entry);
     });
-  }
-
-  /** After a (re)connect: sends every publish not yet acknowledged, in order. */
-  sendAll(send: Send): void {
-    for (const [id, entry] of this.pending) this.sent(id, entry, send);
   }
 
   /**
@@ -93,10 +88,9 @@ export class Publishes {
     return ids;
   }
 
-  /** Whether a publish sent at or before frame `seq` still waits for its answer. */
-  waitingSince(seq: number): boolean {
-    for (const entry of this.pending.values()) if (entry.seq !== undefined && entry.seq <= seq) return true;
-    return false;
+  /** Every waiting publish's id, in the order they were published. */
+  ids(): string[] {
+    return [...this.pending.keys()];
   }
 
   /** Sends one not yet sent on this connection (new, or see `unansweredBefore`), if it still waits. */

@@ -47,9 +47,9 @@ export class Requests {
     return dropped;
   }
 
-  /** Whether a request sent at or before frame `seq` still waits. */
-  waitingSince(seq: number): boolean {
-    return this.queue.some((r) => r.seq <= seq);
+  /** The oldest waiting request, left in place. */
+  peek(): Request | undefined {
+    return this.queue[0];
   }
 
   clear(): void {

@@ -59,3 +59,20 @@ test("under the limit an error still answers its own request, and one publisher'
   await waitFor("all thirty", () => got.length === 30, 20_000);
   assert.deepEqual(got, Array.from({ length: 30 }, (_, i) => i + 1));
 });
+
+test("on a gateway without a limit, a slow gateway never makes the client hold frames back", async (t) => {
+  const gateway = await Gateway.start();
+  t.after(() => gateway.stop());
+  const client = closing(t, new WsgateClient(gateway.url()));
+  const got: number[] = [];
+  await client.subscribe("slow", (m) => got.push(m.data as number)).ready;
+  await gateway.pause();
+  const first = client.publish("slow", 1);
+  await new Promise((resolve) => setTimeout(resolve, 3_500));
+  const later = [client.publish("slow", 2), client.publish("slow", 3)];
+  gateway.resume();
+  await Promise.all([first, ...later]);
+  await client.publish("slow", 4);
+  await waitFor("all four", () => got.length === 4);
+  assert.deepEqual(got, [1, 2, 3, 4]);
+});
