@@ -148,13 +148,20 @@ export class WsgateClient extends Emitter<ClientEvents> {
         frame.traceparent = span.traceparent;
         if (span.tracestate) frame.tracestate = span.tracestate;
       }
-      return { frame: JSON.stringify(frame), span };
+      try {
+        return { frame: JSON.stringify(frame), span };
+      } catch (error) {
+        span?.end({ code: "invalid_message", message: String(error) });
+        throw error;
+      }
     };
-    try {
-      JSON.stringify(data);
-    } catch (error) {
-      // A BigInt, or a cycle: nothing to send.
-      return Promise.reject(new WsgateError("invalid_message", `data is not JSON: ${String(error)}`));
+    if (!this.tracingSettled) {
+      // The frame is built at the first send; data that is not JSON is refused now, as it is below.
+      try {
+        JSON.stringify(data);
+      } catch (error) {
+        return Promise.reject(new WsgateError("invalid_message", `data is not JSON: ${String(error)}`));
+      }
     }
     const connected = this.connection.isOpen;
     // Until the OpenTelemetry API has loaded (the client has not connected yet), the span waits too.

@@ -6,6 +6,7 @@
  * history; without history a repeat may be delivered twice).
  */
 import { WsgateError } from "./errors.js";
+import { utf8Length } from "./ids.js";
 import type { SendSpan } from "./tracing.js";
 
 /** What `publish` resolves to. */
@@ -116,9 +117,15 @@ export class Publishes {
   /** Builds the frame; false when it is too large to send (the publish is then rejected). */
   private built(id: string, entry: Pending): boolean {
     if (entry.build) {
-      ({ frame: entry.frame, span: entry.span } = entry.build());
+      try {
+        ({ frame: entry.frame, span: entry.span } = entry.build());
+      } catch (error) {
+        // A BigInt, or a cycle: nothing to send.
+        this.settle(id, new WsgateError("invalid_message", `data is not JSON: ${String(error)}`));
+        return false;
+      }
       entry.build = undefined;
-      entry.bytes = new TextEncoder().encode(entry.frame).length;
+      entry.bytes = utf8Length(entry.frame);
     }
     if (entry.bytes <= this.maxBytes) return true;
     // The gateway would close the connection over it (1009).

@@ -62,7 +62,6 @@ test("several subscriptions to one room share it, and each stops on its own unsu
   const probe = client.subscribe("shared-probe", () => undefined);
   await probe.ready;
   assert.deepEqual(b, [1, 2]);
-  await client.close();
 });
 
 test("refusals reject with the gateway's stable error code", async (t) => {
@@ -89,6 +88,8 @@ test("what the gateway would refuse without an answer in order is refused at onc
   const client = closing(t, new WsgateClient(gateway.url()));
   await assert.rejects(client.publish("r", 1, { id: "x".repeat(129) }), (e: unknown) => e instanceof WsgateError && e.code === "invalid_message");
   await assert.rejects(client.publish("r", "y".repeat(70_000)), (e: unknown) => e instanceof WsgateError && e.code === "too_large");
+  await client.subscribe("connected-first", () => undefined).ready;
+  await assert.rejects(client.publish("r", 10n), (e: unknown) => e instanceof WsgateError && e.code === "invalid_message");
   // Replies stay matched: the next subscribe is answered as itself.
   await client.subscribe("after-refusals", () => undefined).ready;
 });
@@ -118,5 +119,4 @@ test("without a tracer provider no trace context is sent", async (t) => {
   await client.publish("untraced", "x");
   await waitFor("the message", () => got.length === 1);
   assert.equal(got[0]!.traceparent, undefined);
-  await client.close();
 });

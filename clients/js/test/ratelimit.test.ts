@@ -9,8 +9,7 @@ import { Proxy } from "./helpers/proxy.js";
 const ROOMS = Array.from({ length: 16 }, (_, i) => `limited-${i}`);
 
 test("with --max-msgs-per-sec every subscribe and publish gets through, before and after a reconnect", async (t) => {
-  const gateway = await Gateway.start(["--max-msgs-per-sec", "10"]);
-  t.after(() => gateway.stop());
+  const gateway = await Gateway.running(t, ["--max-msgs-per-sec", "10"]);
   const proxy = await Proxy.start(gateway.addr);
   t.after(() => proxy.stop());
   const client = closing(t, new WsgateClient(proxy.url(), { minReconnectDelayMs: 20, maxReconnectDelayMs: 100 }));
@@ -35,8 +34,7 @@ test("with --max-msgs-per-sec every subscribe and publish gets through, before a
 });
 
 test("under the limit an error still answers its own request, and one publisher's messages keep their order", async (t) => {
-  const gateway = await Gateway.start(["--max-msgs-per-sec", "10"]);
-  t.after(() => gateway.stop());
+  const gateway = await Gateway.running(t, ["--max-msgs-per-sec", "10"]);
   const client = closing(t, new WsgateClient(gateway.url()));
   const reader = closing(t, new WsgateClient(gateway.url()));
   const got: number[] = [];
@@ -61,8 +59,7 @@ test("under the limit an error still answers its own request, and one publisher'
 });
 
 test("on a gateway without a limit, a slow gateway never makes the client hold frames back", async (t) => {
-  const gateway = await Gateway.start();
-  t.after(() => gateway.stop());
+  const gateway = await Gateway.running(t);
   const client = closing(t, new WsgateClient(gateway.url()));
   const got: number[] = [];
   await client.subscribe("slow", (m) => got.push(m.data as number)).ready;

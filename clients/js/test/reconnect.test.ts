@@ -11,8 +11,7 @@ import { Proxy } from "./helpers/proxy.js";
 const FAST = { minReconnectDelayMs: 50, maxReconnectDelayMs: 300 };
 
 test("after the gateway restarts the client reconnects and re-subscribes by itself", async (t) => {
-  let gateway = await Gateway.start();
-  t.after(() => gateway.stop());
+  const gateway = await Gateway.running(t);
   const client = closing(t, new WsgateClient(gateway.url(), FAST));
   const states: ConnectionState[] = [];
   client.on("state", (s) => states.push(s));
@@ -22,7 +21,7 @@ test("after the gateway restarts the client reconnects and re-subscribes by itse
   let resubscribed = 0;
   sub.on("resubscribed", () => resubscribed++);
 
-  gateway = await gateway.restart(); // SIGTERM: the gateway closes with 1001.
+  await gateway.restart(); // SIGTERM: the gateway closes with 1001.
   await waitFor("re-subscribed", () => resubscribed === 1);
   assert.deepEqual(states, ["connected", "disconnected", "connecting", "connected"]);
 
@@ -30,13 +29,10 @@ test("after the gateway restarts the client reconnects and re-subscribes by itse
   await other.publish("news", "after the restart");
   await waitFor("the message", () => got.length === 1);
   assert.deepEqual(got, ["after the restart"]);
-  await Promise.all([client.close(), other.close()]);
-  await gateway.stop();
 });
 
 test("a publish made while the gateway is down waits and is sent after the reconnect", async (t) => {
-  let gateway = await Gateway.start();
-  t.after(() => gateway.stop());
+  const gateway = await Gateway.running(t);
   const client = closing(t, new WsgateClient(gateway.url(), { ...FAST, maxQueuedPublishes: 2 }));
   const got: unknown[] = [];
   await client.subscribe("queue", (m) => got.push(m.data)).ready;
@@ -47,18 +43,15 @@ test("a publish made while the gateway is down waits and is sent after the recon
   const second = client.publish("queue", "two");
   await assert.rejects(client.publish("queue", "three"), (e: unknown) => e instanceof WsgateError && e.code === "queue_full");
 
-  gateway = await gateway.restart();
+  await gateway.restart();
   const [a, b] = await Promise.all([first, second]);
   assert.notEqual(a.id, b.id);
   await waitFor("both queued messages", () => got.length === 2);
   assert.deepEqual(got, ["one", "two"], "sent in order, after re-subscribing");
-  await client.close();
-  await gateway.stop();
 });
 
 test("a gateway that stops answering: the publish times out and the client reconnects", async (t) => {
-  const gateway = await Gateway.start();
-  t.after(() => gateway.stop());
+  const gateway = await Gateway.running(t);
   const client = closing(t, new WsgateClient(gateway.url(), { ...FAST, publishTimeoutMs: 300, pingIntervalMs: 200, pongTimeoutMs: 200 }));
   const states: ConnectionState[] = [];
   client.on("state", (s) => states.push(s));
@@ -73,13 +66,10 @@ test("a gateway that stops answering: the publish times out and the client recon
   await waitFor("connected again", () => client.state === "connected");
   const { id } = await client.publish("frozen", 2);
   assert.ok(id);
-  await client.close();
-  await gateway.stop();
 });
 
 test("a publish whose ack was lost with the connection is sent again and delivered once", async (t) => {
-  const gateway = await Gateway.start(["--history-size", "100"]);
-  t.after(() => gateway.stop());
+  const gateway = await Gateway.running(t, ["--history-size", "100"]);
   const proxy = await Proxy.start(gateway.addr);
   t.after(() => proxy.stop());
   const watcher = closing(t, new WsgateClient(gateway.url()));
@@ -102,8 +92,7 @@ test("a publish whose ack was lost with the connection is sent again and deliver
 });
 
 test("a publish the gateway closes the connection over (1009) rejects with too_large and is not sent again", async (t) => {
-  const gateway = await Gateway.start(["--max-message-bytes", "1024"]);
-  t.after(() => gateway.stop());
+  const gateway = await Gateway.running(t, ["--max-message-bytes", "1024"]);
   const client = closing(t, new WsgateClient(gateway.url(), FAST));
   const states: ConnectionState[] = [];
   client.on("state", (s) => states.push(s));

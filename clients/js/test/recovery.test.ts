@@ -32,8 +32,7 @@ async function publishWithDrops(gateway: Gateway, proxy: Proxy, room: string, co
 }
 
 test("with history, a subscriber that keeps losing its network misses nothing and sees nothing twice", async (t) => {
-  const gateway = await Gateway.start(["--history-size", "1000"]);
-  t.after(() => gateway.stop());
+  const gateway = await Gateway.running(t, ["--history-size", "1000"]);
   const proxy = await Proxy.start(gateway.addr);
   t.after(() => proxy.stop());
   const client = closing(t, new WsgateClient(proxy.url(), FAST));
@@ -58,14 +57,10 @@ test("with history, a subscriber that keeps losing its network misses nothing an
   const metrics = await (await fetch(gateway.httpUrl("/metrics"))).text();
   const replayed = Number(/^websocket_recovered_messages_total(?:\{[^}]*\})? (\d+)/m.exec(metrics)?.[1] ?? 0);
   assert.ok(replayed > 0, `messages were replayed (${replayed})`);
-  await client.close();
-  await proxy.stop();
-  await gateway.stop();
 });
 
 test("without history a resume is answered recovered: false", async (t) => {
-  const gateway = await Gateway.start();
-  t.after(() => gateway.stop());
+  const gateway = await Gateway.running(t);
   const proxy = await Proxy.start(gateway.addr);
   t.after(() => proxy.stop());
   const client = closing(t, new WsgateClient(proxy.url(), FAST));
@@ -74,25 +69,19 @@ test("without history a resume is answered recovered: false", async (t) => {
   const outcome = new Promise<boolean>((resolve) => sub.on("resubscribed", ({ recovered }) => resolve(recovered)));
   proxy.cut();
   assert.equal(await outcome, false);
-  await client.close();
-  await proxy.stop();
-  await gateway.stop();
 });
 
 test("a gateway restart loses its in-memory history: recovered: false, then live again", async (t) => {
-  let gateway = await Gateway.start(["--history-size", "100"]);
-  t.after(() => gateway.stop());
+  const gateway = await Gateway.running(t, ["--history-size", "100"]);
   const client = closing(t, new WsgateClient(gateway.url(), FAST));
   const got: unknown[] = [];
   const sub = client.subscribe("epochs", (m) => got.push(m.data), { recover: true });
   await sub.ready;
   await client.publish("epochs", "before");
   const outcome = new Promise<boolean>((resolve) => sub.on("resubscribed", ({ recovered }) => resolve(recovered)));
-  gateway = await gateway.restart();
+  await gateway.restart();
   assert.equal(await outcome, false, "a new epoch");
   await client.publish("epochs", "after");
   await waitFor("the live message", () => got.length === 2);
   assert.deepEqual(got, ["before", "after"], "offsets start again at 1 in the new epoch and are not taken for duplicates");
-  await client.close();
-  await gateway.stop();
 });

@@ -9,8 +9,7 @@ import { hs256, SECRET, tokenFor } from "./helpers/jwt.js";
 const FAST = { minReconnectDelayMs: 50, maxReconnectDelayMs: 300 };
 
 test("a token function's tokens are refreshed in time: the connection outlives each of them", async (t) => {
-  const gateway = await Gateway.start(["--jwt-secret", SECRET]);
-  t.after(() => gateway.stop());
+  const gateway = await Gateway.running(t, ["--jwt-secret", SECRET]);
   let issued = 0;
   const client = closing(
     t,
@@ -30,13 +29,10 @@ test("a token function's tokens are refreshed in time: the connection outlives e
   assert.deepEqual(states, ["connected"], "never dropped");
   assert.ok(issued >= 4, `a refresh about every 1.5 s (${issued} tokens)`);
   await client.publish("room", "still here");
-  await client.close();
-  await gateway.stop();
 });
 
 test("a refused refresh: the gateway closes with 4001 at expiry and the client reconnects with a fresh token", async (t) => {
-  const gateway = await Gateway.start(["--jwt-secret", SECRET]);
-  t.after(() => gateway.stop());
+  const gateway = await Gateway.running(t, ["--jwt-secret", SECRET]);
   let calls = 0;
   // Odd calls connect (alice); even ones refresh, as another user: refused, `forbidden`.
   const client = closing(
@@ -54,13 +50,10 @@ test("a refused refresh: the gateway closes with 4001 at expiry and the client r
   await waitFor("a reconnect after 4001", () => states.join() === "connected,disconnected,connecting,connected", 15_000);
   assert.ok(errors.includes("forbidden"), `the refused refresh is reported (${errors})`);
   assert.ok(calls >= 3, "the reconnect asked for a fresh token");
-  await client.close();
-  await gateway.stop();
 });
 
 test("in Node, an upgrade refused with 401 closes the client and says why", async (t) => {
-  const gateway = await Gateway.start(["--jwt-secret", SECRET]);
-  t.after(() => gateway.stop());
+  const gateway = await Gateway.running(t, ["--jwt-secret", SECRET]);
   const badToken = hs256({ sub: "alice", exp: Math.floor(Date.now() / 1000) + 60 }, "another-secret-entirely-0123456789");
   const client = closing(t, new WsgateClient(gateway.url(), { ...FAST, token: badToken }));
   const error = new Promise<WsgateError>((resolve) => client.on("error", resolve));
@@ -68,12 +61,10 @@ test("in Node, an upgrade refused with 401 closes the client and says why", asyn
   assert.equal((await error).code, "http_401");
   assert.equal(client.state, "closed");
   await assert.rejects(sub.ready, (e: unknown) => e instanceof WsgateError && e.code === "http_401");
-  await gateway.stop();
 });
 
 test("a token valid for weeks is not refreshed at once (timers cap at 24.8 days)", async (t) => {
-  const gateway = await Gateway.start(["--jwt-secret", SECRET]);
-  t.after(() => gateway.stop());
+  const gateway = await Gateway.running(t, ["--jwt-secret", SECRET]);
   let issued = 0;
   const client = closing(
     t,

@@ -24,8 +24,14 @@ export class Gateway {
     readonly addr: string,
     private readonly args: string[],
     private readonly env: Record<string, string>,
-    readonly logs: Record<string, unknown>[],
   ) {}
+
+  /** Starts one (see `start`) that is stopped when the test `t` ends, passed or failed. */
+  static async running(t: { after(fn: () => Promise<void>): void }, args: string[] = [], env: Record<string, string> = {}): Promise<Gateway> {
+    const gateway = await Gateway.start(args, env);
+    t.after(() => gateway.stop());
+    return gateway;
+  }
 
   /** Starts the gateway on `listen` (an ephemeral port by default) with `args` and `env` added. */
   static async start(args: string[] = [], env: Record<string, string> = {}, listen = "127.0.0.1:0"): Promise<Gateway> {
@@ -41,7 +47,6 @@ export class Gateway {
       env: childEnv,
       stdio: ["ignore", "ignore", "pipe"],
     });
-    const logs: Record<string, unknown>[] = [];
     const addr = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error("wsgate did not log its address within 20 s")), 20_000);
       child.once("exit", (code) => reject(new Error(`wsgate exited with ${code} before listening`)));
@@ -53,7 +58,6 @@ export class Gateway {
           process.stderr.write(`wsgate (non-JSON): ${line}\n`);
           return;
         }
-        logs.push(entry);
         const fields = entry.fields as Record<string, unknown> | undefined;
         if (fields?.message === "wsgate listening") {
           clearTimeout(timer);
@@ -61,7 +65,7 @@ export class Gateway {
         }
       });
     });
-    return new Gateway(child, addr, args, env, logs);
+    return new Gateway(child, addr, args, env);
   }
 
   url(path = "/ws"): string {
@@ -91,10 +95,10 @@ export class Gateway {
     this.child.kill("SIGCONT");
   }
 
-  /** Stops it and starts the same gateway on the same address: a restart, as in a deploy. */
-  async restart(): Promise<Gateway> {
+  /** Stops it and starts the same gateway again on the same address: a restart, as in a deploy. */
+  async restart(): Promise<void> {
     await this.stop();
-    return Gateway.start(this.args, this.env, this.addr);
+    this.child = (await Gateway.start(this.args, this.env, this.addr)).child;
   }
 }
 
